@@ -1,0 +1,1 @@
+//! clusterfunk: a Raft-plus-gossip cluster coordinator for sharded services.
