@@ -29,7 +29,10 @@ pub struct NodeInfo {
 /// Build one with [`ShardMap::new`] (all shards unassigned), then
 /// [`rebalance`](super::rebalance), or [`ShardMap::decode`] one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "super::codec::ShardMapRepr", try_from = "super::codec::ShardMapRepr")]
+#[serde(
+    into = "super::codec::ShardMapRepr",
+    try_from = "super::codec::ShardMapRepr"
+)]
 pub struct ShardMap {
     pub(crate) epoch: u64,
     pub(crate) nodes: Vec<NodeInfo>,

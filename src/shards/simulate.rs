@@ -135,10 +135,13 @@ impl fmt::Display for SimulateReport {
             "node", "weight", "before", "after", "change"
         )?;
         for r in &self.rows {
-            let change = i64::from(r.after) - i64::from(r.before);
+            let change = match i64::from(r.after) - i64::from(r.before) {
+                0 => "0".to_owned(),
+                c => format!("{c:+}"),
+            };
             writeln!(
                 f,
-                "{:<w$}  {:>6}  {:>7}  {:>7}  {:>+7}",
+                "{:<w$}  {:>6}  {:>7}  {:>7}  {:>7}",
                 r.node, r.weight, r.before, r.after, change
             )?;
         }
@@ -148,5 +151,72 @@ impl fmt::Display for SimulateReport {
             "moved {} of {} shards ({pct:.2}%)",
             self.moved, self.shards
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_and_leave_report() {
+        let params = SimulateParams {
+            shards: 100,
+            nodes: 4,
+            add: 1,
+            remove: 1,
+            weights: Some(vec![1, 1, 2, 1]),
+        };
+        let r = simulate(&params).unwrap();
+        let rows: Vec<(&str, u32, u32, u32)> = r
+            .rows
+            .iter()
+            .map(|r| (r.node.as_str(), r.weight, r.before, r.after))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("node-1", 1, 20, 20),
+                ("node-2", 1, 20, 20),
+                ("node-3", 2, 40, 40),
+                ("node-4", 0, 20, 0),
+                ("node-5", 1, 0, 20),
+            ]
+        );
+        assert_eq!(r.moved, 20);
+        let table = r.to_string();
+        assert!(
+            table.contains("node-4       0       20        0      -20"),
+            "{table}"
+        );
+        assert!(
+            table.ends_with("moved 20 of 100 shards (20.00%)"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn bad_setups_are_errors() {
+        let p = |nodes, remove, weights| SimulateParams {
+            nodes,
+            remove,
+            weights,
+            ..SimulateParams::default()
+        };
+        assert!(matches!(
+            simulate(&p(2, 3, None)),
+            Err(SimulateError::RemoveTooMany { .. })
+        ));
+        assert!(matches!(
+            simulate(&p(2, 0, Some(vec![1]))),
+            Err(SimulateError::WeightsLength { .. })
+        ));
+        assert!(matches!(
+            simulate(&SimulateParams {
+                shards: 0,
+                ..SimulateParams::default()
+            }),
+            Err(SimulateError::Map(ShardMapError::InvalidShardCount(0)))
+        ));
     }
 }

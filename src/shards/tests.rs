@@ -52,7 +52,11 @@ fn first_map_from_empty() {
 #[test]
 fn join_moves_only_what_the_newcomer_needs() {
     let a = first(10_000, &[("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
-    let b = rebalance(&a, &nodes(&[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)])).unwrap();
+    let b = rebalance(
+        &a,
+        &nodes(&[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)]),
+    )
+    .unwrap();
     assert!(b.counts().values().all(|&c| c == 2000));
     assert_eq!(moved(&a, &b), 2000);
     let d = delta(&a, &b).unwrap();
@@ -72,7 +76,11 @@ fn leave_moves_only_the_leavers_shards() {
     assert!(b.node("d").is_none());
     // Survivors keep their worker ids; a newcomer takes the freed id 3.
     assert_eq!(b.node("e").unwrap().worker_id, 4);
-    let c = rebalance(&b, &nodes(&[("a", 1), ("b", 1), ("c", 1), ("e", 1), ("f", 1)])).unwrap();
+    let c = rebalance(
+        &b,
+        &nodes(&[("a", 1), ("b", 1), ("c", 1), ("e", 1), ("f", 1)]),
+    )
+    .unwrap();
     assert_eq!(c.node("f").unwrap().worker_id, 3);
 }
 
@@ -132,7 +140,11 @@ fn more_nodes_than_shards() {
     assert_eq!(c.values().sum::<u32>(), 4);
     assert!(c.values().all(|&n| n <= 1));
     // Removing a node that owns nothing moves nothing.
-    let idle = c.iter().find(|(_, &n)| n == 0).map(|(id, _)| id.to_string()).unwrap();
+    let idle = c
+        .iter()
+        .find(|(_, &n)| n == 0)
+        .map(|(id, _)| id.to_string())
+        .unwrap();
     let rest: Vec<(String, u32)> = specs.iter().filter(|s| s.0 != idle).cloned().collect();
     let b = rebalance(&a, &rest).unwrap();
     assert_eq!(moved(&a, &b), 0);
@@ -167,10 +179,19 @@ fn bad_input_is_rejected() {
 #[test]
 fn targets_follow_largest_remainder() {
     // 10 * [5, 3, 2] / 10 exactly.
-    assert_eq!(rebalance::targets(10, &[5, 3, 2], &[0, 0, 0]), vec![5, 3, 2]);
+    assert_eq!(
+        rebalance::targets(10, &[5, 3, 2], &[0, 0, 0]),
+        vec![5, 3, 2]
+    );
     // 10 * [1,1,1] / 3: remainders tie; held count then index decide.
-    assert_eq!(rebalance::targets(10, &[1, 1, 1], &[0, 0, 0]), vec![4, 3, 3]);
-    assert_eq!(rebalance::targets(10, &[1, 1, 1], &[0, 0, 5]), vec![3, 3, 4]);
+    assert_eq!(
+        rebalance::targets(10, &[1, 1, 1], &[0, 0, 0]),
+        vec![4, 3, 3]
+    );
+    assert_eq!(
+        rebalance::targets(10, &[1, 1, 1], &[0, 0, 5]),
+        vec![3, 3, 4]
+    );
     // 7 * [2, 1] / 3 = [4.67, 2.33].
     assert_eq!(rebalance::targets(7, &[2, 1], &[0, 7]), vec![5, 2]);
     assert_eq!(rebalance::targets(7, &[0, 0], &[0, 0]), vec![0, 0]);
@@ -244,14 +265,33 @@ fn decode_rejects_bad_maps() {
     assert!(ShardMap::decode(&ok).is_ok());
     let cases: Vec<(Vec<u8>, ShardMapError)> = vec![
         (raw(0, &[], &[]), E::InvalidShardCount(0)),
-        (raw(MAX_SHARD_COUNT + 1, &[], &[]), E::InvalidShardCount(u64::from(MAX_SHARD_COUNT) + 1)),
-        (raw(2, &[("a", 0)], &[1]), E::OwnersLength { expected: 2, found: 1 }),
+        (
+            raw(MAX_SHARD_COUNT + 1, &[], &[]),
+            E::InvalidShardCount(u64::from(MAX_SHARD_COUNT) + 1),
+        ),
+        (
+            raw(2, &[("a", 0)], &[1]),
+            E::OwnersLength {
+                expected: 2,
+                found: 1,
+            },
+        ),
         (
             raw(2, &[("a", 0)], &[1, 2]),
-            E::UnknownNodeIndex { shard: 1, index: 2, nodes: 1 },
+            E::UnknownNodeIndex {
+                shard: 1,
+                index: 2,
+                nodes: 1,
+            },
         ),
-        (raw(1, &[("a", 0), ("a", 1)], &[0]), E::DuplicateNode("a".into())),
-        (raw(1, &[("b", 0), ("a", 1)], &[0]), E::NodesNotSorted("a".into(), "b".into())),
+        (
+            raw(1, &[("a", 0), ("a", 1)], &[0]),
+            E::DuplicateNode("a".into()),
+        ),
+        (
+            raw(1, &[("b", 0), ("a", 1)], &[0]),
+            E::NodesNotSorted("a".into(), "b".into()),
+        ),
         (raw(1, &[("a", 3), ("b", 3)], &[0]), E::DuplicateWorkerId(3)),
         (raw(1, &[("", 0)], &[0]), E::EmptyNodeId),
     ];
