@@ -44,7 +44,9 @@ fn decode_chunked(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
             return Ok(out);
         }
         out.extend_from_slice(raw.get(..size).ok_or_else(|| anyhow!("short chunk"))?);
-        raw = raw.get(size + 2..).ok_or_else(|| anyhow!("short chunk end"))?;
+        raw = raw
+            .get(size + 2..)
+            .ok_or_else(|| anyhow!("short chunk end"))?;
     }
 }
 
@@ -60,7 +62,9 @@ async fn request(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<R
         stream.read_to_end(&mut raw).await?;
         anyhow::Ok(raw)
     };
-    let raw = timeout(DEADLINE, exchange).await.context("request timed out")??;
+    let raw = timeout(DEADLINE, exchange)
+        .await
+        .context("request timed out")??;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -159,8 +163,16 @@ async fn routes_answer_as_documented() -> anyhow::Result<()> {
     let r = get(addr, "/metrics").await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
-    assert!(r.body.lines().any(|l| l.starts_with("clusterfunk_")), "{}", r.body);
-    assert!(r.body.contains("clusterfunk_raft_term{node=\"n1\"} 11"), "{}", r.body);
+    assert!(
+        r.body.lines().any(|l| l.starts_with("clusterfunk_")),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("clusterfunk_raft_term{node=\"n1\"} 11"),
+        "{}",
+        r.body
+    );
 
     // /healthz: 503 until the coordinator says Operational
     let r = get(addr, "/healthz").await?;
@@ -183,7 +195,9 @@ async fn routes_answer_as_documented() -> anyhow::Result<()> {
     // / is HTML with every user string escaped
     let r = get(addr, "/").await?;
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").is_some_and(|v| v.starts_with("text/html")));
+    assert!(r
+        .header("content-type")
+        .is_some_and(|v| v.starts_with("text/html")));
     assert!(r.body.starts_with("<!doctype html>"));
     assert!(!r.body.contains(HOSTILE), "hostile id appears raw");
     assert!(!r.body.contains("<script>alert"));
@@ -192,7 +206,10 @@ async fn routes_answer_as_documented() -> anyhow::Result<()> {
         .contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;"));
     assert!(r.body.contains("width:75.0%"), "shard bar of 12/16");
     assert!(r.body.contains("width:25.0%"), "shard bar of 4/16");
-    assert!(!r.body.contains("src=") && !r.body.contains("href="), "external assets");
+    assert!(
+        !r.body.contains("src=") && !r.body.contains("href="),
+        "external assets"
+    );
 
     // unknown paths and methods
     assert_eq!(get(addr, "/nope").await?.status, 404);
@@ -238,7 +255,8 @@ async fn shutdown_future_stops_the_server_even_with_an_idle_connection() -> anyh
 
     // A keep-alive client that went quiet must not hold the server open.
     let mut idle = TcpStream::connect(addr).await?;
-    idle.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    idle.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
     let mut buf = vec![0u8; 4096];
     let n = timeout(DEADLINE, idle.read(&mut buf)).await??;
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));

@@ -98,7 +98,7 @@ fn render_node(out: &mut String, v: &StatusView, n: &NodeView) {
          <td><span class=\"badge {}\">{}</span></td>\
          <td>{}</td><td class=\"num\">{}</td>\
          <td class=\"shards\"><div class=\"bar\"><div class=\"fill\" style=\"width:{:.1}%\"></div></div>\
-         <span class=\"num\">{}</span></td><td class=\"eps\">",
+         <span class=\"num\">{} <span class=\"muted\">({:.0}%)</span></span></td><td class=\"eps\">",
         if is_leader { " class=\"leader\"" } else { "" },
         escape_html(&n.id),
         if is_leader { " <span class=\"star\" title=\"leader\">★</span>" } else { "" },
@@ -112,6 +112,7 @@ fn render_node(out: &mut String, v: &StatusView, n: &NodeView) {
         n.weight,
         pct,
         n.shards_owned,
+        pct,
     );
     for (name, addr) in &n.endpoints {
         let _ = write!(
@@ -147,7 +148,11 @@ pub fn render_page(view: &StatusView) -> String {
         STYLE,
         escape_html(&cluster),
         if view.operational { "alive" } else { "dead" },
-        if view.operational { "operational" } else { "not operational" },
+        if view.operational {
+            "operational"
+        } else {
+            "not operational"
+        },
     );
     render_summary(&mut out, view);
     out.push_str(
@@ -241,7 +246,8 @@ tr.appendChild(el("td","num",n.weight));
 var pct=v.shard_count>0?Math.min(100,Math.max(0,100*n.shards_owned/v.shard_count)):0;
 var sc=el("td","shards"),bar=el("div","bar"),fill=el("div","fill");
 fill.style.width=pct.toFixed(1)+"%";bar.appendChild(fill);sc.appendChild(bar);
-sc.appendChild(el("span","num",n.shards_owned));tr.appendChild(sc);
+var cnt=el("span","num",n.shards_owned+" ");cnt.appendChild(el("span","muted","("+pct.toFixed(0)+"%)"));
+sc.appendChild(cnt);tr.appendChild(sc);
 var eps=el("td","eps");Object.keys(n.endpoints||{}).sort().forEach(function(k){
 var d=el("div");d.appendChild(el("span","ep",k));
 d.appendChild(document.createTextNode(" "+n.endpoints[k]));eps.appendChild(d);});

@@ -152,7 +152,12 @@ fn gauge(r: &Registry, name: &str, help: &str) -> Result<IntGauge, MetricsError>
     reg(r, IntGauge::new(name, help)?)
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, label: &str) -> Result<IntGaugeVec, MetricsError> {
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+) -> Result<IntGaugeVec, MetricsError> {
     reg(r, IntGaugeVec::new(Opts::new(name, help), &[label])?)
 }
 
@@ -169,7 +174,12 @@ fn counter_vec(
     reg(r, IntCounterVec::new(Opts::new(name, help), &[label])?)
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Result<Histogram, MetricsError> {
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+) -> Result<Histogram, MetricsError> {
     reg(
         r,
         Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?,
@@ -240,7 +250,9 @@ impl Metrics {
         let set = MetricSet {
             node_id,
             last_leader: Mutex::new(None),
-            gossip_seen_statuses: Mutex::new(GOSSIP_STATUSES.iter().map(|s| s.to_string()).collect()),
+            gossip_seen_statuses: Mutex::new(
+                GOSSIP_STATUSES.iter().map(|s| s.to_string()).collect(),
+            ),
             build_info,
             cluster_nodes: gauge(
                 &r,
@@ -248,13 +260,21 @@ impl Metrics {
                 "Nodes that are members of the cluster as seen by this node.",
             )?,
             gossip_members,
-            raft_voters: gauge(&r, "clusterfunk_raft_voters", "Voters in the Raft membership.")?,
+            raft_voters: gauge(
+                &r,
+                "clusterfunk_raft_voters",
+                "Voters in the Raft membership.",
+            )?,
             raft_learners: gauge(
                 &r,
                 "clusterfunk_raft_learners",
                 "Learners in the Raft membership.",
             )?,
-            raft_term: gauge(&r, "clusterfunk_raft_term", "Current Raft term of this node.")?,
+            raft_term: gauge(
+                &r,
+                "clusterfunk_raft_term",
+                "Current Raft term of this node.",
+            )?,
             raft_last_log_index: gauge(
                 &r,
                 "clusterfunk_raft_last_log_index",
@@ -417,11 +437,15 @@ impl Metrics {
         for (status, count) in counts {
             let label = state_label(status);
             let value = i64::try_from(count).unwrap_or(i64::MAX);
-            self.gossip_members.with_label_values(&[label.as_str()]).set(value);
+            self.gossip_members
+                .with_label_values(&[label.as_str()])
+                .set(value);
             now.insert(label);
         }
         for status in seen.iter().filter(|s| !now.contains(*s)) {
-            self.gossip_members.with_label_values(&[status.as_str()]).set(0);
+            self.gossip_members
+                .with_label_values(&[status.as_str()])
+                .set(0);
         }
         seen.extend(now);
     }
@@ -431,7 +455,10 @@ impl Metrics {
     /// `clusterfunk_raft_leader_changes_total` goes up; losing the leader
     /// (`None`) does not count. Also sets `clusterfunk_raft_is_leader`.
     pub fn record_leader(&self, leader: Option<&str>) {
-        let mut last = self.last_leader.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self
+            .last_leader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(id) = leader {
             if last.as_deref() != Some(id) {
                 self.raft_leader_changes.inc();
@@ -466,7 +493,9 @@ mod tests {
     use super::*;
 
     fn series_lines(text: &str) -> Vec<&str> {
-        text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect()
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect()
     }
 
     #[test]
@@ -485,8 +514,14 @@ mod tests {
         assert!(la.iter().all(|l| l.contains("node=\"node-a\"")), "{ta}");
         assert!(lb.iter().all(|l| l.contains("node=\"node-b\"")), "{tb}");
         assert!(!ta.contains("node-b") && !tb.contains("node-a"));
-        assert!(ta.contains("clusterfunk_raft_term{node=\"node-a\"} 7"), "{ta}");
-        assert!(tb.contains("clusterfunk_raft_term{node=\"node-b\"} 3"), "{tb}");
+        assert!(
+            ta.contains("clusterfunk_raft_term{node=\"node-a\"} 7"),
+            "{ta}"
+        );
+        assert!(
+            tb.contains("clusterfunk_raft_term{node=\"node-b\"} 3"),
+            "{tb}"
+        );
         assert!(ta.contains("clusterfunk_gossip_suspicions_total{node=\"node-a\"} 5"));
         assert!(tb.contains("clusterfunk_gossip_suspicions_total{node=\"node-b\"} 0"));
     }
@@ -505,8 +540,14 @@ mod tests {
     fn process_metrics_are_exposed_on_linux() {
         let m = Metrics::new("p").unwrap();
         let text = m.encode_text().unwrap();
-        assert!(text.contains("process_resident_memory_bytes{node=\"p\"}"), "{text}");
-        assert!(text.contains("process_cpu_seconds_total{node=\"p\"}"), "{text}");
+        assert!(
+            text.contains("process_resident_memory_bytes{node=\"p\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("process_cpu_seconds_total{node=\"p\"}"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -542,8 +583,11 @@ mod tests {
         let m = Metrics::new("n").unwrap();
         m.set_node_state("Operational");
         let text = m.encode_text().unwrap();
-        assert!(text.contains("clusterfunk_node_state{node=\"n\",state=\"operational\"} 1")
-            || text.contains("clusterfunk_node_state{state=\"operational\",node=\"n\"} 1"), "{text}");
+        assert!(
+            text.contains("clusterfunk_node_state{node=\"n\",state=\"operational\"} 1")
+                || text.contains("clusterfunk_node_state{state=\"operational\",node=\"n\"} 1"),
+            "{text}"
+        );
         let ones = text
             .lines()
             .filter(|l| l.starts_with("clusterfunk_node_state{") && l.ends_with(" 1"))
@@ -568,6 +612,9 @@ mod tests {
         assert_eq!(m.shards_moved.get(), 3);
         assert_eq!(m.liveness_rtt.get_sample_count(), 1);
         assert_eq!(m.liveness_transitions.with_label_values(&["dead"]).get(), 2);
-        assert_eq!(m.liveness_transitions.with_label_values(&["alive"]).get(), 1);
+        assert_eq!(
+            m.liveness_transitions.with_label_values(&["alive"]).get(),
+            1
+        );
     }
 }

@@ -81,7 +81,8 @@ impl MetricsServer {
     {
         let local_addr = listener.local_addr()?;
         let (stop, stop_rx) = oneshot::channel();
-        let span = tracing::info_span!("metrics_http", node = %metrics.node_id(), addr = %local_addr);
+        let span =
+            tracing::info_span!("metrics_http", node = %metrics.node_id(), addr = %local_addr);
         let shared = Arc::new(Shared { metrics, status });
         let task = tokio::spawn(
             async move {
@@ -166,7 +167,10 @@ where
     })
     .await;
     if drained.is_err() {
-        warn!(open = conns.len(), "connections did not finish in time, aborting them");
+        warn!(
+            open = conns.len(),
+            "connections did not finish in time, aborting them"
+        );
         conns.abort_all();
         while conns.join_next().await.is_some() {}
     }
@@ -202,7 +206,11 @@ async fn serve_connection(
     }
 }
 
-fn response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
@@ -231,7 +239,11 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             Ok(text) => response(StatusCode::OK, prometheus::TEXT_FORMAT, text),
             Err(error) => {
                 warn!(%error, "encoding metrics failed");
-                response(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{error}\n"))
+                response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    format!("{error}\n"),
+                )
             }
         },
         "/healthz" => {
@@ -249,7 +261,11 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
                 Ok(json) => response(StatusCode::OK, "application/json", json),
                 Err(error) => {
                     warn!(%error, "encoding status failed");
-                    response(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{error}\n"))
+                    response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        TEXT,
+                        format!("{error}\n"),
+                    )
                 }
             }
         }
