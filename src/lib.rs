@@ -1,3 +1,4 @@
 //! clusterfunk: a Raft-plus-gossip cluster coordinator for sharded services.
 
+pub mod metrics;
 pub mod shards;

@@ -1,0 +1,152 @@
+//! [`StatusView`]: the snapshot of the cluster that `/status` returns and
+//! `/` renders. The coordinator builds it and publishes it on a
+//! `tokio::sync::watch` channel; this module only reads it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What this node knows about the cluster, as shown to operators.
+///
+/// Role, state and gossip status are free-form names (the coordinator passes
+/// its enums' names) so that this module depends on no other one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatusView {
+    /// This node's id.
+    pub node_id: String,
+    /// Name of the cluster this node belongs to.
+    pub cluster_name: String,
+    /// Id made at bootstrap; `None` before the cluster is bootstrapped.
+    pub cluster_id: Option<String>,
+    /// The Raft leader this node sees, if any.
+    pub leader: Option<String>,
+    /// This node's role (e.g. `leader`, `follower`, `learner`, `non_member`).
+    pub role: String,
+    /// This node's state (e.g. `starting`, `operational`, `resharding`).
+    pub state: String,
+    /// `true` while the node is Operational; `/healthz` answers 200 then.
+    pub operational: bool,
+    /// Epoch of the last committed shard map (0 before the first).
+    pub epoch: u64,
+    /// Number of shards in the committed map.
+    pub shard_count: u32,
+    /// Seconds since this node started.
+    pub uptime_seconds: u64,
+    /// Every node this node knows of, in display order.
+    pub nodes: Vec<NodeView>,
+}
+
+/// One node as seen by the node publishing the [`StatusView`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeView {
+    /// Node id.
+    pub id: String,
+    /// Cluster role (e.g. `leader`, `follower`, `learner`, `non_member`).
+    pub role: String,
+    /// Gossip status (e.g. `alive`, `suspect`, `dead`, `left`).
+    pub gossip_status: String,
+    /// What the leader's liveness checker says about the node.
+    pub liveness: Liveness,
+    /// The node's place in the Raft membership.
+    pub raft_role: RaftRole,
+    /// Advertised endpoints: tag name without the `ep.` prefix → address.
+    pub endpoints: BTreeMap<String, String>,
+    /// The node's `zone` tag, if any.
+    pub zone: Option<String>,
+    /// Shard assignment weight.
+    pub weight: u32,
+    /// Shards the node owns in the committed map.
+    pub shards_owned: u32,
+}
+
+/// Liveness of a node as judged by the leader's echo checker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// Answers echo probes.
+    Alive,
+    /// Missed `liveness_retries` consecutive probes.
+    Dead,
+    /// Not probed (not a shard owner, or this node is not the leader).
+    #[default]
+    Unknown,
+}
+
+impl Liveness {
+    /// The lower-case name used in JSON and on the status page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Dead => "dead",
+            Liveness::Unknown => "unknown",
+        }
+    }
+}
+
+/// A node's place in the Raft membership.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaftRole {
+    /// Voting member.
+    Voter,
+    /// Non-voting member that replicates the log.
+    Learner,
+    /// Not in the Raft membership (gossip only); `"none"` in JSON.
+    #[default]
+    #[serde(rename = "none")]
+    NonMember,
+}
+
+impl RaftRole {
+    /// The lower-case name used in JSON and on the status page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaftRole::Voter => "voter",
+            RaftRole::Learner => "learner",
+            RaftRole::NonMember => "none",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_names() {
+        let view = StatusView {
+            node_id: "n1".into(),
+            cluster_name: "demo".into(),
+            cluster_id: Some("c-1".into()),
+            leader: Some("n1".into()),
+            role: "leader".into(),
+            state: "operational".into(),
+            operational: true,
+            epoch: 4,
+            shard_count: 16,
+            uptime_seconds: 12,
+            nodes: vec![NodeView {
+                id: "n1".into(),
+                role: "leader".into(),
+                gossip_status: "alive".into(),
+                liveness: Liveness::Alive,
+                raft_role: RaftRole::NonMember,
+                endpoints: BTreeMap::from([("raft".into(), "127.0.0.1:1".into())]),
+                zone: Some("a".into()),
+                weight: 1,
+                shards_owned: 16,
+            }],
+        };
+        let json = serde_json::to_string(&view).unwrap();
+        assert!(json.contains("\"raft_role\":\"none\""), "{json}");
+        assert!(json.contains("\"liveness\":\"alive\""), "{json}");
+        let back: StatusView = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, view);
+        // Missing fields take defaults, so older/newer peers still parse.
+        let sparse: StatusView = serde_json::from_str(r#"{"node_id":"x"}"#).unwrap();
+        assert_eq!(sparse.node_id, "x");
+        assert_eq!(sparse.nodes, vec![]);
+    }
+}
