@@ -16,8 +16,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use clusterfunk::discovery::{
-    discover_once, Announcement, DiscoveryEvent, Interfaces, MdnsConfig, MdnsDiscovery,
-    PeerFilter, DEFAULT_SERVICE_TYPE,
+    discover_once, Announcement, DiscoveryEvent, Interfaces, MdnsConfig, MdnsDiscovery, PeerFilter,
+    DEFAULT_SERVICE_TYPE,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -210,9 +210,11 @@ async fn scenario() {
     let mut n1 = start("a", "n1");
     let mut n2 = start("a", "n2");
 
-    wait_until(&mut [&mut n1, &mut n2], "n1 and n2 to find each other", |ns| {
-        ns[0].found_set() == set(&["n2"]) && ns[1].found_set() == set(&["n1"])
-    })
+    wait_until(
+        &mut [&mut n1, &mut n2],
+        "n1 and n2 to find each other",
+        |ns| ns[0].found_set() == set(&["n2"]) && ns[1].found_set() == set(&["n1"]),
+    )
     .await;
 
     // A node that starts later is found by the others and finds them.
@@ -258,7 +260,9 @@ async fn scenario() {
     assert_eq!(ids, set(&["n1", "n2", "n3"]), "discover_once: {listed:?}");
     assert!(listed.iter().all(|a| a.cluster == "a"));
     let n2_addr = n2._socket.local_addr().expect("addr");
-    assert!(listed.iter().any(|a| a.node_id == "n2" && a.gossip_addr == n2_addr));
+    assert!(listed
+        .iter()
+        .any(|a| a.node_id == "n2" && a.gossip_addr == n2_addr));
 
     // Withdrawing is seen as a loss.
     n3.discovery.withdraw().expect("withdraw");

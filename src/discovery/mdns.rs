@@ -92,7 +92,9 @@ impl MdnsConfig {
             .strip_suffix("._udp.local.")
             .or_else(|| ty.strip_suffix("._tcp.local."))
         else {
-            return bad(format!("service type {ty:?} must end in ._udp.local. or ._tcp.local."));
+            return bad(format!(
+                "service type {ty:?} must end in ._udp.local. or ._tcp.local."
+            ));
         };
         let Some(name) = name.strip_prefix('_') else {
             return bad(format!("service type {ty:?} must start with '_'"));
@@ -128,7 +130,10 @@ impl MdnsConfig {
 /// selections apply in order and the last match wins. The daemon processes
 /// commands in order, so these take effect before any register or browse
 /// queued after them.
-fn select_interfaces(daemon: &ServiceDaemon, interfaces: &Interfaces) -> Result<(), DiscoveryError> {
+fn select_interfaces(
+    daemon: &ServiceDaemon,
+    interfaces: &Interfaces,
+) -> Result<(), DiscoveryError> {
     match interfaces {
         Interfaces::All => daemon.disable_interface(IfKind::IPv6)?,
         Interfaces::LoopbackOnly => {
@@ -280,13 +285,21 @@ impl MdnsDiscovery {
 
     /// Starts the browser task (needs a Tokio runtime). See
     /// [`Discovery::browse`].
-    pub fn browse(&self, filter: PeerFilter) -> Result<mpsc::Receiver<DiscoveryEvent>, DiscoveryError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| DiscoveryError::NoRuntime)?;
+    pub fn browse(
+        &self,
+        filter: PeerFilter,
+    ) -> Result<mpsc::Receiver<DiscoveryEvent>, DiscoveryError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| DiscoveryError::NoRuntime)?;
         let mut state = self.inner.state();
         if state.shut_down {
             return Err(DiscoveryError::Shutdown);
         }
-        if state.browser.as_ref().is_some_and(|b| !b.task.is_finished()) {
+        if state
+            .browser
+            .as_ref()
+            .is_some_and(|b| !b.task.is_finished())
+        {
             return Err(DiscoveryError::AlreadyBrowsing);
         }
         let ty = self.inner.config.service_type.clone();
@@ -335,7 +348,10 @@ impl MdnsDiscovery {
         // The daemon unregisters (goodbye packets) everything on exit.
         match self.inner.daemon.shutdown() {
             Ok(status) => {
-                if tokio::time::timeout(SHUTDOWN_WAIT, status.recv_async()).await.is_err() {
+                if tokio::time::timeout(SHUTDOWN_WAIT, status.recv_async())
+                    .await
+                    .is_err()
+                {
                     warn!("mDNS daemon did not confirm shutdown in time");
                 }
             }

@@ -63,7 +63,9 @@ impl Registry {
             for (id, segment, announcement) in &visible {
                 let key = format!("mem-{id}");
                 let action = match announcement {
-                    Some(a) if *segment == ep.segment => slot.table.seen(&key, a.clone(), &ep.counters),
+                    Some(a) if *segment == ep.segment => {
+                        slot.table.seen(&key, a.clone(), &ep.counters)
+                    }
                     _ => slot.table.removed(&key),
                 };
                 open &= deliver(&mut slot.table, &key, action, &slot.tx, &ep.counters);
@@ -213,7 +215,10 @@ impl MemoryDiscovery {
     }
 
     /// Starts browsing with a channel of the default capacity (256).
-    pub fn browse(&self, filter: PeerFilter) -> Result<mpsc::Receiver<DiscoveryEvent>, DiscoveryError> {
+    pub fn browse(
+        &self,
+        filter: PeerFilter,
+    ) -> Result<mpsc::Receiver<DiscoveryEvent>, DiscoveryError> {
         self.browse_with_capacity(filter, DEFAULT_CAPACITY)
     }
 
@@ -224,7 +229,9 @@ impl MemoryDiscovery {
         capacity: usize,
     ) -> Result<mpsc::Receiver<DiscoveryEvent>, DiscoveryError> {
         if capacity == 0 {
-            return Err(DiscoveryError::InvalidConfig("capacity must be at least 1".into()));
+            return Err(DiscoveryError::InvalidConfig(
+                "capacity must be at least 1".into(),
+            ));
         }
         self.update(|ep| {
             if ep.browser.as_ref().is_some_and(|b| !b.tx.is_closed()) {
@@ -333,7 +340,9 @@ mod tests {
         let b = reg.endpoint();
         n1.announce(&ann("a", "n1", 1)).unwrap();
         b.announce(&ann("b", "n1", 9)).unwrap();
-        let mut rx1 = n1.browse(PeerFilter::for_announcement(&ann("a", "n1", 1))).unwrap();
+        let mut rx1 = n1
+            .browse(PeerFilter::for_announcement(&ann("a", "n1", 1)))
+            .unwrap();
         assert!(drain(&mut rx1).is_empty());
         assert!(matches!(
             n1.browse(PeerFilter::any()),
@@ -387,7 +396,12 @@ mod tests {
         assert_eq!(drain(&mut rxs[0]), vec![found("n2", 102), found("n3", 103)]);
         assert_eq!(
             drain(&mut rxs[3]),
-            vec![lost("n2"), found("n0", 100), found("n1", 101), found("n2", 102)]
+            vec![
+                lost("n2"),
+                found("n0", 100),
+                found("n1", 101),
+                found("n2", 102)
+            ]
         );
     }
 
@@ -397,7 +411,8 @@ mod tests {
         let me = reg.endpoint();
         let others: Vec<_> = (0..3).map(|_| reg.endpoint()).collect();
         for (i, o) in others.iter().enumerate() {
-            o.announce(&ann("a", &format!("p{i}"), 200 + i as u16)).unwrap();
+            o.announce(&ann("a", &format!("p{i}"), 200 + i as u16))
+                .unwrap();
         }
         let mut rx = me
             .browse_with_capacity(PeerFilter::for_announcement(&ann("a", "me", 1)), 1)

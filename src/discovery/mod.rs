@@ -271,7 +271,6 @@ impl PeerTable {
             None => TableAction::None,
         }
     }
-
 }
 
 /// Sends `action`'s event with `try_send`, confirming or counting a drop.
@@ -366,7 +365,10 @@ mod tests {
         assert_eq!(counters.snapshot().dropped, 1);
         assert!(matches!(rx.try_recv(), Ok(DiscoveryEvent::Found(p)) if p.node_id == "n2"));
         // Same sighting again: n2 is deduplicated, n3 offered again.
-        assert_eq!(t.seen("k2", ann("a", "n2", 1), &counters), TableAction::None);
+        assert_eq!(
+            t.seen("k2", ann("a", "n2", 1), &counters),
+            TableAction::None
+        );
         let act = t.seen("k3", ann("a", "n3", 1), &counters);
         assert!(matches!(&act, TableAction::Send(DiscoveryEvent::Found(p)) if p.node_id == "n3"));
         assert!(deliver(&mut t, "k3", act, &tx, &counters));
@@ -376,7 +378,10 @@ mod tests {
         let _ = rx.try_recv();
         let mut moved = ann("a", "n2", 1);
         moved.gossip_addr = "127.0.0.1:7001".parse().unwrap();
-        assert!(matches!(t.seen("k2", moved, &counters), TableAction::Send(_)));
+        assert!(matches!(
+            t.seen("k2", moved, &counters),
+            TableAction::Send(_)
+        ));
 
         // Removal of a reported peer yields Lost, of an unknown one nothing.
         assert_eq!(

@@ -247,7 +247,10 @@ mod tests {
             .collect()
     }
 
-    fn dec(props: &[(&str, Option<Vec<u8>>)], resolved: &[IpAddr]) -> Result<Announcement, TxtError> {
+    fn dec(
+        props: &[(&str, Option<Vec<u8>>)],
+        resolved: &[IpAddr],
+    ) -> Result<Announcement, TxtError> {
         decode(props.iter().map(|(k, v)| (*k, v.as_deref())), resolved)
     }
 
@@ -256,7 +259,10 @@ mod tests {
     }
 
     fn with(key: &'static str, val: Option<&[u8]>) -> Vec<(&'static str, Option<Vec<u8>>)> {
-        let mut p: Vec<_> = valid_props().into_iter().filter(|(k, _)| *k != key).collect();
+        let mut p: Vec<_> = valid_props()
+            .into_iter()
+            .filter(|(k, _)| *k != key)
+            .collect();
         p.push((key, val.map(<[u8]>::to_vec)));
         p
     }
@@ -269,7 +275,7 @@ mod tests {
     #[test]
     fn keys_are_case_insensitive_and_first_wins() {
         let mut p: Vec<(&str, Option<Vec<u8>>)> = vec![("CLUSTER", Some(b"prod".to_vec()))];
-        p.extend(valid_props().into_iter().map(|(k, v)| (k, v)));
+        p.extend(valid_props());
         p.push(("cluster", Some(b"other".to_vec())));
         assert_eq!(dec(&p, &[]).unwrap().cluster, "prod");
     }
@@ -277,7 +283,10 @@ mod tests {
     #[test]
     fn missing_keys_rejected() {
         for key in [KEY_CLUSTER, KEY_NODE, KEY_GOSSIP, KEY_PROTO] {
-            let p: Vec<_> = valid_props().into_iter().filter(|(k, _)| *k != key).collect();
+            let p: Vec<_> = valid_props()
+                .into_iter()
+                .filter(|(k, _)| *k != key)
+                .collect();
             assert_eq!(dec(&p, &[]), Err(TxtError::MissingKey(key)), "{key}");
         }
         assert_eq!(dec(&[], &[]), Err(TxtError::MissingKey(KEY_CLUSTER)));
@@ -316,7 +325,10 @@ mod tests {
 
     #[test]
     fn empty_and_control_characters_rejected() {
-        assert_eq!(dec(&with(KEY_NODE, Some(b"")), &[]), Err(TxtError::Empty(KEY_NODE)));
+        assert_eq!(
+            dec(&with(KEY_NODE, Some(b"")), &[]),
+            Err(TxtError::Empty(KEY_NODE))
+        );
         assert_eq!(
             dec(&with(KEY_CLUSTER, Some(b"a\nb")), &[]),
             Err(TxtError::BadCharacters(KEY_CLUSTER))
@@ -333,14 +345,26 @@ mod tests {
 
     #[test]
     fn bad_addresses_rejected() {
-        for bad in ["", "host", "1.2.3.4", "1.2.3.4:99999", "::1:80", "example.com:80"] {
+        for bad in [
+            "",
+            "host",
+            "1.2.3.4",
+            "1.2.3.4:99999",
+            "::1:80",
+            "example.com:80",
+        ] {
             assert_eq!(
                 dec(&with(KEY_GOSSIP, Some(bad.as_bytes())), &[]),
                 Err(TxtError::BadAddress(bad.to_string())),
                 "{bad}"
             );
         }
-        for bad in ["1.2.3.4:0", "224.0.0.251:5353", "255.255.255.255:80", "[ff02::1]:80"] {
+        for bad in [
+            "1.2.3.4:0",
+            "224.0.0.251:5353",
+            "255.255.255.255:80",
+            "[ff02::1]:80",
+        ] {
             assert!(
                 matches!(
                     dec(&with(KEY_GOSSIP, Some(bad.as_bytes())), &[]),
@@ -375,7 +399,9 @@ mod tests {
         );
         // Only loopback known: use it (single-host clusters).
         assert_eq!(
-            dec(&p, &[IpAddr::V4(Ipv4Addr::LOCALHOST)]).unwrap().gossip_addr,
+            dec(&p, &[IpAddr::V4(Ipv4Addr::LOCALHOST)])
+                .unwrap()
+                .gossip_addr,
             "127.0.0.1:7946".parse::<SocketAddr>().unwrap()
         );
         // Nothing to substitute: rejected.
@@ -437,7 +463,8 @@ mod tests {
             && !s.starts_with('-')
             && !s.ends_with('-')
             && !s.contains("--")
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     }
 
     #[test]
