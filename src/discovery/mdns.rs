@@ -35,12 +35,20 @@ const MAX_SERVICE_NAME_LEN: usize = 15;
 
 /// Which network interfaces mDNS uses. IPv6 is never used: clusterfunk's
 /// zero-conf runs over IPv4 multicast (224.0.0.251) only.
+///
+/// Caveat of `mdns-sd` 0.21: its daemon thread joins the mDNS groups on
+/// every interface when it starts, before the selection applies, and leaves
+/// the unselected ones right after. No mDNS packet is ever sent on an
+/// unselected interface (checked with tcpdump), but the kernel's IGMP/MLD
+/// membership reports for those joins do appear there. Tests therefore run
+/// inside network namespaces of their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interfaces {
     /// Every IPv4 interface that is up, loopback included.
     All,
     /// Only the IPv4 loopback interface: single-host clusters and tests.
-    /// Nothing is sent to any other interface.
+    /// Linux loops multicast back on `lo` (no MULTICAST flag or route for
+    /// 224.0.0.0/4 needed).
     LoopbackOnly,
     /// Only the named interface (e.g. `eth0`), IPv4.
     Named(String),
