@@ -450,34 +450,46 @@ impl BrowseLoop {
 
     /// Handles one daemon event; `false` when the receiver is gone.
     fn handle(&mut self, event: ServiceEvent) -> bool {
-        match event {
-            ServiceEvent::ServiceResolved(svc) => {
-                let key = svc.fullname.to_lowercase();
-                let resolved: Vec<IpAddr> = svc.addresses.iter().map(|a| a.to_ip_addr()).collect();
-                let props: Vec<(&str, Option<&[u8]>)> = svc
-                    .txt_properties
-                    .iter()
-                    .map(|p| (p.key(), p.val()))
-                    .collect();
-                match txt::decode(props.iter().copied(), &resolved) {
-                    Ok(a) => {
-                        let action = self.table.seen(&key, a, &self.counters);
-                        deliver(&mut self.table, &key, action, &self.tx, &self.counters)
-                    }
-                    Err(e) => {
-                        self.counters.bad();
-                        debug!(instance = %key, error = %e, "ignored malformed mDNS announcement");
-                        true
-                    }
+        handle_event(&mut self.table, &self.tx, &self.counters, event)
+    }
+}
+
+/// Turns one `mdns-sd` event into at most one [`DiscoveryEvent`]: parses
+/// and filters resolved services, reports removals of reported ones, counts
+/// the rest. Returns `false` when the receiver is gone.
+fn handle_event(
+    table: &mut PeerTable,
+    tx: &mpsc::Sender<DiscoveryEvent>,
+    counters: &Counters,
+    event: ServiceEvent,
+) -> bool {
+    match event {
+        ServiceEvent::ServiceResolved(svc) => {
+            let key = svc.fullname.to_lowercase();
+            let resolved: Vec<IpAddr> = svc.addresses.iter().map(|a| a.to_ip_addr()).collect();
+            let props: Vec<(&str, Option<&[u8]>)> = svc
+                .txt_properties
+                .iter()
+                .map(|p| (p.key(), p.val()))
+                .collect();
+            match txt::decode(props.iter().copied(), &resolved) {
+                Ok(a) => {
+                    let action = table.seen(&key, a, counters);
+                    deliver(table, &key, action, tx, counters)
+                }
+                Err(e) => {
+                    counters.bad();
+                    debug!(instance = %key, error = %e, "ignored malformed mDNS announcement");
+                    true
                 }
             }
-            ServiceEvent::ServiceRemoved(_, fullname) => {
-                let key = fullname.to_lowercase();
-                let action = self.table.removed(&key);
-                deliver(&mut self.table, &key, action, &self.tx, &self.counters)
-            }
-            _ => true,
         }
+        ServiceEvent::ServiceRemoved(_, fullname) => {
+            let key = fullname.to_lowercase();
+            let action = table.removed(&key);
+            deliver(table, &key, action, tx, counters)
+        }
+        _ => true,
     }
 }
 
@@ -538,6 +550,106 @@ pub async fn discover_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::DiscoveredPeer;
+    use mdns_sd::TxtProperty;
+
+    /// A resolved-service event as the daemon would deliver it.
+    fn resolved(instance: &str, ip: &str, props: Vec<TxtProperty>) -> ServiceEvent {
+        let info = ServiceInfo::new(DEFAULT_SERVICE_TYPE, instance, "h.local.", ip, 7946, props)
+            .expect("service info");
+        ServiceEvent::ServiceResolved(Box::new(info.as_resolved_service()))
+    }
+
+    fn props(cluster: &str, node: &str, gossip: &str) -> Vec<TxtProperty> {
+        vec![
+            ("cluster", cluster).into(),
+            ("node", node).into(),
+            ("gossip", gossip).into(),
+            ("proto", "1").into(),
+        ]
+    }
+
+    #[test]
+    fn daemon_events_become_filtered_discovery_events() {
+        let me = Announcement {
+            cluster: "a".into(),
+            node_id: "me".into(),
+            gossip_addr: "10.0.0.1:7946".parse().unwrap(),
+            protocol_version: 1,
+        };
+        let mut table = PeerTable::new(PeerFilter::for_announcement(&me));
+        let counters = Counters::default();
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut feed = |ev| handle_event(&mut table, &tx, &counters, ev);
+
+        // A peer announcing 0.0.0.0 is reported at its resolved address.
+        assert!(feed(resolved(
+            "a-p1",
+            "192.0.2.5",
+            props("a", "p1", "0.0.0.0:7946")
+        )));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            DiscoveryEvent::Found(DiscoveredPeer {
+                node_id: "p1".into(),
+                gossip_addr: "192.0.2.5:7946".parse().unwrap(),
+                cluster: "a".into(),
+                protocol_version: 1,
+            })
+        );
+        // Ourselves, another cluster and hostile records are not reported.
+        feed(resolved(
+            "a-me",
+            "192.0.2.1",
+            props("a", "me", "192.0.2.1:7946"),
+        ));
+        feed(resolved(
+            "b-p1",
+            "192.0.2.6",
+            props("b", "p1", "192.0.2.6:7946"),
+        ));
+        feed(resolved("x1", "192.0.2.7", props("a", "x1", "nonsense")));
+        let mut non_utf8 = props("a", "x2", "192.0.2.7:7946");
+        non_utf8[1] = ("node", &[0xc3_u8, 0x28][..]).into();
+        feed(resolved("x2", "192.0.2.7", non_utf8));
+        feed(resolved(
+            "x3",
+            "192.0.2.7",
+            vec!["cluster".into(), "node".into()],
+        ));
+        let long = "n".repeat(200);
+        feed(resolved(
+            "x4",
+            "192.0.2.7",
+            props("a", &long, "192.0.2.7:7946"),
+        ));
+        assert!(rx.try_recv().is_err());
+        // Removal of a reported peer (instance names are case-insensitive).
+        let removed = ServiceEvent::ServiceRemoved(
+            DEFAULT_SERVICE_TYPE.into(),
+            format!("A-P1.{DEFAULT_SERVICE_TYPE}"),
+        );
+        assert!(feed(removed));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            DiscoveryEvent::Lost {
+                node_id: "p1".into(),
+                cluster: "a".into()
+            }
+        );
+        let s = counters.snapshot();
+        assert_eq!(
+            (s.discovered, s.lost, s.ignored_other_cluster, s.ignored_bad),
+            (1, 1, 1, 4)
+        );
+        // A dropped receiver ends the browser.
+        drop(rx);
+        assert!(!feed(resolved(
+            "a-p2",
+            "192.0.2.8",
+            props("a", "p2", "192.0.2.8:7946")
+        )));
+    }
 
     #[test]
     fn config_validation() {
