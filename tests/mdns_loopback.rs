@@ -2,7 +2,8 @@
 //! of cluster "b" and a raw responder publishing malformed "a" records, in
 //! one process. Every "a" node finds the other two and never "b" or the
 //! malformed ones (counted as ignored), a late joiner is found, a withdrawal
-//! is seen, and `discover_once` lists the cluster.
+//! and a dropped handle are seen as losses, and `discover_once` lists the
+//! cluster.
 //!
 //! So that no test traffic (not even an IGMP join: `mdns-sd` joins the group
 //! on every interface before our interface selection applies) reaches the
@@ -271,7 +272,14 @@ async fn scenario() {
     })
     .await;
 
-    for n in [&n1, &n2, &n3, &b] {
+    // Dropping the last handle stops the daemon, which says goodbye.
+    drop(n2);
+    wait_until(&mut [&mut n1], "n2's goodbye after drop", |ns| {
+        ns[0].found_set().is_empty()
+    })
+    .await;
+
+    for n in [&n1, &n3, &b] {
         n.discovery.shutdown().await;
     }
     let _ = hostile.shutdown();
