@@ -80,7 +80,9 @@ impl Lan {
         let prefix = format!("cfmdns{}", std::process::id());
         let bridge_ns = format!("{prefix}-lan");
         if let Err(e) = ip(&["netns", "add", &bridge_ns]) {
-            eprintln!(
+            // Straight to stderr: libtest captures eprintln! of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED {TEST_NAME}: needs root and iproute2 to create network namespaces ({e})"
             );
             return None;
