@@ -1,4 +1,5 @@
 //! clusterfunk: a Raft-plus-gossip cluster coordinator for sharded services.
 
+pub mod discovery;
 pub mod metrics;
 pub mod shards;

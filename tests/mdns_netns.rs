@@ -1,0 +1,386 @@
+//! Multi-host mDNS discovery: four network namespaces ("hosts"), each with
+//! an `eth0` veth whose peer sits on a bridge in a fifth namespace, so the
+//! hosts share one private LAN that touches no real interface. Three
+//! discovery processes of cluster "a" and one of cluster "b" run there with
+//! no addresses given: each "a" finds the other two (at their LAN address,
+//! substituted for the `0.0.0.0` they announce), "b" finds nobody.
+//!
+//! The processes are this test binary itself, re-run inside a namespace
+//! (`ip netns exec NS <binary> --exact <this test>`) with environment
+//! variables giving it its role. They print `FOUND`/`READY`/`DONE` lines;
+//! the parent closes their stdin to end them. Needs root and `ip`
+//! (iproute2); skipped with a message otherwise. Namespaces are named after
+//! the pid and removed on success and failure alike.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use clusterfunk::discovery::{
+    Announcement, DiscoveryEvent, Interfaces, MdnsConfig, MdnsDiscovery, PeerFilter,
+};
+
+const TEST_NAME: &str = "three_hosts_of_a_find_each_other_fourth_of_b_stays_out";
+const ROLE_ENV: &str = "CLUSTERFUNK_MDNS_NETNS_ROLE";
+const PARENT_DEADLINE: Duration = Duration::from_secs(45);
+const CHILD_DEADLINE: Duration = Duration::from_secs(40);
+const SUBNET: &str = "10.231.77";
+/// Prefix of the children's report lines.
+const MARK: &str = "@@mdns ";
+
+/// (namespace suffix, cluster, node id, host address)
+const HOSTS: [(&str, &str, &str, u8); 4] = [
+    ("h1", "a", "n1", 1),
+    ("h2", "a", "n2", 2),
+    ("h3", "a", "n3", 3),
+    ("h4", "b", "n1", 4),
+];
+
+#[test]
+fn three_hosts_of_a_find_each_other_fourth_of_b_stays_out() {
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        child(&role);
+        return;
+    }
+    let Some(net) = Lan::create() else {
+        return;
+    };
+    parent(&net);
+}
+
+// ---------------------------------------------------------------- parent
+
+/// The namespaces of one run; deleted on drop (also when a test panics).
+struct Lan {
+    bridge_ns: String,
+    hosts: Vec<String>,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Lan {
+    /// Builds the LAN, or prints why it cannot and returns `None`.
+    fn create() -> Option<Lan> {
+        let prefix = format!("cfmdns{}", std::process::id());
+        let bridge_ns = format!("{prefix}-lan");
+        if let Err(e) = ip(&["netns", "add", &bridge_ns]) {
+            // Straight to stderr: libtest captures eprintln! of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {TEST_NAME}: needs root and iproute2 to create network namespaces ({e})"
+            );
+            return None;
+        }
+        let mut lan = Lan {
+            bridge_ns,
+            hosts: Vec::new(),
+        };
+        if let Err(e) = lan.wire(&prefix) {
+            panic!("building the namespace LAN failed: {e}");
+        }
+        Some(lan)
+    }
+
+    fn wire(&mut self, prefix: &str) -> Result<(), String> {
+        let br = self.bridge_ns.clone();
+        // No IGMP snooping: the bridge floods multicast like a dumb switch.
+        ip(&[
+            "-n",
+            &br,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
+        ip(&["-n", &br, "link", "set", "br0", "up"])?;
+        for (i, (suffix, _, _, host)) in HOSTS.iter().enumerate() {
+            let ns = format!("{prefix}-{suffix}");
+            ip(&["netns", "add", &ns])?;
+            self.hosts.push(ns.clone());
+            let port = format!("p{i}");
+            // Both ends are created inside namespaces: nothing ever appears
+            // in the machine's own network namespace.
+            ip(&[
+                "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ])?;
+            ip(&["-n", &br, "link", "set", &port, "master", "br0"])?;
+            ip(&["-n", &br, "link", "set", &port, "up"])?;
+            let addr = format!("{SUBNET}.{host}/24");
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain(std::iter::once(&self.bridge_ns)) {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+    }
+}
+
+/// A child process; killed (by its own pid) if still running on drop.
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct Report {
+    announced_port: Option<u16>,
+    found: BTreeMap<String, SocketAddr>,
+    ready: bool,
+    done: Option<String>,
+    lines: Vec<String>,
+}
+
+fn parent(lan: &Lan) {
+    let exe = std::env::current_exe().expect("test binary path");
+    let (tx, rx) = std_mpsc::channel::<(usize, String)>();
+    let mut procs = Vec::new();
+    for (i, (_, cluster, node, _)) in HOSTS.iter().enumerate() {
+        let expect: Vec<&str> = HOSTS
+            .iter()
+            .filter(|(_, c, n, _)| c == cluster && n != node)
+            .map(|(_, _, n, _)| *n)
+            .collect();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &lan.hosts[i]])
+            .arg(&exe)
+            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+            .env(ROLE_ENV, format!("{cluster}/{node}/{}", expect.join(",")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn child in namespace");
+        let stdout = child.stdout.take().expect("stdout");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send((i, line)).is_err() {
+                    break;
+                }
+            }
+        });
+        procs.push(Proc {
+            name: format!("{}:{cluster}/{node}", lan.hosts[i]),
+            child,
+        });
+    }
+    drop(tx);
+
+    let mut reports: Vec<Report> = (0..HOSTS.len()).map(|_| Report::default()).collect();
+    let deadline = Instant::now() + PARENT_DEADLINE;
+    let record = |reports: &mut Vec<Report>, i: usize, line: String| {
+        let r = &mut reports[i];
+        // libtest may print "test NAME ... " on the same line first.
+        let ours = line.find(MARK).map_or("", |at| &line[at + MARK.len()..]);
+        let mut words = ours.split_whitespace();
+        match words.next() {
+            Some("ANNOUNCED") => r.announced_port = words.next().and_then(|p| p.parse().ok()),
+            Some("FOUND") => {
+                if let (Some(id), Some(addr)) = (words.next(), words.next()) {
+                    if let Ok(addr) = addr.parse() {
+                        r.found.insert(id.to_string(), addr);
+                    }
+                }
+            }
+            Some("READY") => r.ready = true,
+            Some("DONE") => r.done = Some(ours.to_string()),
+            _ => {}
+        }
+        r.lines.push(line);
+    };
+
+    // Phase 1: every process reports READY (found what it expects).
+    while !reports.iter().all(|r| r.ready) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, line)) => record(&mut reports, i, line),
+            Err(_) => break,
+        }
+    }
+    // Phase 2: end them all (EOF on stdin) and collect their final lines.
+    for p in procs.iter_mut() {
+        drop(p.child.stdin.take());
+    }
+    while let Ok((i, line)) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        record(&mut reports, i, line);
+    }
+    let mut failures = Vec::new();
+    for (p, r) in procs.iter_mut().zip(&reports) {
+        let status = p.child.wait().expect("wait child");
+        let mut err = String::new();
+        if let Some(mut e) = p.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        if !status.success() || !r.ready || r.done.is_none() {
+            failures.push(format!(
+                "{} exited {status}, ready={}, stdout:\n{}\nstderr:\n{err}",
+                p.name,
+                r.ready,
+                r.lines.join("\n")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "children failed:\n{}",
+        failures.join("\n\n")
+    );
+
+    // Each "a" host found the other two at their LAN address and announced
+    // port; "b" found nobody.
+    for (i, (_, cluster, node, _)) in HOSTS.iter().enumerate() {
+        let want: BTreeMap<String, SocketAddr> = HOSTS
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, c, n, _))| c == cluster && n != node)
+            .map(|(j, (_, c, n, host))| {
+                let port = reports[j].announced_port.expect("announced port");
+                let addr: SocketAddr = format!("{SUBNET}.{host}:{port}").parse().expect("addr");
+                (format!("{c}/{n}"), addr)
+            })
+            .collect();
+        assert_eq!(
+            reports[i].found, want,
+            "{cluster}/{node}: {:#?}",
+            reports[i].lines
+        );
+    }
+    for (p, r) in procs.iter().zip(&reports) {
+        eprintln!("{}: {}", p.name, r.done.as_deref().unwrap_or("-"));
+    }
+    let _ = std::io::stderr().flush();
+}
+
+// ----------------------------------------------------------------- child
+
+/// Runs one discovery node: announces `0.0.0.0:<port>` (the receivers fill
+/// in our LAN address), browses, prints what it finds, `READY` once it has
+/// found `expect` (and has seen and ignored another cluster), and `DONE`
+/// when stdin closes.
+fn child(role: &str) {
+    let mut parts = role.splitn(3, '/');
+    let (cluster, node, expect) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(c), Some(n), Some(e)) => (c.to_string(), n.to_string(), e.to_string()),
+        _ => panic!("bad role {role:?}"),
+    };
+    let expect: BTreeSet<String> = expect
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|n| format!("{cluster}/{n}"))
+        .collect();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind gossip stand-in");
+        let port = socket.local_addr().expect("addr").port();
+        let ann = Announcement {
+            cluster: cluster.clone(),
+            node_id: node.clone(),
+            gossip_addr: SocketAddr::from(([0, 0, 0, 0], port)),
+            protocol_version: 1,
+        };
+        let discovery = MdnsDiscovery::start(MdnsConfig {
+            interfaces: Interfaces::Named("eth0".into()),
+            ..Default::default()
+        })
+        .expect("start mDNS");
+        discovery.announce(&ann).expect("announce");
+        let mut rx = discovery
+            .browse(PeerFilter::for_announcement(&ann))
+            .expect("browse");
+        println!("{MARK}ANNOUNCED {port}");
+
+        // stdin EOF = the parent says stop.
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+            let _ = stop_tx.send(());
+        });
+
+        let mut found: BTreeMap<String, SocketAddr> = BTreeMap::new();
+        let mut ready = false;
+        let deadline = tokio::time::sleep(CHILD_DEADLINE);
+        tokio::pin!(deadline);
+        let mut check = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                _ = &mut deadline => panic!(
+                    "{cluster}/{node}: deadline; found {found:?}, stats {:?}",
+                    discovery.stats()
+                ),
+                ev = rx.recv() => match ev {
+                    Some(DiscoveryEvent::Found(p)) => {
+                        let id = format!("{}/{}", p.cluster, p.node_id);
+                        println!("{MARK}FOUND {id} {}", p.gossip_addr);
+                        found.insert(id, p.gossip_addr);
+                    }
+                    Some(DiscoveryEvent::Lost { node_id, cluster: c }) => {
+                        println!("{MARK}LOST {c}/{node_id}");
+                        found.remove(&format!("{c}/{node_id}"));
+                    }
+                    None => panic!("browse channel closed"),
+                },
+                _ = check.tick() => {}
+            }
+            let keys: BTreeSet<String> = found.keys().cloned().collect();
+            if !ready && keys == expect && discovery.stats().ignored_other_cluster >= 1 {
+                ready = true;
+                println!("{MARK}READY");
+            }
+        }
+        let stats = discovery.stats();
+        discovery.shutdown().await;
+        drop(socket);
+        println!(
+            "{MARK}DONE found={:?} discovered={} ignored_other_cluster={} ignored_bad={}",
+            found.keys().collect::<Vec<_>>(),
+            stats.discovered,
+            stats.ignored_other_cluster,
+            stats.ignored_bad
+        );
+    });
+}
