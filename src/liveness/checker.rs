@@ -314,7 +314,7 @@ async fn run<S: DatagramSocket>(
                 }
             },
             cmd = cmds.recv() => match cmd {
-                Some(cmd) => handle_command(&mut core, cmd),
+                Some(cmd) => handle_command(&mut core, cmd, &events, &state),
                 None => break,
             },
             () = &mut sleep => core.on_tick(Instant::now()),
@@ -339,7 +339,15 @@ async fn run<S: DatagramSocket>(
     debug!("liveness checker stopped");
 }
 
-fn handle_command(core: &mut CheckerCore, cmd: Command) {
+/// Runs one command. Status changes it causes are published before the
+/// reply is sent, so when `add`/`remove`/`clear` return, the watch state
+/// already shows their effect.
+fn handle_command(
+    core: &mut CheckerCore,
+    cmd: Command,
+    events: &mpsc::Sender<LivenessEvent>,
+    state: &watch::Sender<LivenessSnapshot>,
+) {
     // A requester that went away does not care about the answer.
     match cmd {
         Command::Add { id, addr, reply } => {
@@ -347,13 +355,18 @@ fn handle_command(core: &mut CheckerCore, cmd: Command) {
             if let Ok(true) = r {
                 debug!(target_id = %id, %addr, "liveness target added");
             }
+            publish(core, events, state);
             let _ = reply.send(r);
         }
         Command::Remove { id, reply } => {
-            let _ = reply.send(core.remove(&id));
+            let r = core.remove(&id);
+            publish(core, events, state);
+            let _ = reply.send(r);
         }
         Command::Clear { reply } => {
-            let _ = reply.send(core.clear());
+            let r = core.clear();
+            publish(core, events, state);
+            let _ = reply.send(r);
         }
         Command::Targets { reply } => {
             let _ = reply.send(core.targets());
