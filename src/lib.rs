@@ -1,5 +1,6 @@
 //! clusterfunk: a Raft-plus-gossip cluster coordinator for sharded services.
 
 pub mod discovery;
+pub mod liveness;
 pub mod metrics;
 pub mod shards;
