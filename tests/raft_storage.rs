@@ -2,7 +2,9 @@
 //! in-memory stores, plus persistence and snapshot round trips.
 
 use bytes::Bytes;
-use clusterfunk::raft::store::{open_memory, open_sled, MemLogStore, SledLogStore, StateMachineStore};
+use clusterfunk::raft::store::{
+    open_memory, open_sled, MemLogStore, SledLogStore, StateMachineStore,
+};
 use clusterfunk::raft::{Command, Entry, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{log_id, StoreBuilder, Suite};
@@ -31,14 +33,17 @@ impl StoreBuilder<TypeConfig, SledLogStore, StateMachineStore, TempDir> for Sled
     }
 }
 
+// The suite runs its own tokio runtimes, so these are plain #[test]s.
 #[test]
-fn memory_store_passes_openraft_suite() -> Result<(), StorageError<u64>> {
-    Suite::test_all(MemBuilder)
+fn memory_store_passes_openraft_suite() -> anyhow::Result<()> {
+    Suite::test_all(MemBuilder)?;
+    Ok(())
 }
 
 #[test]
-fn sled_store_passes_openraft_suite() -> Result<(), StorageError<u64>> {
-    Suite::test_all(SledBuilder)
+fn sled_store_passes_openraft_suite() -> anyhow::Result<()> {
+    Suite::test_all(SledBuilder)?;
+    Ok(())
 }
 
 fn normal(term: u64, index: u64, cmd: Command) -> Entry {
@@ -121,7 +126,9 @@ async fn snapshot_restores_full_state(
         .await?
         .ok_or_else(|| anyhow::anyhow!("no current snapshot"))?;
     let mut rx = target.subscribe();
-    target.install_snapshot(&current.meta, current.snapshot).await?;
+    target
+        .install_snapshot(&current.meta, current.snapshot)
+        .await?;
     assert_eq!(*target.state(), *source.state());
     // The watch published the installed state.
     assert!(rx.has_changed()?);

@@ -227,7 +227,9 @@ pub(crate) fn decode_entry(b: &[u8]) -> DResult<Entry> {
 
 // ---- RPC messages -----------------------------------------------------------
 
-pub(crate) fn append_request_to_pb(r: &AppendEntriesRequest<TypeConfig>) -> pb::AppendEntriesRequest {
+pub(crate) fn append_request_to_pb(
+    r: &AppendEntriesRequest<TypeConfig>,
+) -> pb::AppendEntriesRequest {
     pb::AppendEntriesRequest {
         vote: Some(vote_to_pb(&r.vote)),
         prev_log_id: opt_log_id_to_pb(&r.prev_log_id),
@@ -251,7 +253,9 @@ pub(crate) fn append_request_from_pb(
     })
 }
 
-pub(crate) fn append_response_to_pb(r: &AppendEntriesResponse<NodeId>) -> pb::AppendEntriesResponse {
+pub(crate) fn append_response_to_pb(
+    r: &AppendEntriesResponse<NodeId>,
+) -> pb::AppendEntriesResponse {
     use pb::append_entries_response::Result as R;
     let result = match r {
         AppendEntriesResponse::Success => R::Success(pb::Empty {}),
@@ -270,12 +274,16 @@ pub(crate) fn append_response_from_pb(
     r: pb::AppendEntriesResponse,
 ) -> DResult<AppendEntriesResponse<NodeId>> {
     use pb::append_entries_response::Result as R;
-    Ok(match required(r.result, "AppendEntriesResponse", "result")? {
-        R::Success(_) => AppendEntriesResponse::Success,
-        R::PartialSuccess(p) => AppendEntriesResponse::PartialSuccess(opt_log_id_from_pb(p.matching)),
-        R::Conflict(_) => AppendEntriesResponse::Conflict,
-        R::HigherVote(v) => AppendEntriesResponse::HigherVote(vote_from_pb(v)),
-    })
+    Ok(
+        match required(r.result, "AppendEntriesResponse", "result")? {
+            R::Success(_) => AppendEntriesResponse::Success,
+            R::PartialSuccess(p) => {
+                AppendEntriesResponse::PartialSuccess(opt_log_id_from_pb(p.matching))
+            }
+            R::Conflict(_) => AppendEntriesResponse::Conflict,
+            R::HigherVote(v) => AppendEntriesResponse::HigherVote(vote_from_pb(v)),
+        },
+    )
 }
 
 pub(crate) fn vote_request_to_pb(r: &VoteRequest<NodeId>) -> pb::VoteRequest {
@@ -387,10 +395,12 @@ pub(crate) fn install_response_to_pb(r: &InstallOutcome) -> pb::InstallSnapshotR
 
 pub(crate) fn install_response_from_pb(r: pb::InstallSnapshotResponse) -> DResult<InstallOutcome> {
     if let Some(m) = r.mismatch {
-        return Ok(Err(InstallSnapshotError::SnapshotMismatch(SnapshotMismatch {
-            expect: segment_from_pb(m.expect),
-            got: segment_from_pb(m.got),
-        })));
+        return Ok(Err(InstallSnapshotError::SnapshotMismatch(
+            SnapshotMismatch {
+                expect: segment_from_pb(m.expect),
+                got: segment_from_pb(m.got),
+            },
+        )));
     }
     Ok(Ok(InstallSnapshotResponse {
         vote: vote_from_pb(required(r.vote, "InstallSnapshotResponse", "vote")?),
@@ -511,7 +521,10 @@ mod tests {
         nodes.insert(1, RaftNodeInfo::new("a", "127.0.0.1:1"));
         nodes.insert(2, RaftNodeInfo::new("b", "127.0.0.1:2"));
         nodes.insert(3, RaftNodeInfo::new("c", "127.0.0.1:3"));
-        Membership::new(vec![[1, 2].into_iter().collect(), [2].into_iter().collect()], nodes)
+        Membership::new(
+            vec![[1, 2].into_iter().collect(), [2].into_iter().collect()],
+            nodes,
+        )
     }
 
     #[test]
@@ -593,19 +606,23 @@ mod tests {
             AppendEntriesResponse::Conflict,
             AppendEntriesResponse::HigherVote(Vote::new(9, 1)),
         ] {
-            assert_eq!(append_response_from_pb(append_response_to_pb(&r)).unwrap(), r);
+            assert_eq!(
+                append_response_from_pb(append_response_to_pb(&r)).unwrap(),
+                r
+            );
         }
 
-        let mismatch: InstallOutcome = Err(InstallSnapshotError::SnapshotMismatch(SnapshotMismatch {
-            expect: SnapshotSegmentId {
-                id: "s".into(),
-                offset: 0,
-            },
-            got: SnapshotSegmentId {
-                id: "s".into(),
-                offset: 10,
-            },
-        }));
+        let mismatch: InstallOutcome =
+            Err(InstallSnapshotError::SnapshotMismatch(SnapshotMismatch {
+                expect: SnapshotSegmentId {
+                    id: "s".into(),
+                    offset: 0,
+                },
+                got: SnapshotSegmentId {
+                    id: "s".into(),
+                    offset: 10,
+                },
+            }));
         assert_eq!(
             install_response_from_pb(install_response_to_pb(&mismatch)).unwrap(),
             mismatch

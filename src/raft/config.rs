@@ -172,7 +172,10 @@ mod tests {
         assert_eq!(o.heartbeat_interval, 50);
         assert_eq!(o.election_timeout_min, 150);
         assert_eq!(o.election_timeout_max, 300);
-        assert_eq!(o.snapshot_policy, openraft::SnapshotPolicy::LogsSinceLast(1000));
+        assert_eq!(
+            o.snapshot_policy,
+            openraft::SnapshotPolicy::LogsSinceLast(1000)
+        );
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub enum RaftNodeError {
     Store(#[from] StoreError),
     /// openraft stopped (or could not start).
     #[error("raft fatal error: {0}")]
-    Fatal(#[from] Fatal<NodeId>),
+    Fatal(Box<Fatal<NodeId>>),
     /// The gRPC server failed.
     #[error("raft gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -150,7 +150,19 @@ pub enum RaftApiError {
     ChangeMembership(#[from] ChangeMembershipError<NodeId>),
     /// The Raft node has stopped.
     #[error("raft stopped: {0}")]
-    Fatal(#[from] Fatal<NodeId>),
+    Fatal(Box<Fatal<NodeId>>),
+}
+
+impl From<Fatal<NodeId>> for RaftNodeError {
+    fn from(f: Fatal<NodeId>) -> Self {
+        RaftNodeError::Fatal(Box::new(f))
+    }
+}
+
+impl From<Fatal<NodeId>> for RaftApiError {
+    fn from(f: Fatal<NodeId>) -> Self {
+        RaftApiError::Fatal(Box::new(f))
+    }
 }
 
 impl RaftApiError {
@@ -177,7 +189,7 @@ impl From<RaftError<NodeId, ClientWriteError<NodeId, RaftNodeInfo>>> for RaftApi
             RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
                 RaftApiError::ChangeMembership(c)
             }
-            RaftError::Fatal(f) => RaftApiError::Fatal(f),
+            RaftError::Fatal(f) => RaftApiError::Fatal(Box::new(f)),
         }
     }
 }
@@ -191,7 +203,7 @@ impl From<RaftError<NodeId, InitializeError<NodeId, RaftNodeInfo>>> for RaftApiE
             RaftError::APIError(InitializeError::NotInMembers(n)) => {
                 RaftApiError::NotInMembers(n.to_string())
             }
-            RaftError::Fatal(f) => RaftApiError::Fatal(f),
+            RaftError::Fatal(f) => RaftApiError::Fatal(Box::new(f)),
         }
     }
 }

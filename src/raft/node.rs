@@ -92,8 +92,18 @@ impl RaftNode {
             }
             Storage::Sled(path) => {
                 let (log, sm, closed) = store::open_sled(&path, config.sled_cache_capacity)?;
-                Self::launch(id, info, config, raft_config, network, acks, log, sm, Some(closed))
-                    .await
+                Self::launch(
+                    id,
+                    info,
+                    config,
+                    raft_config,
+                    network,
+                    acks,
+                    log,
+                    sm,
+                    Some(closed),
+                )
+                .await
             }
         }
     }
@@ -186,20 +196,32 @@ impl RaftNode {
     /// Initialises a new cluster with these voters (this node among them).
     /// Call on one node only, once; a second call fails with
     /// `InitializeNotAllowed`, which is harmless.
-    pub async fn initialize(&self, members: BTreeMap<NodeId, RaftNodeInfo>) -> Result<(), RaftApiError> {
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, RaftNodeInfo>,
+    ) -> Result<(), RaftApiError> {
         Ok(self.raft.initialize(members).await?)
     }
 
     /// Adds a learner (leader only). With `blocking`, waits until it has
     /// caught up with the leader's log.
-    pub async fn add_learner(&self, id: NodeId, info: RaftNodeInfo, blocking: bool) -> Result<(), RaftApiError> {
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        info: RaftNodeInfo,
+        blocking: bool,
+    ) -> Result<(), RaftApiError> {
         self.raft.add_learner(id, info, blocking).await?;
         Ok(())
     }
 
     /// Makes `voters` the voter set (leader only). Nodes that stop being
     /// voters stay as learners when `retain` is set, else are removed.
-    pub async fn change_membership(&self, voters: BTreeSet<NodeId>, retain: bool) -> Result<(), RaftApiError> {
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<NodeId>,
+        retain: bool,
+    ) -> Result<(), RaftApiError> {
         self.raft.change_membership(voters, retain).await?;
         Ok(())
     }
@@ -274,7 +296,12 @@ impl RaftNode {
     /// node at `addr`.
     pub async fn ack_to(&self, addr: &str, epoch: u64) -> Result<(), super::NetError> {
         self.network
-            .ack(addr, &self.info.name, epoch, self.config.election_timeout_max)
+            .ack(
+                addr,
+                &self.info.name,
+                epoch,
+                self.config.election_timeout_max,
+            )
             .await
     }
 
@@ -335,14 +362,21 @@ impl RaftNode {
                 }
             }
         }
-        let quorum = self.quorum_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let quorum = self
+            .quorum_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(task) = quorum {
             task.abort();
             let _ = task.await;
         }
         let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(closed) = closed {
-            if tokio::time::timeout(CLOSE_TIMEOUT, closed.closed()).await.is_err() {
+            if tokio::time::timeout(CLOSE_TIMEOUT, closed.closed())
+                .await
+                .is_err()
+            {
                 tracing::warn!(node = self.id, "storage still open after shutdown");
             }
         }
@@ -365,12 +399,17 @@ fn nodelay(
 
 /// Converts openraft's "milliseconds since a quorum acknowledged the
 /// leader" into an instant, each time metrics change.
-async fn track_quorum_ack(mut metrics: watch::Receiver<RaftMetrics>, tx: watch::Sender<Option<Instant>>) {
+async fn track_quorum_ack(
+    mut metrics: watch::Receiver<RaftMetrics>,
+    tx: watch::Sender<Option<Instant>>,
+) {
     loop {
         let at = {
             let m = metrics.borrow_and_update();
             match (m.state, m.millis_since_quorum_ack) {
-                (ServerState::Leader, Some(ms)) => Instant::now().checked_sub(Duration::from_millis(ms)),
+                (ServerState::Leader, Some(ms)) => {
+                    Instant::now().checked_sub(Duration::from_millis(ms))
+                }
                 _ => None,
             }
         };

@@ -51,7 +51,9 @@ impl Handler {
             leader: vote.leader_id.voted_for(),
         };
         self.contact.send_if_modified(|cur| match cur {
-            Some(c) if c.term > contact.term || (c.term == contact.term && c.at >= contact.at) => false,
+            Some(c) if c.term > contact.term || (c.term == contact.term && c.at >= contact.at) => {
+                false
+            }
             _ => {
                 *cur = Some(contact);
                 true

@@ -9,6 +9,10 @@
 //! `RPCError::Unreachable`, so openraft backs off
 //! ([`RaftConfig::unreachable_backoff`](super::RaftConfig)) before retrying.
 
+// openraft's StorageError and RPCError are large by design and are the
+// return types its traits mandate; boxing them here would only add copies.
+#![allow(clippy::result_large_err)]
+
 mod router;
 
 use std::collections::HashMap;
@@ -28,8 +32,8 @@ use tonic::codegen::{http, BoxFuture, Service, StdError};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-pub use router::Router;
 use router::LocalChannel;
+pub use router::Router;
 
 use super::codec::{self, pb};
 use super::error::NetError;
@@ -185,7 +189,13 @@ impl Network {
 
     /// Sends an acknowledgement (`node` applied the proposal of `epoch`) to
     /// the node at `addr`, normally the leader.
-    pub async fn ack(&self, addr: &str, node: &str, epoch: u64, timeout: Duration) -> Result<(), NetError> {
+    pub async fn ack(
+        &self,
+        addr: &str,
+        node: &str,
+        epoch: u64,
+        timeout: Duration,
+    ) -> Result<(), NetError> {
         let mut client = self.client(addr)?;
         let mut req = tonic::Request::new(pb::AckRequest {
             node: node.to_string(),

@@ -106,7 +106,11 @@ impl Router {
         let cut = inner.isolated.contains(from)
             || inner.isolated.contains(to)
             || inner.cut.contains(&(from.to_string(), to.to_string()));
-        let found = if cut { None } else { inner.nodes.get(to).cloned() };
+        let found = if cut {
+            None
+        } else {
+            inner.nodes.get(to).cloned()
+        };
         match found {
             Some(s) => Ok(s),
             None => {

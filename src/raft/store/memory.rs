@@ -68,7 +68,10 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         Ok(self.lock()?.vote)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId>,
+    ) -> Result<(), StorageError<NodeId>> {
         self.lock()?.committed = committed;
         Ok(())
     }
@@ -77,7 +80,11 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         Ok(self.lock()?.committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

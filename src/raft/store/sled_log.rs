@@ -127,8 +127,11 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let werr = |e: sled::Error| StorageError::from(StorageIOError::write_vote(AnyError::new(&e)));
-        self.vote.insert(KEY, codec::encode_vote(vote)).map_err(werr)?;
+        let werr =
+            |e: sled::Error| StorageError::from(StorageIOError::write_vote(AnyError::new(&e)));
+        self.vote
+            .insert(KEY, codec::encode_vote(vote))
+            .map_err(werr)?;
         self.flush().await.map_err(werr)
     }
 
@@ -142,11 +145,17 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         }
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId>,
+    ) -> Result<(), StorageError<NodeId>> {
         // Not flushed: a lost committed id only means re-applying less on
         // restart; the next append or vote flush persists it anyway.
         match committed {
-            Some(c) => self.committed.insert(KEY, codec::encode_log_id(&c)).map(|_| ()),
+            Some(c) => self
+                .committed
+                .insert(KEY, codec::encode_log_id(&c))
+                .map(|_| ()),
             None => self.committed.remove(KEY).map(|_| ()),
         }
         .map_err(write_err)
@@ -156,7 +165,11 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         Self::read_log_id(&self.committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError,
 };
 use tokio::sync::watch;
 
@@ -60,26 +61,31 @@ impl Backend {
     fn persist_state(&self, state: &ClusterState) -> Result<(), StorageError<NodeId>> {
         match self {
             Backend::Memory { .. } => Ok(()),
-            Backend::Sled(s) => s
-                .sm
-                .insert(STATE_KEY, codec::encode_state(state))
-                .map(|_| ())
-                .map_err(sm_write_err),
+            Backend::Sled(s) => {
+                s.sm.insert(STATE_KEY, codec::encode_state(state))
+                    .map(|_| ())
+                    .map_err(sm_write_err)
+            }
         }
     }
 
     fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError<NodeId>> {
         match self {
-            Backend::Memory { snapshot } => Ok(snapshot.lock().map_err(|e| {
-                StorageIOError::read_snapshot(None, AnyError::error(e.to_string()))
-            })?
-            .clone()),
+            Backend::Memory { snapshot } => Ok(snapshot
+                .lock()
+                .map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e.to_string())))?
+                .clone()),
             Backend::Sled(s) => {
                 let rerr = |e: String| StorageIOError::read_snapshot(None, AnyError::error(e));
-                match s.snapshot.get(SNAPSHOT_KEY).map_err(|e| rerr(e.to_string()))? {
+                match s
+                    .snapshot
+                    .get(SNAPSHOT_KEY)
+                    .map_err(|e| rerr(e.to_string()))?
+                {
                     None => Ok(None),
                     Some(v) => {
-                        let (meta, data) = codec::decode_snapshot(&v).map_err(|e| rerr(e.to_string()))?;
+                        let (meta, data) =
+                            codec::decode_snapshot(&v).map_err(|e| rerr(e.to_string()))?;
                         Ok(Some(StoredSnapshot { meta, data }))
                     }
                 }
@@ -155,7 +161,8 @@ impl StateMachineStore {
             .map_err(|e| corrupt("snapshot", e))?
         {
             if snap.meta.last_log_id > state.last_applied {
-                state = snapshot_state(&snap.meta, &snap.data).map_err(|e| corrupt("snapshot", e))?;
+                state =
+                    snapshot_state(&snap.meta, &snap.data).map_err(|e| corrupt("snapshot", e))?;
             }
         }
         Ok(Self::with(state, backend))
@@ -232,7 +239,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
         Ok((self.state.last_applied, self.state.membership.clone()))
     }
 
@@ -269,7 +278,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -297,7 +308,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         Ok(self.backend.load_snapshot()?.map(|s| Snapshot {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
