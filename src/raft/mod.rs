@@ -28,6 +28,7 @@ pub use config::{RaftConfig, SnapshotPolicy};
 pub use error::{ConfigError, NetError, RaftApiError, RaftNodeError, StoreError};
 pub use network::{Connector, GrpcConnector, Network, RaftChannel, Router};
 pub use node::{LeaderContact, RaftNode};
+pub use server::RaftService;
 pub use store::Storage;
 pub use types::{Ack, ClusterState, Command, MemberRecord, RaftNodeInfo, Response};
 
