@@ -3,4 +3,5 @@
 pub mod discovery;
 pub mod liveness;
 pub mod metrics;
+pub mod raft;
 pub mod shards;

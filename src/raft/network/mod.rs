@@ -1,0 +1,353 @@
+//! The client side of the Raft network: openraft's `RaftNetworkFactory`
+//! ([`Network`]) over a [`Connector`] seam that turns a peer address into a
+//! [`RaftChannel`]. [`GrpcConnector`] makes lazy tonic channels (one per peer,
+//! reused); [`Router`] connects nodes of one process directly, through the
+//! full gRPC codec, and can cut and restore links.
+//!
+//! Timeouts come from openraft's `RPCOption::hard_ttl()`. A peer that cannot
+//! be reached (connection refused, link cut, Raft stopped) is reported as
+//! `RPCError::Unreachable`, so openraft backs off
+//! ([`RaftConfig::unreachable_backoff`](super::RaftConfig)) before retrying.
+
+// openraft's StorageError and RPCError are large by design and are the
+// return types its traits mandate; boxing them here would only add copies.
+#![allow(clippy::result_large_err)]
+
+mod router;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use tonic::codegen::{http, BoxFuture, Service, StdError};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use router::LocalChannel;
+pub use router::Router;
+
+use super::codec::{self, pb};
+use super::error::NetError;
+use super::{NodeId, RaftConfig, RaftNodeInfo, TypeConfig};
+
+/// Turns a peer's Raft address into a channel. The seam between the Raft
+/// client and sockets: tests use a [`Router`], a simulation can supply its
+/// own (e.g. a tonic `Channel` made with a custom connector).
+///
+/// Called for every RPC, so implementations cache their channels.
+pub trait Connector: Send + Sync + 'static {
+    /// A channel to `addr`. Connecting is lazy: errors reaching the peer
+    /// surface on the RPC, not here.
+    fn connect(&self, addr: &str) -> Result<RaftChannel, NetError>;
+}
+
+/// A channel to one peer: a tonic [`Channel`] or an in-process link.
+#[derive(Clone)]
+pub struct RaftChannel {
+    kind: ChannelKind,
+}
+
+#[derive(Clone)]
+enum ChannelKind {
+    Grpc(Channel),
+    Local(LocalChannel),
+}
+
+impl From<Channel> for RaftChannel {
+    fn from(c: Channel) -> Self {
+        Self {
+            kind: ChannelKind::Grpc(c),
+        }
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for RaftChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = StdError;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match &mut self.kind {
+            ChannelKind::Grpc(c) => Service::poll_ready(c, cx).map_err(Into::into),
+            ChannelKind::Local(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        match &mut self.kind {
+            ChannelKind::Grpc(c) => {
+                let fut = Service::call(c, req);
+                Box::pin(async move { fut.await.map_err(Into::into) })
+            }
+            ChannelKind::Local(l) => l.call(req),
+        }
+    }
+}
+
+/// Lazily connected tonic channels, one per peer address, reused.
+pub struct GrpcConnector {
+    connect_timeout: Duration,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl GrpcConnector {
+    /// A connector whose TCP connects time out after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self {
+            connect_timeout,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Default for GrpcConnector {
+    fn default() -> Self {
+        Self::new(RaftConfig::default().connect_timeout)
+    }
+}
+
+impl Connector for GrpcConnector {
+    fn connect(&self, addr: &str) -> Result<RaftChannel, NetError> {
+        let mut channels = self.channels.lock().map_err(|e| NetError::BadAddress {
+            addr: addr.to_string(),
+            reason: format!("connector lock poisoned: {e}"),
+        })?;
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone().into());
+        }
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| NetError::BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        // connect_lazy spawns the channel's worker: needs a tokio runtime,
+        // which every caller (openraft's tasks) has.
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel.into())
+    }
+}
+
+/// openraft's network factory: hands out per-peer connections that share
+/// the [`Connector`].
+#[derive(Clone)]
+pub struct Network {
+    connector: Arc<dyn Connector>,
+    self_id: NodeId,
+    backoff: Duration,
+    max_message_size: usize,
+}
+
+impl Network {
+    /// A network over `connector`, with timing from `RaftConfig::default()`
+    /// until [`RaftNode::start`](super::RaftNode::start) applies the node's.
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        let d = RaftConfig::default();
+        Self {
+            connector,
+            self_id: 0,
+            backoff: d.unreachable_backoff,
+            max_message_size: d.max_message_size,
+        }
+    }
+
+    /// A network of lazy tonic channels configured from `config`.
+    pub fn grpc(config: &RaftConfig) -> Self {
+        let mut n = Self::new(Arc::new(GrpcConnector::new(config.connect_timeout)));
+        n.configure(0, config);
+        n
+    }
+
+    pub(crate) fn configure(&mut self, self_id: NodeId, config: &RaftConfig) {
+        self.self_id = self_id;
+        self.backoff = config.unreachable_backoff;
+        self.max_message_size = config.max_message_size;
+    }
+
+    fn client(&self, addr: &str) -> Result<pb::raft_client::RaftClient<RaftChannel>, NetError> {
+        let channel = self.connector.connect(addr)?;
+        Ok(pb::raft_client::RaftClient::new(channel)
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size))
+    }
+
+    /// Sends an acknowledgement (`node` applied the proposal of `epoch`) to
+    /// the node at `addr`, normally the leader.
+    pub async fn ack(
+        &self,
+        addr: &str,
+        node: &str,
+        epoch: u64,
+        timeout: Duration,
+    ) -> Result<(), NetError> {
+        let mut client = self.client(addr)?;
+        let mut req = tonic::Request::new(pb::AckRequest {
+            node: node.to_string(),
+            epoch,
+        });
+        req.set_timeout(timeout);
+        let resp = tokio::time::timeout(timeout, client.ack(req))
+            .await
+            .map_err(|_| NetError::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            })?;
+        match resp {
+            Ok(r) if r.get_ref().accepted => Ok(()),
+            Ok(_) => Err(NetError::Dropped {
+                addr: addr.to_string(),
+            }),
+            Err(s) if is_unreachable(&s) => Err(NetError::Unreachable {
+                addr: addr.to_string(),
+                reason: s.message().to_string(),
+            }),
+            Err(s) => Err(NetError::Status {
+                addr: addr.to_string(),
+                status: Box::new(s),
+            }),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &RaftNodeInfo) -> Self::Network {
+        PeerConnection {
+            net: self.clone(),
+            target,
+            node: node.clone(),
+            client: None,
+        }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct PeerConnection {
+    net: Network,
+    target: NodeId,
+    node: RaftNodeInfo,
+    client: Option<pb::raft_client::RaftClient<RaftChannel>>,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, RaftNodeInfo, RaftError<NodeId, E>>;
+
+fn is_unreachable(s: &Status) -> bool {
+    // Unavailable: connect failure, link cut, or the peer's Raft stopped.
+    matches!(s.code(), Code::Unavailable)
+}
+
+impl PeerConnection {
+    fn client<E: std::error::Error>(
+        &mut self,
+    ) -> Result<pb::raft_client::RaftClient<RaftChannel>, RpcErr<E>> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let c = self
+            .net
+            .client(&self.node.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+
+    fn timeout<E: std::error::Error>(&self, action: RPCTypes, ttl: Duration) -> RpcErr<E> {
+        RPCError::Timeout(Timeout {
+            action,
+            id: self.net.self_id,
+            target: self.target,
+            timeout: ttl,
+        })
+    }
+
+    fn status<E: std::error::Error>(&self, s: Status) -> RpcErr<E> {
+        tracing::debug!(target_node = self.target, code = ?s.code(), message = s.message(), "raft rpc failed");
+        if is_unreachable(&s) {
+            RPCError::Unreachable(Unreachable::new(&s))
+        } else {
+            RPCError::Network(NetworkError::new(&s))
+        }
+    }
+
+    fn decode<E: std::error::Error>(e: codec::DecodeError) -> RpcErr<E> {
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let ttl = option.hard_ttl();
+        let mut client = self.client()?;
+        let mut req = tonic::Request::new(codec::append_request_to_pb(&rpc));
+        req.set_timeout(ttl);
+        let resp = tokio::time::timeout(ttl, client.append_entries(req))
+            .await
+            .map_err(|_| self.timeout(RPCTypes::AppendEntries, ttl))?
+            .map_err(|s| self.status(s))?;
+        codec::append_response_from_pb(resp.into_inner()).map_err(Self::decode)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let ttl = option.hard_ttl();
+        let mut client = self.client()?;
+        let mut req = tonic::Request::new(codec::install_request_to_pb(&rpc));
+        req.set_timeout(ttl);
+        let resp = tokio::time::timeout(ttl, client.install_snapshot(req))
+            .await
+            .map_err(|_| self.timeout(RPCTypes::InstallSnapshot, ttl))?
+            .map_err(|s| self.status(s))?;
+        match codec::install_response_from_pb(resp.into_inner()).map_err(Self::decode)? {
+            Ok(r) => Ok(r),
+            Err(e) => Err(RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                RaftError::APIError(e),
+            ))),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let ttl = option.hard_ttl();
+        let mut client = self.client()?;
+        let mut req = tonic::Request::new(codec::vote_request_to_pb(&rpc));
+        req.set_timeout(ttl);
+        let resp = tokio::time::timeout(ttl, client.vote(req))
+            .await
+            .map_err(|_| self.timeout(RPCTypes::Vote, ttl))?
+            .map_err(|s| self.status(s))?;
+        codec::vote_response_from_pb(resp.into_inner()).map_err(Self::decode)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.net.backoff))
+    }
+}

@@ -1,0 +1,421 @@
+//! [`RaftNode`]: one running Raft member, the handle the coordinator uses.
+//!
+//! It owns the openraft instance, the state machine's `watch`, the tonic
+//! service (and optionally the server task), and a small task that turns
+//! openraft's `millis_since_quorum_ack` into an instant for the leader's
+//! serving lease. [`RaftNode::shutdown`] stops and awaits all of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::storage::RaftLogStorage;
+use openraft::ServerState;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+
+use super::error::{RaftApiError, RaftNodeError};
+use super::network::Network;
+use super::server::{Handler, RaftService};
+use super::store::{self, ClosedSignal, StateMachineStore, Storage};
+use super::types::{Ack, ClusterState, Command, RaftNodeInfo, Response};
+use super::{NodeId, Raft, RaftConfig, RaftMetrics};
+
+/// The last AppendEntries (or snapshot chunk) this node accepted from a
+/// leader: when it arrived, in which term, from whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderContact {
+    /// When the request arrived (before it was processed).
+    pub at: Instant,
+    /// The leader's term.
+    pub term: u64,
+    /// The leader's id.
+    pub leader: Option<NodeId>,
+}
+
+/// How long `shutdown` waits for the server and storage to close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct ServerTask {
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// A running Raft member.
+pub struct RaftNode {
+    id: NodeId,
+    info: RaftNodeInfo,
+    config: RaftConfig,
+    raft: Raft,
+    state: watch::Receiver<Arc<ClusterState>>,
+    contact: Arc<watch::Sender<Option<LeaderContact>>>,
+    quorum_ack: watch::Receiver<Option<Instant>>,
+    service: RaftService,
+    network: Network,
+    acks_dropped: Arc<AtomicU64>,
+    server: Mutex<Option<ServerTask>>,
+    quorum_task: Mutex<Option<JoinHandle<()>>>,
+    closed: Mutex<Option<ClosedSignal>>,
+}
+
+impl RaftNode {
+    /// Opens `storage` and starts Raft as node `id`.
+    ///
+    /// `network` is how this node reaches its peers ([`Network::grpc`] or a
+    /// [`Router`](super::Router) connector); its timing is taken from
+    /// `config`. Acknowledgements received through the `Ack` RPC go to
+    /// `acks` (dropped and counted when it is full or absent).
+    ///
+    /// The node does not listen by itself: mount [`service`](Self::service)
+    /// on a tonic server or call [`serve`](Self::serve).
+    pub async fn start(
+        id: NodeId,
+        info: RaftNodeInfo,
+        config: RaftConfig,
+        storage: Storage,
+        mut network: Network,
+        acks: Option<mpsc::Sender<Ack>>,
+    ) -> Result<RaftNode, RaftNodeError> {
+        let raft_config = Arc::new(config.to_openraft()?);
+        network.configure(id, &config);
+        match storage {
+            Storage::Memory => {
+                let (log, sm) = store::open_memory();
+                Self::launch(id, info, config, raft_config, network, acks, log, sm, None).await
+            }
+            Storage::Sled(path) => {
+                let (log, sm, closed) = store::open_sled(&path, config.sled_cache_capacity)?;
+                Self::launch(
+                    id,
+                    info,
+                    config,
+                    raft_config,
+                    network,
+                    acks,
+                    log,
+                    sm,
+                    Some(closed),
+                )
+                .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn launch<LS: RaftLogStorage<super::TypeConfig>>(
+        id: NodeId,
+        info: RaftNodeInfo,
+        config: RaftConfig,
+        raft_config: Arc<openraft::Config>,
+        network: Network,
+        acks: Option<mpsc::Sender<Ack>>,
+        log: LS,
+        sm: StateMachineStore,
+        closed: Option<ClosedSignal>,
+    ) -> Result<RaftNode, RaftNodeError> {
+        let state = sm.subscribe();
+        let raft = Raft::new(id, raft_config, network.clone(), log, sm).await?;
+        let (contact, _) = watch::channel(None);
+        let contact = Arc::new(contact);
+        let acks_dropped = Arc::new(AtomicU64::new(0));
+        let handler = Handler {
+            id,
+            raft: raft.clone(),
+            contact: contact.clone(),
+            acks,
+            acks_dropped: acks_dropped.clone(),
+        };
+        let service = RaftService::new(handler, config.max_message_size);
+        let (quorum_tx, quorum_ack) = watch::channel(None);
+        let quorum_task = tokio::spawn(track_quorum_ack(raft.metrics(), quorum_tx));
+        tracing::info!(node = id, name = %info.name, addr = %info.addr, "raft node started");
+        Ok(RaftNode {
+            id,
+            info,
+            config,
+            raft,
+            state,
+            contact,
+            quorum_ack,
+            service,
+            network,
+            acks_dropped,
+            server: Mutex::new(None),
+            quorum_task: Mutex::new(Some(quorum_task)),
+            closed: Mutex::new(closed),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node's name and Raft address.
+    pub fn info(&self) -> &RaftNodeInfo {
+        &self.info
+    }
+
+    /// The openraft handle, for anything this wrapper does not cover.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The replicated state, updated after every applied batch.
+    pub fn state(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.state.clone()
+    }
+
+    /// openraft's metrics (role, term, leader, log indexes, membership).
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics> {
+        self.raft.metrics()
+    }
+
+    /// The gRPC service to mount on a tonic server (cheap clone).
+    pub fn service(&self) -> RaftService {
+        self.service.clone()
+    }
+
+    /// The network this node uses to reach its peers.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Acknowledgements dropped because the queue was full or absent.
+    pub fn acks_dropped(&self) -> u64 {
+        self.acks_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Initialises a new cluster with these voters (this node among them).
+    /// Call on one node only, once; a second call fails with
+    /// `InitializeNotAllowed`, which is harmless.
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, RaftNodeInfo>,
+    ) -> Result<(), RaftApiError> {
+        Ok(self.raft.initialize(members).await?)
+    }
+
+    /// Adds a learner (leader only). With `blocking`, waits until it has
+    /// caught up with the leader's log.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        info: RaftNodeInfo,
+        blocking: bool,
+    ) -> Result<(), RaftApiError> {
+        self.raft.add_learner(id, info, blocking).await?;
+        Ok(())
+    }
+
+    /// Makes `voters` the voter set (leader only). Nodes that stop being
+    /// voters stay as learners when `retain` is set, else are removed.
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<NodeId>,
+        retain: bool,
+    ) -> Result<(), RaftApiError> {
+        self.raft.change_membership(voters, retain).await?;
+        Ok(())
+    }
+
+    /// Appends `cmd` to the log and returns the state machine's response
+    /// once it is committed and applied. On a follower this fails with
+    /// [`RaftApiError::ForwardToLeader`] naming the leader it knows.
+    pub async fn client_write(&self, cmd: Command) -> Result<Response, RaftApiError> {
+        Ok(self.raft.client_write(cmd).await?.data)
+    }
+
+    /// Whether this node currently believes it is the leader (from metrics;
+    /// not a linearizable check).
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// The leader this node knows of, with its info from the membership.
+    pub fn leader(&self) -> Option<(NodeId, RaftNodeInfo)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let info = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, info))
+    }
+
+    /// The current term.
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// When this node last accepted an AppendEntries (heartbeats included)
+    /// from the leader of the current term; `None` if it has not since the
+    /// term began (e.g. an election is running).
+    pub fn last_leader_contact(&self) -> Option<Instant> {
+        let term = self.current_term();
+        self.contact
+            .borrow()
+            .filter(|c| c.term == term)
+            .map(|c| c.at)
+    }
+
+    /// A receiver of every recorded leader contact.
+    pub fn leader_contact(&self) -> watch::Receiver<Option<LeaderContact>> {
+        self.contact.subscribe()
+    }
+
+    /// On the leader: when a quorum last acknowledged it (from openraft's
+    /// `millis_since_quorum_ack`); `None` on other nodes.
+    pub fn last_quorum_ack(&self) -> Option<Instant> {
+        if !self.is_leader() {
+            return None;
+        }
+        *self.quorum_ack.borrow()
+    }
+
+    /// Whether this node may still serve under a lease of `lease`: a leader
+    /// that a quorum acknowledged within `lease`, or a follower/learner that
+    /// heard from the current leader within `lease`.
+    pub fn lease_valid(&self, lease: Duration) -> bool {
+        let last = if self.is_leader() {
+            self.last_quorum_ack()
+        } else {
+            self.last_leader_contact()
+        };
+        last.is_some_and(|t| t.elapsed() < lease)
+    }
+
+    /// Sends an acknowledgement of `epoch` from this node (by name) to the
+    /// node at `addr`.
+    pub async fn ack_to(&self, addr: &str, epoch: u64) -> Result<(), super::NetError> {
+        self.network
+            .ack(
+                addr,
+                &self.info.name,
+                epoch,
+                self.config.election_timeout_max,
+            )
+            .await
+    }
+
+    /// Serves the Raft gRPC service on `listener` in a task this node owns
+    /// (stopped by [`shutdown`](Self::shutdown)). Returns the bound address.
+    pub fn serve(&self, listener: TcpListener) -> Result<SocketAddr, RaftNodeError> {
+        let addr = listener.local_addr()?;
+        let mut slot = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return Err(RaftNodeError::AlreadyServing);
+        }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = self.service();
+        let incoming = nodelay(listener);
+        let handle = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        *slot = Some(ServerTask { stop, handle });
+        Ok(addr)
+    }
+
+    /// Serves the Raft gRPC service on `listener` until `shutdown`
+    /// resolves, in the caller's task.
+    pub async fn serve_with_shutdown(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), RaftNodeError> {
+        tonic::transport::Server::builder()
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(nodelay(listener), shutdown)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops Raft, the server task (if any) and the lease tracker, and
+    /// waits until the storage is closed (a sled directory can then be
+    /// opened again).
+    pub async fn shutdown(&self) -> Result<(), RaftNodeError> {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(node = self.id, error = %e, "raft core task ended abnormally");
+        }
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ServerTask { stop, mut handle }) = server {
+            let _ = stop.send(());
+            match tokio::time::timeout(CLOSE_TIMEOUT, &mut handle).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(node = self.id, error = %e, "raft server failed"),
+                Ok(Err(e)) => tracing::warn!(node = self.id, error = %e, "raft server task failed"),
+                Err(_) => {
+                    tracing::warn!(node = self.id, "raft server did not stop in time; aborting");
+                    handle.abort();
+                }
+            }
+        }
+        let quorum = self
+            .quorum_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = quorum {
+            task.abort();
+            let _ = task.await;
+        }
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(closed) = closed {
+            if tokio::time::timeout(CLOSE_TIMEOUT, closed.closed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(node = self.id, "storage still open after shutdown");
+            }
+        }
+        tracing::info!(node = self.id, "raft node stopped");
+        Ok(())
+    }
+}
+
+/// Accepted connections with Nagle off: Raft RPCs are small and latency
+/// bound.
+fn nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}
+
+/// Converts openraft's "milliseconds since a quorum acknowledged the
+/// leader" into an instant, each time metrics change.
+async fn track_quorum_ack(
+    mut metrics: watch::Receiver<RaftMetrics>,
+    tx: watch::Sender<Option<Instant>>,
+) {
+    loop {
+        let at = {
+            let m = metrics.borrow_and_update();
+            match (m.state, m.millis_since_quorum_ack) {
+                (ServerState::Leader, Some(ms)) => {
+                    Instant::now().checked_sub(Duration::from_millis(ms))
+                }
+                _ => None,
+            }
+        };
+        tx.send_replace(at);
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Plain data of the Raft layer: node info, commands, responses and the
+//! replicated [`ClusterState`] with its pure apply logic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{LogId, StoredMembership};
+
+/// What every Raft member publishes about itself in the membership config.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftNodeInfo {
+    /// The node's name (its gossip name).
+    pub name: String,
+    /// The node's Raft gRPC address, `host:port`.
+    pub addr: String,
+}
+
+impl RaftNodeInfo {
+    /// Builds a node info.
+    pub fn new(name: impl Into<String>, addr: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            addr: addr.into(),
+        }
+    }
+}
+
+impl fmt::Display for RaftNodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.addr)
+    }
+}
+
+/// A command the coordinator writes to the Raft log.
+///
+/// On the wire and on disk a command is the protobuf message
+/// `clusterfunk.v1.raft.Command`; serde is derived only because openraft's
+/// `serde` feature requires it of every log payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Set the cluster id minted at bootstrap. The first write wins; a later
+    /// different id is rejected (see [`Response::ClusterId`]).
+    SetClusterId {
+        /// The cluster id.
+        cluster_id: String,
+    },
+    /// Propose an encoded shard map. Rejected unless `epoch` is greater than
+    /// every epoch proposed before; a newer proposal replaces a pending one.
+    Propose {
+        /// The proposal's epoch.
+        epoch: u64,
+        /// The encoded shard map (opaque here).
+        #[serde(with = "bytes_serde")]
+        map: Bytes,
+    },
+    /// Commit the pending proposal of `epoch`; ignored when the pending
+    /// proposal has another epoch (or there is none).
+    Commit {
+        /// The epoch to commit.
+        epoch: u64,
+    },
+    /// Register a member or update its weight and zone.
+    SetMember {
+        /// Member name.
+        name: String,
+        /// Shard weight (0 drains the member).
+        weight: u32,
+        /// Failure zone.
+        zone: String,
+    },
+    /// Remove a member from the registry.
+    RemoveMember {
+        /// Member name.
+        name: String,
+    },
+}
+
+/// The state machine's answer to one applied log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// A blank or membership entry: nothing for the application.
+    Empty,
+    /// Answer to [`Command::SetClusterId`].
+    ClusterId {
+        /// Whether the requested id is now (or already was) the cluster id.
+        accepted: bool,
+        /// The cluster id in force after the command.
+        cluster_id: String,
+    },
+    /// The proposal is now pending.
+    Proposed {
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// The proposal was refused: its epoch was not above `last_epoch`.
+    ProposalRejected {
+        /// The refused epoch.
+        epoch: u64,
+        /// The highest epoch proposed so far.
+        last_epoch: u64,
+    },
+    /// The pending proposal of `epoch` is now the committed map.
+    Committed {
+        /// The committed epoch.
+        epoch: u64,
+    },
+    /// The commit did not match the pending proposal and changed nothing.
+    CommitIgnored {
+        /// The epoch asked for.
+        epoch: u64,
+        /// The pending proposal's epoch, if any.
+        pending: Option<u64>,
+    },
+    /// A member was registered or updated.
+    MemberSet {
+        /// Its previous record, if it was registered.
+        previous: Option<MemberRecord>,
+    },
+    /// A member was removed.
+    MemberRemoved {
+        /// Whether it was registered.
+        existed: bool,
+    },
+}
+
+/// A member registry record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Shard weight; 0 means drained.
+    pub weight: u32,
+    /// Failure zone.
+    pub zone: String,
+}
+
+/// A node's acknowledgement that it applied the proposal of `epoch`,
+/// received by the leader through the `Ack` RPC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The acknowledging node's name.
+    pub node: String,
+    /// The applied proposal's epoch.
+    pub epoch: u64,
+}
+
+/// The replicated state: everything the log has decided so far.
+///
+/// Published after every applied batch on a `watch` channel
+/// ([`RaftNode::state`](super::RaftNode::state)).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterState {
+    /// The cluster id, once set.
+    pub cluster_id: Option<String>,
+    /// The pending proposal: epoch and encoded shard map.
+    pub proposed: Option<(u64, Bytes)>,
+    /// The last committed map: epoch and encoded shard map.
+    pub committed: Option<(u64, Bytes)>,
+    /// The highest epoch ever proposed (committed epochs included).
+    pub last_epoch: u64,
+    /// The member registry.
+    pub members: BTreeMap<String, MemberRecord>,
+    /// The last log entry applied.
+    pub last_applied: Option<LogId>,
+    /// The last membership config applied.
+    pub membership: StoredMembership,
+}
+
+impl ClusterState {
+    /// Applies one command and says what it did. Pure: no I/O, no clock.
+    pub fn apply(&mut self, cmd: Command) -> Response {
+        match cmd {
+            Command::SetClusterId { cluster_id } => match &self.cluster_id {
+                Some(existing) => Response::ClusterId {
+                    accepted: *existing == cluster_id,
+                    cluster_id: existing.clone(),
+                },
+                None => {
+                    self.cluster_id = Some(cluster_id.clone());
+                    Response::ClusterId {
+                        accepted: true,
+                        cluster_id,
+                    }
+                }
+            },
+            Command::Propose { epoch, map } => {
+                if epoch <= self.last_epoch {
+                    return Response::ProposalRejected {
+                        epoch,
+                        last_epoch: self.last_epoch,
+                    };
+                }
+                self.last_epoch = epoch;
+                self.proposed = Some((epoch, map));
+                Response::Proposed { epoch }
+            }
+            Command::Commit { epoch } => match self.proposed.take() {
+                Some((pending, map)) if pending == epoch => {
+                    self.committed = Some((pending, map));
+                    Response::Committed { epoch }
+                }
+                other => {
+                    let pending = other.as_ref().map(|(e, _)| *e);
+                    self.proposed = other;
+                    Response::CommitIgnored { epoch, pending }
+                }
+            },
+            Command::SetMember { name, weight, zone } => {
+                let previous = self.members.insert(name, MemberRecord { weight, zone });
+                Response::MemberSet { previous }
+            }
+            Command::RemoveMember { name } => Response::MemberRemoved {
+                existed: self.members.remove(&name).is_some(),
+            },
+        }
+    }
+
+    /// The committed map's epoch, if any.
+    pub fn committed_epoch(&self) -> Option<u64> {
+        self.committed.as_ref().map(|(e, _)| *e)
+    }
+
+    /// The pending proposal's epoch, if any.
+    pub fn proposed_epoch(&self) -> Option<u64> {
+        self.proposed.as_ref().map(|(e, _)| *e)
+    }
+}
+
+/// serde for `Bytes` as a byte sequence (the `bytes` crate's own serde
+/// feature is not enabled in this crate).
+mod bytes_serde {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        Vec::<u8>::deserialize(d).map(Bytes::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn propose(epoch: u64, m: &'static [u8]) -> Command {
+        Command::Propose {
+            epoch,
+            map: Bytes::from_static(m),
+        }
+    }
+
+    #[test]
+    fn cluster_id_first_write_wins() {
+        let mut s = ClusterState::default();
+        let set = |id: &str| Command::SetClusterId {
+            cluster_id: id.into(),
+        };
+        assert_eq!(
+            s.apply(set("a")),
+            Response::ClusterId {
+                accepted: true,
+                cluster_id: "a".into()
+            }
+        );
+        assert_eq!(
+            s.apply(set("a")),
+            Response::ClusterId {
+                accepted: true,
+                cluster_id: "a".into()
+            }
+        );
+        assert_eq!(
+            s.apply(set("b")),
+            Response::ClusterId {
+                accepted: false,
+                cluster_id: "a".into()
+            }
+        );
+        assert_eq!(s.cluster_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn proposals_need_growing_epochs() {
+        let mut s = ClusterState::default();
+        assert_eq!(s.apply(propose(1, b"m1")), Response::Proposed { epoch: 1 });
+        assert_eq!(
+            s.apply(propose(1, b"again")),
+            Response::ProposalRejected {
+                epoch: 1,
+                last_epoch: 1
+            }
+        );
+        assert_eq!(s.apply(propose(3, b"m3")), Response::Proposed { epoch: 3 });
+        // A pending proposal is replaced by a newer one.
+        assert_eq!(s.proposed_epoch(), Some(3));
+        assert_eq!(
+            s.apply(propose(2, b"old")),
+            Response::ProposalRejected {
+                epoch: 2,
+                last_epoch: 3
+            }
+        );
+    }
+
+    #[test]
+    fn commit_must_match_pending() {
+        let mut s = ClusterState::default();
+        assert_eq!(
+            s.apply(Command::Commit { epoch: 1 }),
+            Response::CommitIgnored {
+                epoch: 1,
+                pending: None
+            }
+        );
+        s.apply(propose(4, b"m4"));
+        assert_eq!(
+            s.apply(Command::Commit { epoch: 3 }),
+            Response::CommitIgnored {
+                epoch: 3,
+                pending: Some(4)
+            }
+        );
+        assert_eq!(s.proposed_epoch(), Some(4));
+        assert_eq!(
+            s.apply(Command::Commit { epoch: 4 }),
+            Response::Committed { epoch: 4 }
+        );
+        assert_eq!(s.committed, Some((4, Bytes::from_static(b"m4"))));
+        assert_eq!(s.proposed, None);
+        // Committed epochs count as proposed: no going back.
+        assert!(matches!(
+            s.apply(propose(4, b"x")),
+            Response::ProposalRejected { .. }
+        ));
+        // Committing twice is ignored.
+        assert!(matches!(
+            s.apply(Command::Commit { epoch: 4 }),
+            Response::CommitIgnored { pending: None, .. }
+        ));
+    }
+
+    #[test]
+    fn member_registry() {
+        let mut s = ClusterState::default();
+        let set = |w: u32| Command::SetMember {
+            name: "n1".into(),
+            weight: w,
+            zone: "z".into(),
+        };
+        assert_eq!(s.apply(set(1)), Response::MemberSet { previous: None });
+        assert_eq!(
+            s.apply(set(0)),
+            Response::MemberSet {
+                previous: Some(MemberRecord {
+                    weight: 1,
+                    zone: "z".into()
+                })
+            }
+        );
+        assert_eq!(s.members["n1"].weight, 0);
+        let rm = || Command::RemoveMember { name: "n1".into() };
+        assert_eq!(s.apply(rm()), Response::MemberRemoved { existed: true });
+        assert_eq!(s.apply(rm()), Response::MemberRemoved { existed: false });
+        assert!(s.members.is_empty());
+    }
+}
