@@ -1,0 +1,1 @@
+//! Standalone gossip node (the `clusterfunk gossip-node` subcommand).
