@@ -72,7 +72,12 @@ impl Cluster {
         let members: BTreeMap<u64, RaftNodeInfo> = c
             .slots
             .iter()
-            .map(|s| (s.id, RaftNodeInfo::new(format!("n{}", s.id), s.addr.clone())))
+            .map(|s| {
+                (
+                    s.id,
+                    RaftNodeInfo::new(format!("n{}", s.id), s.addr.clone()),
+                )
+            })
             .collect();
         c.node(0)?.initialize(members).await?;
         c.leader().await?;
@@ -99,7 +104,9 @@ impl Cluster {
     }
 
     fn node(&self, i: usize) -> anyhow::Result<&RaftNode> {
-        self.nodes[i].as_ref().ok_or_else(|| anyhow!("node {i} is stopped"))
+        self.nodes[i]
+            .as_ref()
+            .ok_or_else(|| anyhow!("node {i} is stopped"))
     }
 
     /// Waits until a running node is leader and every running node agrees.
@@ -113,7 +120,10 @@ impl Cluster {
                 .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
                 .collect();
             if let Some((i, l)) = live.iter().find(|(_, n)| n.is_leader()) {
-                if live.iter().all(|(_, n)| n.leader().map(|(id, _)| id) == Some(l.id())) {
+                if live
+                    .iter()
+                    .all(|(_, n)| n.leader().map(|(id, _)| id) == Some(l.id()))
+                {
                     return Ok(*i);
                 }
             }
@@ -162,7 +172,10 @@ async fn commit_latency(kind: Kind, writes: usize) -> anyhow::Result<()> {
     // Warm up connections.
     for e in 1..=20u64 {
         leader
-            .client_write(Command::Propose { epoch: e, map: map.clone() })
+            .client_write(Command::Propose {
+                epoch: e,
+                map: map.clone(),
+            })
             .await?;
     }
     let mut lat = Vec::with_capacity(writes);
@@ -208,7 +221,9 @@ async fn failover(rounds: usize) -> anyhow::Result<()> {
             })
             .await?;
         epoch += 1;
-        let old = cluster.nodes[l].take().ok_or_else(|| anyhow!("leader slot empty"))?;
+        let old = cluster.nodes[l]
+            .take()
+            .ok_or_else(|| anyhow!("leader slot empty"))?;
         let old_id = old.id();
         let t0 = Instant::now();
         let (stopped, elected) = tokio::join!(old.shutdown(), async {

@@ -1,5 +1,7 @@
 //! The `clusterfunk` command: parses flags and calls the library.
 
+mod cli;
+
 use clap::{Parser, Subcommand};
 
 /// Raft-plus-gossip cluster coordinator.
@@ -15,63 +17,17 @@ enum Command {
     /// Shard map tools.
     Shards {
         #[command(subcommand)]
-        cmd: ShardsCmd,
+        cmd: cli::shards::ShardsCmd,
     },
-}
-
-#[derive(Subcommand)]
-enum ShardsCmd {
-    /// Show how many shards move when nodes join or leave.
-    Simulate {
-        /// Number of shards.
-        #[arg(long, default_value_t = clusterfunk::shards::DEFAULT_SHARD_COUNT)]
-        shards: u32,
-        /// Initial number of nodes.
-        #[arg(long, default_value_t = 5)]
-        nodes: u32,
-        /// Nodes (weight 1) that join.
-        #[arg(long, default_value_t = 0)]
-        add: u32,
-        /// Initial nodes that leave (the last ones).
-        #[arg(long, default_value_t = 0)]
-        remove: u32,
-        /// Weights of the initial nodes, comma-separated (default: all 1).
-        #[arg(long, value_delimiter = ',')]
-        weights: Option<Vec<u32>>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Run only the gossip layer (tests and benchmarks); prints
+    /// `listening <addr>` then membership events as JSON lines.
+    #[command(hide = true)]
+    GossipNode(cli::gossip_node::GossipNodeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Shards {
-            cmd:
-                ShardsCmd::Simulate {
-                    shards,
-                    nodes,
-                    add,
-                    remove,
-                    weights,
-                    json,
-                },
-        } => {
-            let params = clusterfunk::shards::SimulateParams {
-                shards,
-                nodes,
-                add,
-                remove,
-                weights,
-            };
-            let report = clusterfunk::shards::simulate(&params)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-        }
+    match Cli::parse().command {
+        Command::Shards { cmd } => cli::shards::run(cmd),
+        Command::GossipNode(args) => cli::gossip_node::run(args),
     }
-    Ok(())
 }

@@ -133,7 +133,11 @@ impl CheckerHandle {
     /// moved to a new address, `Ok(false)` if exactly this target was already
     /// there. A new target starts as [`TargetStatus::Unknown`]; see
     /// [`LivenessEvent`] for when events are emitted.
-    pub async fn add(&self, id: impl Into<String>, addr: SocketAddr) -> Result<bool, LivenessError> {
+    pub async fn add(
+        &self,
+        id: impl Into<String>,
+        addr: SocketAddr,
+    ) -> Result<bool, LivenessError> {
         let id = id.into();
         self.request(|reply| Command::Add { id, addr, reply })
             .await?
@@ -237,7 +241,11 @@ impl Checker {
     }
 
     /// See [`CheckerHandle::add`].
-    pub async fn add(&self, id: impl Into<String>, addr: SocketAddr) -> Result<bool, LivenessError> {
+    pub async fn add(
+        &self,
+        id: impl Into<String>,
+        addr: SocketAddr,
+    ) -> Result<bool, LivenessError> {
         self.handle.add(id, addr).await
     }
 

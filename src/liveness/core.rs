@@ -415,8 +415,8 @@ impl CheckerCore {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let timestamp_micros =
-            u64::try_from(now.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX);
+        let timestamp_micros = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
+            .unwrap_or(u64::MAX);
         let t = self.slots[idx].as_mut()?;
         let deadline_at = now + self.config.deadline_for(t.avg_rtt());
         t.probe = Some(Probe {
@@ -932,7 +932,11 @@ mod tests {
             s.core.add(&format!("n{i}"), *a).expect("add");
         }
         s.rounds(2, &addrs, MS);
-        let answering: Vec<_> = addrs.iter().copied().filter(|a| a.port() % 10 != 0).collect();
+        let answering: Vec<_> = addrs
+            .iter()
+            .copied()
+            .filter(|a| a.port() % 10 != 0)
+            .collect();
         s.rounds(3, &answering, MS);
         let mut dead: Vec<_> = s.events().into_iter().map(|e| e.id().to_owned()).collect();
         dead.sort();

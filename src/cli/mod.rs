@@ -1,0 +1,28 @@
+//! The subcommands of the `clusterfunk` binary. Each file parses its flags
+//! and calls the library; nothing here is used by the library itself.
+
+pub mod gossip_node;
+pub mod shards;
+
+/// Parses `key=value` (tags).
+pub fn parse_tag(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("tag {s:?} is not key=value"))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,530 @@
+//! The gossip task: owns the [`Core`], the transport and the push/pull
+//! tasks, and talks to [`Gossip`] handles over a bounded command channel
+//! with oneshot replies (mini-redis style). The loop ends on `shutdown` or
+//! when the last handle is dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::config::GossipConfig;
+use super::core::{Core, Output};
+use super::error::GossipError;
+use super::member::{Member, MemberEvent, MemberStatus, UserEvent};
+use super::pushpull::{self, Internal};
+use super::stats::GossipStats;
+use super::transport::Transport;
+
+/// Push/pull tasks (both directions) allowed at once; more incoming streams
+/// are closed, more outgoing exchanges are skipped, and both are counted.
+const MAX_STREAM_TASKS: usize = 128;
+/// Capacity of the channel from push/pull tasks to the gossip task.
+const INTERNAL_CHANNEL: usize = 256;
+
+enum Command {
+    Join {
+        addrs: Vec<SocketAddr>,
+        reply: oneshot::Sender<Result<usize, GossipError>>,
+    },
+    Leave {
+        reply: oneshot::Sender<()>,
+    },
+    SetTags {
+        tags: BTreeMap<String, String>,
+        reply: oneshot::Sender<Result<(), GossipError>>,
+    },
+    Subscribe {
+        reply: oneshot::Sender<mpsc::Receiver<MemberEvent>>,
+    },
+    SubscribeUser {
+        reply: oneshot::Sender<mpsc::Receiver<UserEvent>>,
+    },
+    UserEvent {
+        name: String,
+        payload: Vec<u8>,
+        coalesce: bool,
+        reply: oneshot::Sender<Result<(), GossipError>>,
+    },
+    Stats {
+        reply: oneshot::Sender<GossipStats>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Handle to a running gossip node. Cheap to clone; the node stops when
+/// [`shutdown`](Self::shutdown) is called or the last handle is dropped.
+#[derive(Clone)]
+pub struct Gossip {
+    tx: mpsc::Sender<Command>,
+    members: watch::Receiver<Arc<Vec<Member>>>,
+    name: String,
+    addr: SocketAddr,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Gossip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gossip")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Gossip {
+    /// Validates `config` and starts the gossip task on `transport`. Must be
+    /// called inside a tokio runtime. The node is alone until [`join`]
+    /// (or until another node joins it).
+    ///
+    /// [`join`]: Self::join
+    pub fn start<T: Transport>(config: GossipConfig, transport: T) -> Result<Gossip, GossipError> {
+        let config = config.validate()?;
+        let addr = config
+            .advertise_addr
+            .unwrap_or_else(|| transport.local_addr());
+        let name = config.name.clone();
+        let core = Core::new(config.clone(), addr, Instant::now());
+        let (tx, cmd_rx) = mpsc::channel(config.command_channel_capacity);
+        let (members_tx, members) = watch::channel(Arc::new(core.members()));
+        let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_CHANNEL);
+        let actor = Actor {
+            core,
+            transport: Arc::new(transport),
+            cmd_rx,
+            internal_tx,
+            internal_rx,
+            tasks: JoinSet::new(),
+            subs: Vec::new(),
+            user_subs: Vec::new(),
+            members_tx,
+            joins: HashMap::new(),
+            next_op: 0,
+            leave_waiters: Vec::new(),
+            cfg: config,
+        };
+        let span = tracing::info_span!("gossip", node = %name);
+        let task = tokio::spawn(actor.run().instrument(span));
+        Ok(Gossip {
+            tx,
+            members,
+            name,
+            addr,
+            task: Arc::new(Mutex::new(Some(task))),
+        })
+    }
+
+    async fn call<R>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<R>) -> Command,
+    ) -> Result<R, GossipError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| GossipError::Shutdown)?;
+        rx.await.map_err(|_| GossipError::Shutdown)
+    }
+
+    /// Joins a cluster through `seeds` (a push/pull with each). Returns how
+    /// many answered; fails only if none did.
+    pub async fn join(&self, seeds: &[SocketAddr]) -> Result<usize, GossipError> {
+        if seeds.is_empty() {
+            return Err(GossipError::NoSeeds);
+        }
+        let addrs = seeds.to_vec();
+        self.call(|reply| Command::Join { addrs, reply }).await?
+    }
+
+    /// Leaves gracefully: marks this node Left and broadcasts the intent,
+    /// waiting up to `timeout` for it to be sent its full number of times.
+    /// The node keeps answering probes until [`shutdown`](Self::shutdown).
+    pub async fn leave(&self, timeout: Duration) -> Result<(), GossipError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Leave { reply })
+            .await
+            .map_err(|_| GossipError::Shutdown)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(GossipError::Shutdown),
+            Err(_) => Err(GossipError::LeaveTimeout),
+        }
+    }
+
+    /// Stops the gossip task (without a leave: others will detect a
+    /// failure) and waits for it and its push/pull tasks to end.
+    pub async fn shutdown(&self) -> Result<(), GossipError> {
+        let _ = self.call(|reply| Command::Shutdown { reply }).await;
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+        Ok(())
+    }
+
+    /// Every known member (the local node included), sorted by name.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.borrow().as_ref().clone()
+    }
+
+    /// The local node as others see it.
+    pub fn local_node(&self) -> Member {
+        let list = self.members.borrow();
+        list.iter()
+            .find(|m| m.name == self.name)
+            .cloned()
+            .unwrap_or_else(|| Member {
+                name: self.name.clone(),
+                addr: self.addr,
+                status: MemberStatus::Alive,
+                incarnation: 0,
+                tags: BTreeMap::new(),
+            })
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This node's advertised gossip address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Replaces this node's tags and spreads them with a higher incarnation.
+    /// Fails if they exceed [`MAX_TAGS_SIZE`](super::MAX_TAGS_SIZE) encoded.
+    pub async fn set_tags(&self, tags: BTreeMap<String, String>) -> Result<(), GossipError> {
+        self.call(|reply| Command::SetTags { tags, reply }).await?
+    }
+
+    /// Membership events from now on. Events that do not fit the channel
+    /// (capacity `event_channel_capacity`) are dropped and counted in
+    /// [`GossipStats::events_dropped`]; the protocol never waits for a reader.
+    pub async fn subscribe(&self) -> Result<mpsc::Receiver<MemberEvent>, GossipError> {
+        self.call(|reply| Command::Subscribe { reply }).await
+    }
+
+    /// User events from now on (same overflow rule as [`subscribe`](Self::subscribe)).
+    pub async fn subscribe_user_events(&self) -> Result<mpsc::Receiver<UserEvent>, GossipError> {
+        self.call(|reply| Command::SubscribeUser { reply }).await
+    }
+
+    /// Broadcasts a Serf-style user event to every member (this one
+    /// included), stamped with the Lamport clock; duplicates are dropped by
+    /// (ltime, name, payload). With `coalesce`, a receiver skips an event
+    /// older than one of the same name it already delivered.
+    pub async fn user_event(
+        &self,
+        name: &str,
+        payload: &[u8],
+        coalesce: bool,
+    ) -> Result<(), GossipError> {
+        let (name, payload) = (name.to_string(), payload.to_vec());
+        self.call(|reply| Command::UserEvent {
+            name,
+            payload,
+            coalesce,
+            reply,
+        })
+        .await?
+    }
+
+    /// Counters and timings.
+    pub async fn stats(&self) -> Result<GossipStats, GossipError> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// A receiver of the member list, updated on every change.
+    pub fn watch(&self) -> watch::Receiver<Arc<Vec<Member>>> {
+        self.members.clone()
+    }
+
+    /// Waits until `pred` holds for the member list, at most `timeout`.
+    /// Returns whether it did.
+    pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Member]) -> bool) -> bool {
+        let mut rx = self.members.clone();
+        tokio::time::timeout(timeout, async move {
+            loop {
+                if pred(&rx.borrow_and_update()) {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+struct JoinOp {
+    remaining: usize,
+    ok: usize,
+    tried: usize,
+    last_err: String,
+    reply: oneshot::Sender<Result<usize, GossipError>>,
+}
+
+struct Actor<T: Transport> {
+    core: Core,
+    transport: Arc<T>,
+    cmd_rx: mpsc::Receiver<Command>,
+    internal_tx: mpsc::Sender<Internal>,
+    internal_rx: mpsc::Receiver<Internal>,
+    tasks: JoinSet<()>,
+    subs: Vec<mpsc::Sender<MemberEvent>>,
+    user_subs: Vec<mpsc::Sender<UserEvent>>,
+    members_tx: watch::Sender<Arc<Vec<Member>>>,
+    joins: HashMap<u64, JoinOp>,
+    next_op: u64,
+    leave_waiters: Vec<oneshot::Sender<()>>,
+    cfg: GossipConfig,
+}
+
+impl<T: Transport> Actor<T> {
+    async fn run(mut self) {
+        tracing::debug!(addr = %self.transport.local_addr(), "gossip started");
+        let mut shutdown_reply = None;
+        loop {
+            let deadline = self.core.next_deadline();
+            tokio::select! {
+                cmd = self.cmd_rx.recv() => match cmd {
+                    None => break,
+                    Some(Command::Shutdown { reply }) => {
+                        shutdown_reply = Some(reply);
+                        break;
+                    }
+                    Some(c) => self.on_command(c),
+                },
+                r = self.transport.recv() => match r {
+                    Ok((buf, from)) => self.core.handle_datagram(Instant::now(), from, &buf),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "datagram receive failed");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                },
+                r = self.transport.accept() => match r {
+                    Ok((stream, from)) => {
+                        if self.tasks.len() >= MAX_STREAM_TASKS {
+                            self.core.stats_mut().push_pull_failures += 1;
+                        } else {
+                            let fut = pushpull::respond(
+                                stream,
+                                from,
+                                self.cfg.keyring.clone(),
+                                self.cfg.stream_timeout,
+                                self.internal_tx.clone(),
+                            );
+                            self.tasks.spawn(fut.in_current_span());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "stream accept failed");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                },
+                Some(m) = self.internal_rx.recv() => self.on_internal(m),
+                _ = tokio::time::sleep_until(deadline) => self.core.tick(Instant::now()),
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+            }
+            self.flush().await;
+        }
+        self.tasks.shutdown().await;
+        tracing::debug!("gossip stopped");
+        if let Some(r) = shutdown_reply {
+            let _ = r.send(());
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Join { addrs, reply } => {
+                self.next_op += 1;
+                let op = self.next_op;
+                self.joins.insert(
+                    op,
+                    JoinOp {
+                        remaining: addrs.len(),
+                        ok: 0,
+                        tried: addrs.len(),
+                        last_err: String::new(),
+                        reply,
+                    },
+                );
+                self.core.join(&addrs, op);
+            }
+            Command::Leave { reply } => {
+                if self.core.leave(now) {
+                    let _ = reply.send(());
+                } else {
+                    self.leave_waiters.push(reply);
+                }
+            }
+            Command::SetTags { tags, reply } => {
+                let _ = reply.send(self.core.set_tags(tags).map_err(GossipError::from));
+            }
+            Command::Subscribe { reply } => {
+                let (tx, rx) = mpsc::channel(self.cfg.event_channel_capacity);
+                self.subs.push(tx);
+                let _ = reply.send(rx);
+            }
+            Command::SubscribeUser { reply } => {
+                let (tx, rx) = mpsc::channel(self.cfg.event_channel_capacity);
+                self.user_subs.push(tx);
+                let _ = reply.send(rx);
+            }
+            Command::UserEvent {
+                name,
+                payload,
+                coalesce,
+                reply,
+            } => {
+                let _ = reply.send(self.core.user_event(name, payload, coalesce));
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.core.stats());
+            }
+            Command::Shutdown { reply } => {
+                // Handled in the loop; kept total here.
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn on_internal(&mut self, m: Internal) {
+        match m {
+            Internal::Snapshot { reply } => {
+                let _ = reply.send((self.core.checksum(), self.core.local_state()));
+            }
+            Internal::Merge(state) => self.core.merge_remote(Instant::now(), state),
+            Internal::Done {
+                op,
+                to,
+                result,
+                decrypt_failure,
+            } => {
+                let stats = self.core.stats_mut();
+                match &result {
+                    Ok(true) => {
+                        stats.push_pulls += 1;
+                        stats.push_pulls_in_sync += 1;
+                    }
+                    Ok(false) => stats.push_pulls += 1,
+                    Err(e) => {
+                        stats.push_pull_failures += 1;
+                        if decrypt_failure {
+                            stats.decrypt_failures += 1;
+                        }
+                        if let Some(to) = to {
+                            tracing::debug!(peer = %to, error = %e, "push/pull failed");
+                        }
+                    }
+                }
+                let Some(op) = op else { return };
+                let Some(j) = self.joins.get_mut(&op) else {
+                    return;
+                };
+                j.remaining = j.remaining.saturating_sub(1);
+                match result {
+                    Ok(_) => j.ok += 1,
+                    Err(e) => j.last_err = e,
+                }
+                if j.remaining == 0 {
+                    if let Some(j) = self.joins.remove(&op) {
+                        let r = if j.ok > 0 {
+                            Ok(j.ok)
+                        } else {
+                            Err(GossipError::JoinFailed {
+                                tried: j.tried,
+                                last: j.last_err,
+                            })
+                        };
+                        let _ = j.reply.send(r);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        for out in self.core.take_outputs() {
+            match out {
+                Output::Send { to, packet } => {
+                    if let Err(e) = self.transport.send_to(&packet, to).await {
+                        self.core.stats_mut().send_errors += 1;
+                        tracing::trace!(peer = %to, error = %e, "send failed");
+                    }
+                }
+                Output::Event(ev) => {
+                    let mut dropped = 0;
+                    self.subs.retain(|s| match s.try_send(ev.clone()) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            dropped += 1;
+                            true
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    });
+                    self.core.stats_mut().events_dropped += dropped;
+                }
+                Output::User(ev) => {
+                    let mut dropped = 0;
+                    self.user_subs.retain(|s| match s.try_send(ev.clone()) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            dropped += 1;
+                            true
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    });
+                    self.core.stats_mut().events_dropped += dropped;
+                }
+                Output::PushPull { to, join, op } => {
+                    if self.tasks.len() >= MAX_STREAM_TASKS {
+                        self.core.stats_mut().push_pull_failures += 1;
+                        if let Some(op) = op {
+                            self.on_internal(Internal::Done {
+                                op: Some(op),
+                                to: Some(to),
+                                result: Err("too many push/pulls in flight".into()),
+                                decrypt_failure: false,
+                            });
+                        }
+                        continue;
+                    }
+                    let fut = pushpull::initiate(
+                        self.transport.clone(),
+                        to,
+                        join,
+                        op,
+                        self.core.checksum(),
+                        self.core.local_state(),
+                        self.cfg.keyring.clone(),
+                        self.cfg.stream_timeout,
+                        self.internal_tx.clone(),
+                    );
+                    self.tasks.spawn(fut.in_current_span());
+                }
+            }
+        }
+        if self.core.take_dirty() {
+            self.members_tx.send_replace(Arc::new(self.core.members()));
+        }
+        if !self.leave_waiters.is_empty() && self.core.has_left() {
+            for w in self.leave_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+}

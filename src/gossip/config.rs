@@ -1,0 +1,258 @@
+//! `GossipConfig`: every knob of the protocol, with memberlist's presets.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::error::ConfigError;
+use super::keyring::Keyring;
+use super::tags::check_tags;
+
+/// Configuration of one gossip node.
+///
+/// Start from [`GossipConfig::lan`] (memberlist's `DefaultLANConfig`),
+/// [`GossipConfig::wan`] or [`GossipConfig::local`] and change fields; call
+/// [`validate`](Self::validate) (done by `Gossip::start`) to check it.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// Unique node id in the cluster.
+    pub name: String,
+    /// Address other nodes use to reach this one; `None` = the transport's
+    /// bound address (set it when binding 0.0.0.0 or behind NAT).
+    pub advertise_addr: Option<SocketAddr>,
+    /// Initial tags (endpoint tags are `ep.<name>` → `host:port`); at most
+    /// [`MAX_TAGS_SIZE`](super::MAX_TAGS_SIZE) bytes encoded.
+    pub tags: BTreeMap<String, String>,
+    /// Timeout for connecting a stream and for each read/write on it
+    /// (push/pull). memberlist's `TCPTimeout`.
+    pub stream_timeout: Duration,
+    /// How many members are asked to probe a node whose direct probe failed.
+    pub indirect_checks: usize,
+    /// A broadcast is sent `retransmit_mult * ceil(log10(N + 1))` times.
+    pub retransmit_mult: usize,
+    /// Suspicion timeout = `suspicion_mult * max(1, log10(max(1, N))) *
+    /// probe_interval`; the floor reached once enough members confirm.
+    pub suspicion_mult: u32,
+    /// Upper bound of the suspicion timeout, as a multiple of the floor above;
+    /// the timeout starts here and shrinks with each independent confirmation.
+    pub suspicion_max_timeout_mult: u32,
+    /// Interval of full state exchanges with a random member (scaled up
+    /// beyond 32 nodes as memberlist does). Zero disables them.
+    pub push_pull_interval: Duration,
+    /// Interval between probes of one member (round-robin over a shuffled
+    /// list). Scaled by the local health score.
+    pub probe_interval: Duration,
+    /// Time to wait for a direct ack before asking others to probe; about
+    /// the 99th percentile RTT. Scaled by the local health score.
+    pub probe_timeout: Duration,
+    /// Lifeguard local health: the score ranges over `0..max`, and probe
+    /// interval and timeout are multiplied by `score + 1`.
+    pub awareness_max_multiplier: u32,
+    /// Interval between gossip rounds (queued broadcasts sent to
+    /// `gossip_nodes` random members). Zero disables gossip rounds
+    /// (broadcasts then only piggyback on probes).
+    pub gossip_interval: Duration,
+    /// Members gossiped to per round.
+    pub gossip_nodes: usize,
+    /// A dead member still receives gossip for this long, so it can refute.
+    pub gossip_to_the_dead_time: Duration,
+    /// Interval of push/pull attempts with a random failed (not left) member,
+    /// which heals partitions (Serf's `ReconnectInterval`). Zero disables.
+    pub reconnect_interval: Duration,
+    /// A failed member is forgotten after this long (Serf's
+    /// `ReconnectTimeout`).
+    pub reap_failed_after: Duration,
+    /// A member that left is forgotten after this long (Serf's
+    /// `TombstoneTimeout`).
+    pub reap_left_after: Duration,
+    /// Largest datagram sent, in bytes (memberlist's `UDPBufferSize`).
+    pub packet_size: usize,
+    /// Most broadcasts kept queued; beyond it the most transmitted are
+    /// dropped and counted.
+    pub max_broadcast_queue: usize,
+    /// Capacity of each subscriber's event channel; events that do not fit
+    /// are dropped and counted, the protocol never waits.
+    pub event_channel_capacity: usize,
+    /// Capacity of the command channel between handles and the gossip task.
+    pub command_channel_capacity: usize,
+    /// Largest user event (name + payload) in bytes.
+    pub max_user_event_size: usize,
+    /// User events remembered for de-duplication and sent on push/pull.
+    pub recent_user_events: usize,
+    /// AES-256-GCM keys; `None` sends and accepts plaintext.
+    pub keyring: Option<Keyring>,
+}
+
+impl GossipConfig {
+    /// memberlist's `DefaultLANConfig`: 1 s probes, 500 ms probe timeout,
+    /// 200 ms gossip to 3 nodes, 30 s push/pull.
+    pub fn lan(name: impl Into<String>) -> Self {
+        GossipConfig {
+            name: name.into(),
+            advertise_addr: None,
+            tags: BTreeMap::new(),
+            stream_timeout: Duration::from_secs(10),
+            indirect_checks: 3,
+            retransmit_mult: 4,
+            suspicion_mult: 4,
+            suspicion_max_timeout_mult: 6,
+            push_pull_interval: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            awareness_max_multiplier: 8,
+            gossip_interval: Duration::from_millis(200),
+            gossip_nodes: 3,
+            gossip_to_the_dead_time: Duration::from_secs(30),
+            reconnect_interval: Duration::from_secs(30),
+            reap_failed_after: Duration::from_secs(24 * 3600),
+            reap_left_after: Duration::from_secs(24 * 3600),
+            packet_size: 1400,
+            max_broadcast_queue: 4096,
+            event_channel_capacity: 1024,
+            command_channel_capacity: 64,
+            max_user_event_size: 512,
+            recent_user_events: 256,
+            keyring: None,
+        }
+    }
+
+    /// memberlist's `DefaultWANConfig`: 5 s probes, 3 s probe timeout, 500 ms
+    /// gossip to 4 nodes, 60 s push/pull, longer suspicion.
+    pub fn wan(name: impl Into<String>) -> Self {
+        GossipConfig {
+            stream_timeout: Duration::from_secs(30),
+            suspicion_mult: 6,
+            push_pull_interval: Duration::from_secs(60),
+            probe_timeout: Duration::from_secs(3),
+            probe_interval: Duration::from_secs(5),
+            gossip_nodes: 4,
+            gossip_interval: Duration::from_millis(500),
+            gossip_to_the_dead_time: Duration::from_secs(60),
+            ..Self::lan(name)
+        }
+    }
+
+    /// memberlist's `DefaultLocalConfig` (one host or a fast LAN): 200 ms
+    /// probe timeout, 100 ms gossip, 15 s push/pull, 1 indirect check.
+    pub fn local(name: impl Into<String>) -> Self {
+        GossipConfig {
+            stream_timeout: Duration::from_secs(1),
+            indirect_checks: 1,
+            retransmit_mult: 2,
+            suspicion_mult: 3,
+            push_pull_interval: Duration::from_secs(15),
+            probe_timeout: Duration::from_millis(200),
+            probe_interval: Duration::from_secs(1),
+            gossip_interval: Duration::from_millis(100),
+            gossip_to_the_dead_time: Duration::from_secs(15),
+            reconnect_interval: Duration::from_secs(10),
+            ..Self::lan(name)
+        }
+    }
+
+    /// Checks every field; returns the config unchanged when it is usable.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        for (d, what) in [
+            (self.stream_timeout, "stream_timeout"),
+            (self.probe_interval, "probe_interval"),
+            (self.probe_timeout, "probe_timeout"),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(what));
+            }
+        }
+        if self.probe_timeout >= self.probe_interval {
+            return Err(ConfigError::ProbeTimeoutTooLong {
+                timeout_ms: self.probe_timeout.as_millis(),
+                interval_ms: self.probe_interval.as_millis(),
+            });
+        }
+        for (n, what) in [
+            (self.retransmit_mult, "retransmit_mult"),
+            (self.suspicion_mult as usize, "suspicion_mult"),
+            (
+                self.suspicion_max_timeout_mult as usize,
+                "suspicion_max_timeout_mult",
+            ),
+            (
+                self.awareness_max_multiplier as usize,
+                "awareness_max_multiplier",
+            ),
+            (self.gossip_nodes, "gossip_nodes"),
+            (self.max_broadcast_queue, "max_broadcast_queue"),
+            (self.event_channel_capacity, "event_channel_capacity"),
+            (self.command_channel_capacity, "command_channel_capacity"),
+            (self.max_user_event_size, "max_user_event_size"),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::ZeroCount(what));
+            }
+        }
+        if !(512..=65000).contains(&self.packet_size) {
+            return Err(ConfigError::PacketSize(self.packet_size));
+        }
+        check_tags(&self.tags)?;
+        Ok(self)
+    }
+}
+
+impl Default for GossipConfig {
+    /// The LAN preset with an empty name (which `validate` rejects).
+    fn default() -> Self {
+        Self::lan(String::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_match_memberlist() {
+        let lan = GossipConfig::lan("a").validate().unwrap();
+        assert_eq!(lan.probe_interval, Duration::from_secs(1));
+        assert_eq!(lan.probe_timeout, Duration::from_millis(500));
+        assert_eq!(lan.suspicion_mult, 4);
+        let wan = GossipConfig::wan("a").validate().unwrap();
+        assert_eq!(wan.probe_interval, Duration::from_secs(5));
+        assert_eq!(wan.suspicion_mult, 6);
+        let local = GossipConfig::local("a").validate().unwrap();
+        assert_eq!(local.probe_timeout, Duration::from_millis(200));
+        assert_eq!(local.indirect_checks, 1);
+    }
+
+    #[test]
+    fn validate_rejects_bad_values() {
+        assert_eq!(
+            GossipConfig::default().validate().unwrap_err(),
+            ConfigError::EmptyName
+        );
+        let c = GossipConfig {
+            probe_timeout: Duration::from_secs(2),
+            ..GossipConfig::lan("a")
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ProbeTimeoutTooLong { .. })
+        ));
+        let c = GossipConfig {
+            packet_size: 100,
+            ..GossipConfig::lan("a")
+        };
+        assert_eq!(c.validate().unwrap_err(), ConfigError::PacketSize(100));
+        let c = GossipConfig {
+            gossip_nodes: 0,
+            ..GossipConfig::lan("a")
+        };
+        assert_eq!(
+            c.validate().unwrap_err(),
+            ConfigError::ZeroCount("gossip_nodes")
+        );
+        let mut c = GossipConfig::lan("a");
+        c.tags.insert("big".into(), "x".repeat(600));
+        assert!(matches!(c.validate(), Err(ConfigError::Tags(_))));
+    }
+}

@@ -1,0 +1,51 @@
+//! SWIM membership with Lifeguard, Serf-style tags and user events.
+//!
+//! Every node, member or client, learns who is in the cluster, whether each
+//! is alive, and which endpoints each publishes as tags (`ep.<name>` →
+//! `host:port`). Failure detection is SWIM (probe one member per interval in
+//! a shuffled round-robin, then ask `indirect_checks` others with nacks, then
+//! suspect) with Lifeguard's refinements (suspicion timeouts that shrink with
+//! independent confirmations, local health awareness); state changes
+//! piggyback on probes and on periodic gossip from a transmit-limited queue;
+//! a push/pull of the full state over a stream runs on join and
+//! periodically, skipped when the membership checksums agree.
+//!
+//! Layout: [`codec`](self) frames messages (magic, version, type; compound
+//! datagrams; AES-256-GCM envelope), `core` is the sans-IO state machine,
+//! `actor` runs it on tokio behind the [`Gossip`] handle, [`transport`]
+//! holds the UDP/TCP and in-memory networks, [`node`] the standalone runner
+//! behind `clusterfunk gossip-node`.
+//!
+//! Imports: std, tokio, prost (its generated types stay private here),
+//! serde, rand, aes-gcm, tracing. Independent of `raft` and `liveness`: it
+//! reports only through channels (`watch` for the member list, bounded
+//! `mpsc` per subscriber for events).
+
+mod actor;
+mod codec;
+mod config;
+mod core;
+mod error;
+mod keyring;
+mod member;
+pub mod node;
+mod pushpull;
+mod queue;
+mod stats;
+mod suspicion;
+mod tags;
+pub mod transport;
+
+#[allow(clippy::all, missing_docs)]
+mod pb {
+    tonic::include_proto!("clusterfunk.v1.gossip");
+}
+
+pub use actor::Gossip;
+pub use config::GossipConfig;
+pub use error::{CodecError, ConfigError, GossipError, TagsError};
+pub use keyring::Keyring;
+pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus, UserEvent};
+pub use stats::{GossipStats, RttStats, Traffic};
+pub use tags::{encoded_tags_size, endpoint_key, endpoints, ENDPOINT_PREFIX, MAX_TAGS_SIZE};
+pub use transport::{MemNetwork, MemTransport, NetTransport, Transport};

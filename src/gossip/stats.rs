@@ -1,0 +1,124 @@
+//! Counters and timings of one gossip node, returned by `Gossip::stats`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Messages and bytes of one message type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    /// Messages.
+    pub messages: u64,
+    /// Bytes of those messages (type byte and body, without packet framing).
+    pub bytes: u64,
+}
+
+/// Round-trip times of direct probes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RttStats {
+    /// Acks measured.
+    pub count: u64,
+    /// Most recent RTT.
+    pub last: Duration,
+    /// Smallest RTT.
+    pub min: Duration,
+    /// Largest RTT.
+    pub max: Duration,
+    /// Mean RTT.
+    pub mean: Duration,
+    #[serde(skip)]
+    total: Duration,
+}
+
+impl RttStats {
+    pub(crate) fn record(&mut self, rtt: Duration) {
+        self.count += 1;
+        self.last = rtt;
+        self.min = if self.count == 1 {
+            rtt
+        } else {
+            self.min.min(rtt)
+        };
+        self.max = self.max.max(rtt);
+        self.total += rtt;
+        self.mean = self.total / self.count as u32;
+    }
+}
+
+/// Counters and timings of one node since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GossipStats {
+    /// Lifeguard health score (0 = healthy; timeouts scale by score + 1).
+    pub health_score: u32,
+    /// Members by status (the local node included).
+    pub alive: usize,
+    /// Members suspected.
+    pub suspect: usize,
+    /// Members failed and not yet reaped.
+    pub dead: usize,
+    /// Members that left and are not yet reaped.
+    pub left: usize,
+    /// Direct probes sent.
+    pub probes: u64,
+    /// Probes that ended without any ack (the target became suspect).
+    pub probe_failures: u64,
+    /// Indirect probe requests sent.
+    pub indirect_probes: u64,
+    /// Nacks received for our indirect probes.
+    pub nacks_received: u64,
+    /// RTT of direct probes.
+    pub rtt: RttStats,
+    /// Messages and bytes sent, by message type.
+    pub sent: BTreeMap<&'static str, Traffic>,
+    /// Messages and bytes received, by message type.
+    pub received: BTreeMap<&'static str, Traffic>,
+    /// Datagrams sent.
+    pub packets_sent: u64,
+    /// Datagram bytes sent (framing included).
+    pub bytes_sent: u64,
+    /// Datagrams received.
+    pub packets_received: u64,
+    /// Datagram bytes received.
+    pub bytes_received: u64,
+    /// Datagrams or compound parts dropped as undecodable (bad magic,
+    /// version, type, length or body).
+    pub bad_packets: u64,
+    /// Datagrams or stream frames that failed to decrypt (or arrived in
+    /// plaintext while a keyring is set).
+    pub decrypt_failures: u64,
+    /// Datagram send errors reported by the transport.
+    pub send_errors: u64,
+    /// Members that became suspect here.
+    pub suspicions: u64,
+    /// Times this node refuted a suspicion or death of itself.
+    pub refutations: u64,
+    /// Push/pull exchanges completed (either side).
+    pub push_pulls: u64,
+    /// Push/pull exchanges skipped because the checksums agreed.
+    pub push_pulls_in_sync: u64,
+    /// Push/pull exchanges that failed.
+    pub push_pull_failures: u64,
+    /// Events dropped because a subscriber was full.
+    pub events_dropped: u64,
+    /// Broadcasts dropped because the queue was full.
+    pub broadcasts_dropped: u64,
+    /// Broadcasts queued now.
+    pub broadcasts_queued: usize,
+    /// User events delivered (sent or received, after de-duplication).
+    pub user_events: u64,
+}
+
+impl GossipStats {
+    pub(crate) fn sent(&mut self, ty: &'static str, bytes: usize) {
+        let t = self.sent.entry(ty).or_default();
+        t.messages += 1;
+        t.bytes += bytes as u64;
+    }
+
+    pub(crate) fn received(&mut self, ty: &'static str, bytes: usize) {
+        let t = self.received.entry(ty).or_default();
+        t.messages += 1;
+        t.bytes += bytes as u64;
+    }
+}

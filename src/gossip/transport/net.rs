@@ -1,0 +1,87 @@
+//! UDP + TCP transport bound to the same port number.
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use super::{BoxStream, Transport};
+
+/// Largest datagram received.
+const MAX_DATAGRAM: usize = 65536;
+/// Attempts to find a port free for both UDP and TCP when binding port 0.
+const BIND_ATTEMPTS: usize = 32;
+
+/// Datagrams over UDP, streams over TCP, both on the same port.
+#[derive(Debug)]
+pub struct NetTransport {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    addr: SocketAddr,
+}
+
+impl NetTransport {
+    /// Binds UDP then TCP on the same port. With port 0 the OS picks the UDP
+    /// port; if TCP cannot take the same number the pair is retried.
+    pub async fn bind(addr: SocketAddr) -> io::Result<NetTransport> {
+        let mut last = None;
+        for _ in 0..BIND_ATTEMPTS {
+            let udp = UdpSocket::bind(addr).await?;
+            let local = udp.local_addr()?;
+            match TcpListener::bind(local).await {
+                Ok(tcp) => {
+                    return Ok(NetTransport {
+                        udp,
+                        tcp,
+                        addr: local,
+                    })
+                }
+                Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => {
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, "no free port")))
+    }
+}
+
+impl Transport for NetTransport {
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.udp.send_to(buf, to).await.map(|_| ())
+    }
+
+    async fn recv(&self) -> io::Result<(Bytes, SocketAddr)> {
+        loop {
+            self.udp.readable().await?;
+            // The buffer lives only between awaits, so it is not kept in the
+            // future; try_recv_from keeps this cancel safe.
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            match self.udp.try_recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    buf.truncate(n);
+                    return Ok((Bytes::from(buf), from));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn connect(&self, to: SocketAddr) -> io::Result<BoxStream> {
+        let s = TcpStream::connect(to).await?;
+        s.set_nodelay(true)?;
+        Ok(Box::new(s))
+    }
+
+    async fn accept(&self) -> io::Result<(BoxStream, SocketAddr)> {
+        let (s, from) = self.tcp.accept().await?;
+        s.set_nodelay(true)?;
+        Ok((Box::new(s), from))
+    }
+}

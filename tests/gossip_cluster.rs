@@ -1,0 +1,303 @@
+//! 50-node gossip clusters on the in-memory network, under paused tokio
+//! time (the clock jumps to the next timer whenever every task is idle, so
+//! minutes of protocol time run in seconds).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clusterfunk::gossip::{
+    Gossip, GossipConfig, MemNetwork, Member, MemberEventKind, MemberStatus, Transport,
+};
+
+const N: usize = 50;
+
+fn config(name: String) -> GossipConfig {
+    GossipConfig {
+        // Anti-entropy and partition healing often enough for a test.
+        push_pull_interval: Duration::from_secs(5),
+        reconnect_interval: Duration::from_secs(2),
+        ..GossipConfig::local(name)
+    }
+}
+
+async fn cluster(net: &MemNetwork, n: usize) -> Vec<Gossip> {
+    let nodes: Vec<Gossip> = (0..n)
+        .map(|i| Gossip::start(config(format!("n{i:02}")), net.bind()).unwrap())
+        .collect();
+    let seed = nodes[0].addr();
+    for g in &nodes[1..] {
+        assert_eq!(g.join(&[seed]).await.unwrap(), 1);
+    }
+    nodes
+}
+
+fn count(members: &[Member], s: MemberStatus) -> usize {
+    members.iter().filter(|m| m.status == s).count()
+}
+
+fn status_of(members: &[Member], name: &str) -> Option<MemberStatus> {
+    members.iter().find(|m| m.name == name).map(|m| m.status)
+}
+
+/// Waits until `pred` holds on every node in `nodes`, within `timeout` of
+/// (virtual) time overall.
+async fn wait_all(nodes: &[&Gossip], timeout: Duration, pred: impl Fn(&[Member]) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for g in nodes {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !g.wait_for(left, &pred).await {
+            return false;
+        }
+    }
+    true
+}
+
+async fn converge(nodes: &[Gossip]) {
+    let all: Vec<&Gossip> = nodes.iter().collect();
+    assert!(
+        wait_all(&all, Duration::from_secs(60), |m| count(
+            m,
+            MemberStatus::Alive
+        ) == N)
+        .await,
+        "cluster did not converge"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifty_nodes_converge_and_spread_tags() {
+    let net = MemNetwork::new();
+    let nodes = cluster(&net, N).await;
+    converge(&nodes).await;
+
+    let mut tags = BTreeMap::new();
+    tags.insert("ep.raft".to_string(), "10.0.0.17:7000".to_string());
+    nodes[17].set_tags(tags).await.unwrap();
+    let all: Vec<&Gossip> = nodes.iter().collect();
+    assert!(
+        wait_all(&all, Duration::from_secs(30), |m| {
+            m.iter().any(|x| {
+                x.name == "n17"
+                    && x.tags.get("ep.raft").map(String::as_str) == Some("10.0.0.17:7000")
+            })
+        })
+        .await,
+        "tags did not reach every node"
+    );
+    // Oversized tags are refused and change nothing.
+    let mut big = BTreeMap::new();
+    big.insert("blob".to_string(), "x".repeat(1000));
+    assert!(nodes[3].set_tags(big).await.is_err());
+
+    let stats = nodes[0].stats().await.unwrap();
+    assert!(stats.probes > 0 && stats.rtt.count > 0);
+    assert_eq!(stats.alive, N);
+    for g in &nodes {
+        g.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopped_node_is_marked_failed_by_everyone() {
+    let net = MemNetwork::new();
+    let nodes = cluster(&net, N).await;
+    converge(&nodes).await;
+    let mut events = nodes[0].subscribe().await.unwrap();
+
+    nodes[7].shutdown().await.unwrap();
+    let others: Vec<&Gossip> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 7)
+        .map(|(_, g)| g)
+        .collect();
+    assert!(
+        wait_all(&others, Duration::from_secs(120), |m| status_of(m, "n07")
+            == Some(MemberStatus::Dead))
+        .await,
+        "n07 not marked failed everywhere"
+    );
+    // Nobody else was declared dead on the way.
+    for g in &others {
+        let m = g.members();
+        assert_eq!(count(&m, MemberStatus::Dead), 1, "{}: {:?}", g.name(), m);
+    }
+    // The subscriber saw the failure (Suspect first, or Failed directly).
+    let mut saw_failed = false;
+    while let Ok(ev) = events.try_recv() {
+        if ev.member.name == "n07" && ev.kind == MemberEventKind::Failed {
+            saw_failed = true;
+        }
+    }
+    assert!(saw_failed);
+    for g in &others {
+        g.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_node_refutes_suspicion_and_stays_alive() {
+    let net = MemNetwork::new();
+    let nodes = cluster(&net, N).await;
+    converge(&nodes).await;
+    let mut events = nodes[0].subscribe().await.unwrap();
+
+    // Every link of n09 gets 600 ms each way: a round trip (1.2 s) exceeds
+    // the probe timeout and even the probe interval, yet nothing is lost.
+    let slow = nodes[9].addr();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|g| g.addr()).collect();
+    for &a in &addrs {
+        if a != slow {
+            net.delay(a, slow, Duration::from_millis(600));
+        }
+    }
+    // Long enough for many probes of n09 and several suspicion timeouts.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let stats = nodes[9].stats().await.unwrap();
+    assert!(
+        stats.refutations > 0,
+        "n09 was never suspected: the test did not test anything"
+    );
+    let mut suspected = false;
+    while let Ok(ev) = events.try_recv() {
+        if ev.member.name == "n09" {
+            assert_ne!(ev.kind, MemberEventKind::Failed, "n09 was declared failed");
+            suspected |= ev.kind == MemberEventKind::Suspect;
+        }
+    }
+    assert!(suspected || stats.refutations > 0);
+    for g in &nodes {
+        assert!(
+            !status_of(&g.members(), "n09").is_some_and(MemberStatus::is_gone),
+            "{} thinks n09 is gone",
+            g.name()
+        );
+    }
+    // Once the links are fast again everyone sees it plainly alive.
+    net.heal();
+    converge(&nodes).await;
+    for g in &nodes {
+        g.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn partition_is_seen_as_failures_and_heals() {
+    let net = MemNetwork::new();
+    let nodes = cluster(&net, N).await;
+    converge(&nodes).await;
+
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|g| g.addr()).collect();
+    let (left, right) = addrs.split_at(N / 2);
+    net.partition(left, right);
+    let half = N / 2;
+    let (lg, rg) = nodes.split_at(half);
+    let lrefs: Vec<&Gossip> = lg.iter().collect();
+    let rrefs: Vec<&Gossip> = rg.iter().collect();
+    assert!(
+        wait_all(&lrefs, Duration::from_secs(180), |m| count(
+            m,
+            MemberStatus::Dead
+        ) == half)
+        .await,
+        "left half did not see the right half fail"
+    );
+    assert!(
+        wait_all(&rrefs, Duration::from_secs(180), |m| count(
+            m,
+            MemberStatus::Dead
+        ) == half)
+        .await,
+        "right half did not see the left half fail"
+    );
+
+    net.heal();
+    let all: Vec<&Gossip> = nodes.iter().collect();
+    assert!(
+        wait_all(&all, Duration::from_secs(180), |m| count(
+            m,
+            MemberStatus::Alive
+        ) == N)
+        .await,
+        "halves did not merge after the partition healed"
+    );
+    for g in &nodes {
+        g.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_leave_is_left_not_failed() {
+    let net = MemNetwork::new();
+    let nodes = cluster(&net, 10).await;
+    let all: Vec<&Gossip> = nodes.iter().collect();
+    assert!(
+        wait_all(&all, Duration::from_secs(30), |m| count(
+            m,
+            MemberStatus::Alive
+        ) == 10)
+        .await
+    );
+    let mut events = nodes[0].subscribe().await.unwrap();
+
+    nodes[4].leave(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(nodes[4].local_node().status, MemberStatus::Left);
+    nodes[4].shutdown().await.unwrap();
+    let others: Vec<&Gossip> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 4)
+        .map(|(_, g)| g)
+        .collect();
+    assert!(
+        wait_all(&others, Duration::from_secs(30), |m| status_of(m, "n04")
+            == Some(MemberStatus::Left))
+        .await
+    );
+    // Stays Left (a leave is never turned into a failure).
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    for g in &others {
+        assert_eq!(status_of(&g.members(), "n04"), Some(MemberStatus::Left));
+    }
+    let ev = events.recv().await.unwrap();
+    assert_eq!(
+        (ev.kind, ev.member.name.as_str()),
+        (MemberEventKind::Leave, "n04")
+    );
+    for g in &others {
+        g.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn join_errors_and_user_events() {
+    let net = MemNetwork::new();
+    let a = Gossip::start(config("a".into()), net.bind()).unwrap();
+    let b = Gossip::start(config("b".into()), net.bind()).unwrap();
+    assert!(a.join(&[]).await.is_err());
+    // Nobody at this address: join fails.
+    let nobody: SocketAddr = "10.254.0.1:1".parse().unwrap();
+    assert!(a.join(&[nobody]).await.is_err());
+    // One of two answering is success, and counts one.
+    assert_eq!(a.join(&[nobody, b.addr()]).await.unwrap(), 1);
+
+    let mut ua = a.subscribe_user_events().await.unwrap();
+    let mut ub = b.subscribe_user_events().await.unwrap();
+    b.user_event("deploy", b"v2", false).await.unwrap();
+    for rx in [&mut ua, &mut ub] {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.name.as_str(), e.payload.as_slice()),
+            ("deploy", &b"v2"[..])
+        );
+    }
+    a.shutdown().await.unwrap();
+    // After shutdown the handle reports it.
+    assert!(a.stats().await.is_err());
+    b.shutdown().await.unwrap();
+    let _ = net.bind().local_addr();
+}
