@@ -220,18 +220,16 @@ async fn failover(rounds: usize, config: RaftConfig) -> anyhow::Result<()> {
     );
     let mut cluster = Cluster::start(Kind::Sled, 3, config).await?;
     let mut times = Vec::with_capacity(rounds);
-    let mut epoch = 1u64;
     for round in 0..rounds {
         let l = cluster.leader().await?;
         // Make sure the cluster is healthy and the leader has work behind it.
         cluster
             .node(l)?
             .client_write(Command::Propose {
-                epoch,
+                epoch: round as u64 + 1,
                 map: Bytes::from_static(b"m"),
             })
             .await?;
-        epoch += 1;
         // Let every node catch up (the node restarted last round may lag):
         // a lagging candidate's rejected vote request delays the others'
         // elections, which is a different scenario from a clean leader stop.
