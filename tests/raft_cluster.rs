@@ -453,6 +453,23 @@ async fn lagging_learner_catches_up_through_snapshot() -> anyhow::Result<()> {
         s.proposed_epoch() == Some(31)
     })
     .await?;
+    // Promote it to a voter.
+    leader
+        .change_membership([1, 2, 3, 4].into_iter().collect(), false)
+        .await?;
+    learner
+        .raft()
+        .wait(Some(WAIT))
+        .state(ServerState::Follower, "learner promoted to voter")
+        .await?;
+    let voters: Vec<u64> = learner
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, vec![1, 2, 3, 4]);
     learner.shutdown().await?;
     for n in &nodes {
         n.shutdown().await?;
@@ -512,6 +529,10 @@ async fn router_cutting_the_leader_elects_a_new_one() -> anyhow::Result<()> {
     }
     assert_eq!(leader.acks_dropped(), 1);
     assert_eq!(ack_rx.recv().await.map(|a| a.epoch), Some(1));
+    match follower.ack_to("nowhere", 1).await {
+        Err(NetError::Unreachable { .. }) => {}
+        other => bail!("expected an unreachable peer, got {other:?}"),
+    }
 
     // Cut the leader off: the other two elect a new leader.
     let old_id = leader.id();

@@ -17,9 +17,17 @@ pub enum SnapshotPolicy {
 /// Configuration of a Raft node.
 ///
 /// Defaults (see [`RaftConfig::default`]) target a LAN: a heartbeat every
-/// 50 ms and an election timeout drawn from 150..300 ms, so a dead leader is
-/// replaced in roughly 200-400 ms, and a follower hears from a live leader
-/// far more often than any sensible serving lease (hundreds of ms).
+/// 50 ms and an election timeout drawn from 150..300 ms.
+///
+/// Failover timing with openraft 0.9: a follower that stops hearing from
+/// its leader first honours a leader lease of `election_timeout_max`, then
+/// its own randomised election timeout (drawn once per start from
+/// `election_timeout_min..election_timeout_max`), checked on a tick of
+/// 1.5 x `heartbeat_interval`. With the defaults a dead leader is replaced
+/// after roughly 450-650 ms, and no other leader can be elected sooner than
+/// `election_timeout_max + election_timeout_min` (450 ms) after a quorum
+/// last heard from the old one: a follower serving lease shorter than that
+/// keeps at most one serving owner per shard. All times scale together.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RaftConfig {
     /// Cluster name, used by openraft for log context. Default `clusterfunk`.

@@ -15,6 +15,8 @@
 //! Generated protobuf types stay private to this module; everything that
 //! leaves it is a plain Rust type.
 
+#![warn(missing_docs)]
+
 mod codec;
 pub mod config;
 pub mod error;

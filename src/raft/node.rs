@@ -385,6 +385,30 @@ impl RaftNode {
     }
 }
 
+impl Drop for RaftNode {
+    /// Best effort for a node dropped without [`shutdown`](RaftNode::shutdown):
+    /// the tasks this wrapper owns are aborted. openraft's own tasks stop
+    /// only through `shutdown`, so call it.
+    fn drop(&mut self) {
+        let server = self
+            .server
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(ServerTask { handle, .. }) = server {
+            handle.abort();
+        }
+        let quorum = self
+            .quorum_task
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = quorum {
+            task.abort();
+        }
+    }
+}
+
 /// Accepted connections with Nagle off: Raft RPCs are small and latency
 /// bound.
 fn nodelay(
