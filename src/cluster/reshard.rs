@@ -16,7 +16,6 @@ use tokio::time::{Duration, Instant};
 pub(crate) struct Pending {
     pub epoch: u64,
     pub waiting: BTreeSet<String>,
-    pub proposed_at: Instant,
     deadline: Instant,
 }
 
@@ -50,7 +49,6 @@ impl Tracker {
         self.pending = Some(Pending {
             epoch,
             waiting: expected,
-            proposed_at: now,
             deadline: now + ack_timeout,
         });
     }
@@ -147,7 +145,10 @@ mod tests {
         t.proposed(3, set(&["a", "b", "c"]), now, Duration::from_millis(500));
         t.on_ack("a", 3);
         let backoff = Duration::from_secs(5);
-        assert_eq!(t.on_tick(now + Duration::from_millis(499), backoff), Step::Wait);
+        assert_eq!(
+            t.on_tick(now + Duration::from_millis(499), backoff),
+            Step::Wait
+        );
         let later = now + Duration::from_millis(500);
         assert_eq!(t.on_tick(later, backoff), Step::Repropose(set(&["b", "c"])));
         assert!(t.is_excluded("b", later));

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-/// Prefix of endpoint tags: `ep.raft` -> `host:port`.
-pub const ENDPOINT_PREFIX: &str = "ep.";
+use crate::gossip::endpoint_key;
+
 /// Endpoint of the gossip transport.
 pub const EP_GOSSIP: &str = "gossip";
 /// Endpoint of the Raft gRPC server.
@@ -34,11 +34,6 @@ pub(crate) const WEIGHT: &str = "cf.weight";
 
 pub(crate) const KIND_MEMBER: &str = "member";
 pub(crate) const KIND_CLIENT: &str = "client";
-
-/// The tag key of endpoint `name`.
-pub fn endpoint_key(name: &str) -> String {
-    format!("{ENDPOINT_PREFIX}{name}")
-}
 
 /// What the coordinator reads from one node's tags.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -77,16 +72,6 @@ impl NodeTags {
     }
 }
 
-/// The endpoints (`ep.` tags, prefix stripped) of a tag map.
-pub fn endpoints(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    tags.iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix(ENDPOINT_PREFIX)
-                .map(|n| (n.to_string(), v.clone()))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,8 +105,5 @@ mod tests {
         assert!(!t.member);
         assert_eq!(t.weight, 1);
         assert!(!t.raft_capable());
-        let e = endpoints(&map(&[("ep.kv", "a:1"), ("x", "y")]));
-        assert_eq!(e.len(), 1);
-        assert_eq!(e["kv"], "a:1");
     }
 }

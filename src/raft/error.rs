@@ -95,6 +95,14 @@ pub enum NetError {
         /// The gRPC status.
         status: Box<tonic::Status>,
     },
+    /// The peer refused a forwarded command.
+    #[error("peer {addr} refused the command: {reason}")]
+    Refused {
+        /// Peer address.
+        addr: String,
+        /// Its reason.
+        reason: String,
+    },
     /// The peer answered but had no room for the acknowledgement.
     #[error("peer {addr} dropped the acknowledgement (queue full or no receiver)")]
     Dropped {
@@ -138,6 +146,9 @@ pub enum RaftApiError {
         /// The known leader's info (name and Raft address).
         leader: Option<RaftNodeInfo>,
     },
+    /// Forwarding to the leader (or handing leadership over) failed.
+    #[error("forward to the leader: {0}")]
+    Forward(String),
     /// `initialize` on a node that already has a log or a vote.
     #[error("initialize not allowed: {0}")]
     InitializeNotAllowed(String),

@@ -292,6 +292,55 @@ impl RaftNode {
         last.is_some_and(|t| t.elapsed() < lease)
     }
 
+    /// Appends `cmd` on the leader wherever it is: locally when this node
+    /// leads, else forwarded over the `Forward` RPC (following at most two
+    /// redirects while leadership moves).
+    pub async fn write_via_leader(&self, cmd: Command) -> Result<(), RaftApiError> {
+        let mut target = match self.client_write(cmd.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(RaftApiError::ForwardToLeader {
+                leader: Some(info), ..
+            }) => info.addr,
+            Err(e) => return Err(e),
+        };
+        let timeout = self.config.election_timeout_max * 4;
+        for _ in 0..3 {
+            match self.network.forward(&target, &cmd, timeout).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(next)) => target = next,
+                Err(e) => return Err(RaftApiError::Forward(e.to_string())),
+            }
+        }
+        Err(RaftApiError::Forward("leadership kept moving".into()))
+    }
+
+    /// On the leader: asks the most up-to-date other voter to start an
+    /// election now, so leadership moves without waiting for a timeout.
+    /// Returns the chosen voter's id.
+    pub async fn hand_over(&self) -> Result<NodeId, RaftApiError> {
+        let m = self.raft.metrics().borrow().clone();
+        let Some(replication) = m.replication.as_ref() else {
+            return Err(RaftApiError::Forward("not the leader".into()));
+        };
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let best = replication
+            .iter()
+            .filter(|(id, _)| **id != self.id && voters.contains(*id))
+            .max_by_key(|(id, log)| (log.map(|l| l.index), std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        let Some(to) = best else {
+            return Err(RaftApiError::Forward("no other voter".into()));
+        };
+        let Some(info) = m.membership_config.membership().get_node(&to).cloned() else {
+            return Err(RaftApiError::Forward("voter without an address".into()));
+        };
+        self.network
+            .elect(&info.addr, self.config.election_timeout_max)
+            .await
+            .map_err(|e| RaftApiError::Forward(e.to_string()))?;
+        Ok(to)
+    }
+
     /// Sends an acknowledgement of `epoch` from this node (by name) to the
     /// node at `addr`.
     pub async fn ack_to(&self, addr: &str, epoch: u64) -> Result<(), super::NetError> {

@@ -136,6 +136,43 @@ impl pb::raft_server::Raft for Handler {
         };
         Ok(GrpcResponse::new(pb::AckResponse { accepted }))
     }
+
+    async fn forward(
+        &self,
+        request: Request<pb::ForwardRequest>,
+    ) -> Result<GrpcResponse<pb::ForwardResponse>, Status> {
+        let cmd = request
+            .into_inner()
+            .command
+            .ok_or_else(|| Status::invalid_argument("forward without a command"))?;
+        let cmd = codec::command_from_pb(cmd).map_err(bad_request)?;
+        let resp = match self.raft.client_write(cmd).await {
+            Ok(_) => pb::ForwardResponse::default(),
+            Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                pb::ForwardResponse {
+                    error: "not the leader".into(),
+                    leader_addr: f.leader_node.map(|n| n.addr).unwrap_or_default(),
+                }
+            }
+            Err(e) => pb::ForwardResponse {
+                error: e.to_string(),
+                leader_addr: String::new(),
+            },
+        };
+        Ok(GrpcResponse::new(resp))
+    }
+
+    async fn elect(
+        &self,
+        _request: Request<pb::ElectRequest>,
+    ) -> Result<GrpcResponse<pb::ElectResponse>, Status> {
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(GrpcResponse::new(pb::ElectResponse {}))
+    }
 }
 
 /// The node's Raft gRPC service, ready to mount on a tonic server

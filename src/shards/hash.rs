@@ -61,6 +61,13 @@ fn merge_round(acc: u64, v: u64) -> u64 {
     (acc ^ round(0, v)).wrapping_mul(P1).wrapping_add(P4)
 }
 
+/// XXH64 with seed 0 of `input`: the stable 64-bit hash behind
+/// [`shard_for_bytes`], also used for ids that must agree on every machine
+/// (Raft node ids are the hash of the node name).
+pub fn stable_hash64(input: &[u8]) -> u64 {
+    xxh64(input, 0)
+}
+
 /// XXH64 of `input` with `seed`, as specified by the xxHash project.
 pub(crate) fn xxh64(input: &[u8], seed: u64) -> u64 {
     let len = input.len() as u64;

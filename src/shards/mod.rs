@@ -30,7 +30,7 @@ mod simulate;
 
 pub use delta::{delta, NodeDelta, ShardDelta};
 pub use error::{ShardMapError, SimulateError};
-pub use hash::{shard_for_bytes, shard_for_u64};
+pub use hash::{shard_for_bytes, shard_for_u64, stable_hash64};
 pub use map::{NodeInfo, ShardMap};
 pub use rebalance::rebalance;
 pub use simulate::{simulate, SimulateParams, SimulateReport, SimulateRow};

@@ -225,6 +225,63 @@ impl Network {
     }
 }
 
+impl Network {
+    /// Sends `cmd` to the node at `addr` to append (it must be the leader).
+    /// `Ok(None)`: appended. `Ok(Some(addr))`: that node is not the leader
+    /// and names this one. Errors: unreachable, timeout, or refused.
+    pub async fn forward(
+        &self,
+        addr: &str,
+        cmd: &super::Command,
+        timeout: Duration,
+    ) -> Result<Option<String>, NetError> {
+        let mut client = self.client(addr)?;
+        let mut req = tonic::Request::new(pb::ForwardRequest {
+            command: Some(codec::command_to_pb(cmd)),
+        });
+        req.set_timeout(timeout);
+        let resp = call(addr, timeout, client.forward(req)).await?;
+        match (resp.error.is_empty(), resp.leader_addr.is_empty()) {
+            (true, _) => Ok(None),
+            (false, false) => Ok(Some(resp.leader_addr)),
+            (false, true) => Err(NetError::Refused {
+                addr: addr.to_string(),
+                reason: resp.error,
+            }),
+        }
+    }
+
+    /// Asks the node at `addr` to start an election now (leader hand-over).
+    pub async fn elect(&self, addr: &str, timeout: Duration) -> Result<(), NetError> {
+        let mut client = self.client(addr)?;
+        let mut req = tonic::Request::new(pb::ElectRequest {});
+        req.set_timeout(timeout);
+        call(addr, timeout, client.elect(req)).await.map(|_| ())
+    }
+}
+
+async fn call<T>(
+    addr: &str,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, NetError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_) => Err(NetError::Timeout {
+            addr: addr.to_string(),
+            timeout,
+        }),
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) if is_unreachable(&s) => Err(NetError::Unreachable {
+            addr: addr.to_string(),
+            reason: s.message().to_string(),
+        }),
+        Ok(Err(s)) => Err(NetError::Status {
+            addr: addr.to_string(),
+            status: Box::new(s),
+        }),
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 

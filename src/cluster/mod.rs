@@ -1,0 +1,497 @@
+//! The coordinator: joins gossip, Raft, liveness and shard maps into one
+//! node, and the [`Cluster`] handle applications use.
+//!
+//! This is the only module that decides "member, alive and in Raft". One
+//! task (`node::Node`) owns every piece of mutable state; the handle reads
+//! `watch` channels and sends commands over a bounded channel. The leader
+//! adds nodes it sees in gossip to Raft, keeps at most `max_voters` voters
+//! spread over zones, probes every owner with the liveness checker, and on
+//! every change of the live owner set proposes a rebalanced map, waits for
+//! every owner's acknowledgement and commits it. Every node serves its
+//! shards only under a lease from the leader.
+//!
+//! Imports: `config`, `gossip`, `raft`, `liveness`, `shards`, `discovery`,
+//! `metrics`.
+
+mod bootstrap;
+mod node;
+mod reshard;
+mod serving;
+mod tags;
+mod view;
+mod voters;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::config::{Config, ConfigError};
+use crate::gossip::{Gossip, Member};
+use crate::metrics::{Metrics, StatusView};
+use crate::raft::RaftNode;
+use crate::shards::ShardMap;
+
+pub use node::NodeStats;
+pub use serving::ServingSet;
+pub use tags::{EP_GOSSIP, EP_LIVENESS, EP_MANAGEMENT, EP_METRICS, EP_RAFT};
+
+/// Where a node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum NodeState {
+    /// Binding sockets.
+    Starting,
+    /// Looking for the cluster (gossip join, bootstrap, waiting to be added).
+    Joining,
+    /// In Raft, waiting for the first committed shard map.
+    Voting,
+    /// A proposed map is waiting for acknowledgements.
+    Resharding,
+    /// Serving under a committed map.
+    Operational,
+    /// Leaving.
+    Stopping,
+}
+
+/// The node's part in Raft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Role {
+    /// The Raft leader.
+    Leader,
+    /// A voting follower.
+    Voter,
+    /// A non-voting member (owns shards, replicates the log).
+    Learner,
+    /// Not in Raft: a client, or a member not yet added.
+    NonMember,
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Something that happened, as seen by this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ClusterEvent {
+    /// This node's state changed.
+    StateChanged(NodeState),
+    /// This node's role changed.
+    RoleChanged(Role),
+    /// The Raft leader changed (`None`: no leader right now).
+    LeaderChanged(Option<String>),
+    /// A node joined gossip.
+    MemberJoined(String),
+    /// A node left gracefully.
+    MemberLeft(String),
+    /// A node failed (gossip), or stopped answering liveness probes.
+    MemberFailed(String),
+    /// A node's tags changed.
+    MemberUpdated(String),
+    /// A failed node answers again.
+    MemberAlive(String),
+    /// A map was proposed.
+    MapProposed {
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// A map was committed.
+    MapCommitted {
+        /// Its epoch.
+        epoch: u64,
+        /// Shards that changed owner from the previous committed map.
+        moved: u32,
+    },
+}
+
+/// Why a cluster call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The configuration was refused.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A socket could not be bound.
+    #[error("bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A component failed to start.
+    #[error("start {what}: {reason}")]
+    Start {
+        /// Which component.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// There is no leader right now.
+    #[error("no leader")]
+    NoLeader,
+    /// Only the leader does this; it names the leader it knows.
+    #[error("not the leader (leader: {0:?})")]
+    NotLeader(Option<String>),
+    /// The node is not known to the cluster.
+    #[error("unknown node {0}")]
+    UnknownNode(String),
+    /// The operation needs a Raft member.
+    #[error("this node is not a Raft member")]
+    NotMember,
+    /// A Raft write failed.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The operation did not finish in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// One node as the cluster sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// Gossip status (alive, suspect, dead, left).
+    pub gossip_status: String,
+    /// Role in Raft.
+    pub role: Role,
+    /// The leader's liveness view: `Some(true)` alive, `Some(false)` dead,
+    /// `None` not probed (or this node is not the leader).
+    pub live: Option<bool>,
+    /// Endpoints (`ep.` tags without the prefix).
+    pub endpoints: BTreeMap<String, String>,
+    /// All gossip tags.
+    pub tags: BTreeMap<String, String>,
+    /// Zone.
+    pub zone: String,
+    /// Effective shard weight.
+    pub weight: u32,
+    /// Shards owned in the committed map.
+    pub shards: u32,
+}
+
+/// Commands from handles to the node task.
+pub(crate) enum Request {
+    SetEndpoint(String, String, oneshot::Sender<Result<(), ClusterError>>),
+    SetWeight(String, u32, oneshot::Sender<Result<(), ClusterError>>),
+    AddNode(String, oneshot::Sender<Result<(), ClusterError>>),
+    RemoveNode(String, oneshot::Sender<Result<(), ClusterError>>),
+    StepDown(oneshot::Sender<Result<(), ClusterError>>),
+    Nodes(oneshot::Sender<Vec<NodeInfo>>),
+    Stats(oneshot::Sender<NodeStats>),
+    Stop(oneshot::Sender<()>),
+}
+
+struct Shared {
+    node_id: String,
+    cluster_name: String,
+    shard_count: u32,
+    lease: Duration,
+    requests: mpsc::Sender<Request>,
+    events: broadcast::Sender<ClusterEvent>,
+    state: watch::Receiver<NodeState>,
+    role: watch::Receiver<Role>,
+    leader: watch::Receiver<Option<String>>,
+    map: watch::Receiver<Option<Arc<ShardMap>>>,
+    serving: watch::Receiver<Arc<ServingSet>>,
+    status: watch::Receiver<StatusView>,
+    gossip: Gossip,
+    raft: Option<Arc<RaftNode>>,
+    metrics: Metrics,
+    addrs: BTreeMap<String, SocketAddr>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A running node: a cheap, cloneable handle.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), clusterfunk::cluster::ClusterError> {
+/// use clusterfunk::{Cluster, Config};
+/// let mut config = Config::local("node-1");
+/// config.join = vec!["127.0.0.1:7946".into()];
+/// let cluster = Cluster::start(config).await?;
+/// cluster.set_endpoint("kv", "127.0.0.1:9000").await?;
+/// let mut maps = cluster.shard_map();
+/// while maps.changed().await.is_ok() {
+///     let mine = cluster.local_shards();
+///     println!("epoch {:?}: I own {} shards", cluster.epoch(), mine.len());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+}
+
+impl Cluster {
+    /// Validates `config`, binds every socket, joins and starts the node.
+    /// Returns once the node runs; the cluster forms in the background
+    /// (watch [`state`](Self::state) or [`shard_map`](Self::shard_map)).
+    pub async fn start(config: Config) -> Result<Cluster, ClusterError> {
+        node::start(config.validate()?).await
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    /// The cluster name.
+    pub fn name(&self) -> &str {
+        &self.shared.cluster_name
+    }
+
+    /// Bound local addresses by endpoint name (`gossip`, `raft`, `liveness`,
+    /// `management`, `metrics`), as advertised to other nodes.
+    pub fn local_endpoints(&self) -> &BTreeMap<String, SocketAddr> {
+        &self.shared.addrs
+    }
+
+    /// The node's state now.
+    pub fn state(&self) -> NodeState {
+        *self.shared.state.borrow()
+    }
+
+    /// A receiver of state changes.
+    pub fn watch_state(&self) -> watch::Receiver<NodeState> {
+        self.shared.state.clone()
+    }
+
+    /// The node's Raft role now.
+    pub fn role(&self) -> Role {
+        *self.shared.role.borrow()
+    }
+
+    /// The leader's node id, if there is one.
+    pub fn leader(&self) -> Option<String> {
+        self.shared.leader.borrow().clone()
+    }
+
+    /// A receiver of leader changes.
+    pub fn watch_leader(&self) -> watch::Receiver<Option<String>> {
+        self.shared.leader.clone()
+    }
+
+    /// Events from now on. A receiver that falls more than 1,024 events
+    /// behind loses the oldest (`RecvError::Lagged` tells how many).
+    pub fn events(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Publishes an endpoint of this node as gossip tag `ep.<name>`.
+    pub async fn set_endpoint(
+        &self,
+        name: &str,
+        addr: impl Into<String>,
+    ) -> Result<(), ClusterError> {
+        self.call(|r| Request::SetEndpoint(name.to_string(), addr.into(), r))
+            .await?
+    }
+
+    /// Node ids of every alive gossip member of this cluster.
+    pub fn nodes(&self) -> Vec<String> {
+        self.cluster_members()
+            .into_iter()
+            .filter(|m| !m.status.is_gone())
+            .map(|m| m.name)
+            .collect()
+    }
+
+    /// Every node with role, liveness, endpoints and shard count.
+    pub async fn node_infos(&self) -> Result<Vec<NodeInfo>, ClusterError> {
+        self.call(Request::Nodes).await
+    }
+
+    /// Endpoint `name` of node `node` (from its gossip tags).
+    pub fn endpoint(&self, node: &str, name: &str) -> Option<String> {
+        let key = crate::gossip::endpoint_key(name);
+        self.shared
+            .gossip
+            .watch()
+            .borrow()
+            .iter()
+            .find(|m| m.name == node)
+            .and_then(|m| m.tags.get(&key).cloned())
+    }
+
+    /// Gossip members of this cluster name (any status).
+    pub fn cluster_members(&self) -> Vec<Member> {
+        let name = &self.shared.cluster_name;
+        self.shared
+            .gossip
+            .members()
+            .into_iter()
+            .filter(|m| m.tags.get(tags::CLUSTER) == Some(name))
+            .collect()
+    }
+
+    /// The committed shard map (routing uses only committed maps).
+    pub fn shard_map(&self) -> watch::Receiver<Option<Arc<ShardMap>>> {
+        self.shared.map.clone()
+    }
+
+    /// The committed epoch, if a map was committed.
+    pub fn epoch(&self) -> Option<u64> {
+        self.shared.map.borrow().as_ref().map(|m| m.epoch())
+    }
+
+    /// The shard of `key` (stable XXH64, see [`crate::shards`]).
+    pub fn shard_for(&self, key: &[u8]) -> u32 {
+        crate::shards::shard_for_bytes(key, self.shard_count())
+    }
+
+    /// Shards in this cluster (from the committed map once there is one).
+    pub fn shard_count(&self) -> u32 {
+        self.shared
+            .map
+            .borrow()
+            .as_ref()
+            .map(|m| m.shard_count())
+            .unwrap_or(self.shared.shard_count)
+    }
+
+    /// The owner of `key` in the committed map.
+    pub fn owner_of(&self, key: &[u8]) -> Option<String> {
+        let shard = self.shard_for(key);
+        self.shared
+            .map
+            .borrow()
+            .as_ref()
+            .and_then(|m| m.owner_of(shard).map(str::to_string))
+    }
+
+    /// This node's shards in the committed map.
+    pub fn local_shards(&self) -> Vec<u32> {
+        self.shared
+            .map
+            .borrow()
+            .as_ref()
+            .map(|m| m.shards_of(&self.shared.node_id))
+            .unwrap_or_default()
+    }
+
+    /// Whether this node may serve `shard` now: it owns it in the committed
+    /// map, no pending proposal takes it away, and the serving lease holds
+    /// (this node heard from the leader, or the leader from a quorum,
+    /// within `lease`).
+    pub fn is_serving(&self, shard: u32) -> bool {
+        self.shared.serving.borrow().contains(shard) && self.lease_valid()
+    }
+
+    /// A receiver of the set of shards this node may serve (before the
+    /// lease check that [`is_serving`](Self::is_serving) adds).
+    pub fn watch_serving(&self) -> watch::Receiver<Arc<ServingSet>> {
+        self.shared.serving.clone()
+    }
+
+    fn lease_valid(&self) -> bool {
+        self.shared
+            .raft
+            .as_ref()
+            .is_some_and(|r| r.lease_valid(self.shared.lease))
+    }
+
+    /// Sets `node`'s shard weight (0 drains it) in the replicated registry,
+    /// through the leader; the leader then proposes a new map.
+    pub async fn set_weight(&self, node: &str, weight: u32) -> Result<(), ClusterError> {
+        self.call(|r| Request::SetWeight(node.to_string(), weight, r))
+            .await?
+    }
+
+    /// Adds a node seen in gossip to Raft (leader only; normally automatic).
+    pub async fn add_node(&self, node: &str) -> Result<(), ClusterError> {
+        self.call(|r| Request::AddNode(node.to_string(), r)).await?
+    }
+
+    /// Removes a node from Raft and the shard map (leader only).
+    pub async fn remove_node(&self, node: &str) -> Result<(), ClusterError> {
+        self.call(|r| Request::RemoveNode(node.to_string(), r))
+            .await?
+    }
+
+    /// Asks the leader (this node) to hand leadership to another voter.
+    pub async fn step_down(&self) -> Result<(), ClusterError> {
+        self.call(Request::StepDown).await?
+    }
+
+    /// Counters of the coordinator.
+    pub async fn stats(&self) -> Result<NodeStats, ClusterError> {
+        self.call(Request::Stats).await
+    }
+
+    /// The status snapshot served on `/status` and by the management API.
+    pub fn status(&self) -> watch::Receiver<StatusView> {
+        self.shared.status.clone()
+    }
+
+    /// This node's Prometheus metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The gossip handle (members, tags, user events).
+    pub fn gossip(&self) -> &Gossip {
+        &self.shared.gossip
+    }
+
+    /// The Raft node, for members.
+    pub fn raft(&self) -> Option<&Arc<RaftNode>> {
+        self.shared.raft.as_ref()
+    }
+
+    /// Graceful stop: drains this node's shards, hands leadership over,
+    /// leaves gossip with a leave intent, then stops every task.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.shared.requests.send(Request::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let task = self
+            .shared
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    async fn call<R>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<R>) -> Request,
+    ) -> Result<R, ClusterError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .requests
+            .send(make(tx))
+            .await
+            .map_err(|_| ClusterError::Stopped)?;
+        rx.await.map_err(|_| ClusterError::Stopped)
+    }
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.shared.node_id)
+            .field("cluster", &self.shared.cluster_name)
+            .finish()
+    }
+}

@@ -1,0 +1,188 @@
+//! Read-only views of the node's state: node lists for the API, the
+//! `/status` snapshot and the Prometheus gauges. Pure functions of what the
+//! node task holds.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::node::raft_id;
+use super::tags::NodeTags;
+use super::{NodeInfo, NodeState, Role};
+use crate::config::Config;
+use crate::gossip::{endpoints, GossipStats, Member};
+use crate::liveness::{LivenessSnapshot, TargetStatus};
+use crate::metrics::{Liveness, Metrics, NodeView, RaftRole, StatusView};
+use crate::raft::{MemberRecord, Membership};
+use crate::shards::ShardMap;
+
+/// What the views are computed from.
+pub(crate) struct Input<'a> {
+    pub me: &'a str,
+    pub cluster: &'a str,
+    pub members: &'a [Member],
+    pub membership: Option<&'a Membership>,
+    pub leader: Option<&'a str>,
+    pub is_leader: bool,
+    pub liveness: Option<LivenessSnapshot>,
+    pub committed: Option<&'a ShardMap>,
+    pub registry: BTreeMap<String, MemberRecord>,
+}
+
+/// Every gossip member of this cluster name, with what the node knows.
+pub(crate) fn node_infos(i: Input<'_>) -> Vec<NodeInfo> {
+    let counts = i.committed.map(|m| m.counts()).unwrap_or_default();
+    i.members
+        .iter()
+        .filter(|m| m.tags.get(super::tags::CLUSTER).map(String::as_str) == Some(i.cluster))
+        .map(|m| {
+            let t = NodeTags::parse(&m.tags);
+            let id = raft_id(&m.name);
+            let role = if i.leader == Some(m.name.as_str()) {
+                Role::Leader
+            } else if i
+                .membership
+                .is_some_and(|ms| ms.voter_ids().any(|v| v == id))
+            {
+                Role::Voter
+            } else if i
+                .membership
+                .is_some_and(|ms| ms.learner_ids().any(|v| v == id))
+            {
+                Role::Learner
+            } else {
+                Role::NonMember
+            };
+            let live = if m.name == i.me {
+                Some(true)
+            } else if i.is_leader {
+                i.liveness
+                    .as_ref()
+                    .and_then(|l| l.status(&m.name))
+                    .map(|s| s != TargetStatus::Dead)
+            } else {
+                None
+            };
+            NodeInfo {
+                id: m.name.clone(),
+                gossip_status: format!("{:?}", m.status).to_lowercase(),
+                role,
+                live,
+                endpoints: endpoints(&m.tags),
+                tags: m.tags.clone(),
+                zone: t.zone,
+                weight: i
+                    .registry
+                    .get(&m.name)
+                    .map(|r| r.weight)
+                    .unwrap_or(t.weight),
+                shards: counts.get(m.name.as_str()).copied().unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+/// The `/status` snapshot.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn status(
+    cfg: &Config,
+    infos: &[NodeInfo],
+    cluster_id: Option<String>,
+    leader: Option<String>,
+    role: Role,
+    state: NodeState,
+    committed: Option<&ShardMap>,
+    uptime: Duration,
+) -> StatusView {
+    StatusView {
+        node_id: cfg.node_id.clone(),
+        cluster_name: cfg.cluster_name.clone(),
+        cluster_id,
+        leader,
+        role: role.to_string(),
+        state: state.to_string(),
+        operational: state == NodeState::Operational,
+        epoch: committed.map(|m| m.epoch()).unwrap_or(0),
+        shard_count: committed
+            .map(|m| m.shard_count())
+            .unwrap_or(cfg.shard_count),
+        uptime_seconds: uptime.as_secs(),
+        nodes: infos
+            .iter()
+            .map(|n| NodeView {
+                id: n.id.clone(),
+                role: n.role.to_string(),
+                gossip_status: n.gossip_status.clone(),
+                liveness: match n.live {
+                    Some(true) => Liveness::Alive,
+                    Some(false) => Liveness::Dead,
+                    None => Liveness::Unknown,
+                },
+                raft_role: match n.role {
+                    Role::Leader | Role::Voter => RaftRole::Voter,
+                    Role::Learner => RaftRole::Learner,
+                    Role::NonMember => RaftRole::NonMember,
+                },
+                endpoints: n.endpoints.clone(),
+                zone: (!n.zone.is_empty()).then(|| n.zone.clone()),
+                weight: n.weight,
+                shards_owned: n.shards,
+            })
+            .collect(),
+    }
+}
+
+/// Gauges that follow the node's view.
+pub(crate) fn update_metrics(
+    metrics: &Metrics,
+    members: &[Member],
+    membership: Option<&Membership>,
+    infos: &[NodeInfo],
+    is_leader: bool,
+) {
+    metrics.cluster_nodes.set(
+        infos
+            .iter()
+            .filter(|n| n.gossip_status == "alive" || n.gossip_status == "suspect")
+            .count() as i64,
+    );
+    let mut by_status: BTreeMap<String, u64> = ["alive", "suspect", "dead", "left"]
+        .iter()
+        .map(|s| (s.to_string(), 0))
+        .collect();
+    for m in members {
+        *by_status
+            .entry(format!("{:?}", m.status).to_lowercase())
+            .or_default() += 1;
+    }
+    metrics.set_gossip_members(by_status.iter().map(|(k, v)| (k.as_str(), *v)));
+    if let Some(ms) = membership {
+        metrics.raft_voters.set(ms.voter_ids().count() as i64);
+        metrics.raft_learners.set(ms.learner_ids().count() as i64);
+    }
+    metrics.raft_is_leader.set(i64::from(is_leader));
+}
+
+/// Gossip counters from the gossip layer's running totals.
+pub(crate) fn gossip_metrics(metrics: &Metrics, s: &GossipStats) {
+    for (kind, t) in &s.sent {
+        metrics.gossip_messages_sent.observe_total(kind, t.messages);
+        metrics.gossip_bytes_sent.observe_total(kind, t.bytes);
+    }
+    for (kind, t) in &s.received {
+        metrics
+            .gossip_messages_received
+            .observe_total(kind, t.messages);
+        metrics.gossip_bytes_received.observe_total(kind, t.bytes);
+    }
+    metrics.gossip_suspicions.observe_total(s.suspicions);
+    metrics.gossip_refutations.observe_total(s.refutations);
+    metrics
+        .gossip_dropped_packets
+        .observe_total(s.broadcasts_dropped + s.send_errors);
+    metrics
+        .gossip_undecodable_packets
+        .observe_total(s.bad_packets);
+    metrics
+        .gossip_decryption_failures
+        .observe_total(s.decrypt_failures);
+}
