@@ -215,6 +215,9 @@ struct Shared {
     raft: Option<Arc<RaftNode>>,
     metrics: Metrics,
     addrs: BTreeMap<String, SocketAddr>,
+    /// Bound at start (so `ep.management` is in the first tags), served by
+    /// the management module once the handle exists.
+    management_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -471,6 +474,15 @@ impl Cluster {
         if let Some(task) = task {
             let _ = task.await;
         }
+    }
+
+    /// The management listener bound at start, if not taken yet.
+    pub(crate) fn take_management_listener(&self) -> Option<tokio::net::TcpListener> {
+        self.shared
+            .management_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     async fn call<R>(

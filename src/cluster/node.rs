@@ -168,6 +168,18 @@ pub(crate) async fn start(cfg: Config) -> Result<Cluster, ClusterError> {
         metrics_server = Some(server);
     }
 
+    let mut management_listener = None;
+    if let Some(addr) = cfg.management_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_err("management", addr))?;
+        let bound = listener
+            .local_addr()
+            .map_err(bind_err("management", addr))?;
+        addrs.insert(tags::EP_MANAGEMENT.to_string(), cfg.advertised(bound));
+        management_listener = Some(listener);
+    }
+
     let mut tag_map = cfg.tags.clone();
     tag_map.insert(tags::CLUSTER.into(), cfg.cluster_name.clone());
     tag_map.insert(
@@ -291,6 +303,7 @@ pub(crate) async fn start(cfg: Config) -> Result<Cluster, ClusterError> {
         raft,
         metrics,
         addrs,
+        management_listener: std::sync::Mutex::new(management_listener),
         task: std::sync::Mutex::new(Some(task)),
     };
     Ok(Cluster {
