@@ -15,6 +15,7 @@ pub mod config;
 pub mod discovery;
 pub mod gossip;
 pub mod liveness;
+pub mod local;
 pub mod metrics;
 pub mod raft;
 pub mod shards;

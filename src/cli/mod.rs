@@ -1,6 +1,8 @@
 //! The subcommands of the `clusterfunk` binary. Each file parses its flags
 //! and calls the library; nothing here is used by the library itself.
 
+pub mod agent;
+pub mod demo;
 pub mod gossip_node;
 pub mod shards;
 

@@ -1081,6 +1081,18 @@ impl Node {
                 }
             }
         }
+        // A member restarted on new ports: point Raft at its new address.
+        let mut moved = BTreeMap::new();
+        for (id, info) in ms.nodes() {
+            let now_at = self
+                .members
+                .iter()
+                .find(|m| m.name == info.name && !m.status.is_gone())
+                .and_then(|m| NodeTags::parse(&m.tags).raft_addr);
+            if let Some(addr) = now_at.filter(|a| *a != info.addr) {
+                moved.insert(*id, RaftNodeInfo::new(info.name.clone(), addr));
+            }
+        }
         let mut remove = BTreeSet::new();
         for (name, id) in &in_raft {
             if name == &self.me {
@@ -1120,13 +1132,25 @@ impl Node {
         let voters = voters::choose(&current, &healthy, self.cfg.max_voters, &self.me);
         let voter_ids: BTreeSet<u64> = voters.iter().map(|n| raft_id(n)).collect();
         let change_voters = voters != current;
-        if add.is_empty() && remove.is_empty() && !change_voters {
+        if add.is_empty() && remove.is_empty() && moved.is_empty() && !change_voters {
             return;
         }
         self.membership_busy = true;
-        info!(add = add.len(), remove = remove.len(), voters = ?voters, "membership change");
+        info!(
+            add = add.len(),
+            remove = remove.len(),
+            readdressed = moved.len(),
+            voters = ?voters,
+            "membership change"
+        );
         self.spawn(async move {
             let r = async {
+                if !moved.is_empty() {
+                    raft.raft()
+                        .change_membership(openraft::ChangeMembers::SetNodes(moved), true)
+                        .await
+                        .map_err(crate::raft::RaftApiError::from)?;
+                }
                 for (id, info) in add {
                     raft.add_learner(id, info, false).await?;
                 }

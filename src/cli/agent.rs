@@ -1,0 +1,310 @@
+//! `clusterfunk agent`: runs one node until SIGTERM/Ctrl-C, then leaves
+//! gracefully. Flags win over `CLUSTERFUNK_*` environment variables, which
+//! win over the optional JSON config file, which wins over the preset.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clusterfunk::config::StorageConfig;
+use clusterfunk::{Cluster, ClusterEvent, Config};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Default ports of a production agent (tests and the demo pass 0).
+pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+/// Default management gRPC port.
+pub const DEFAULT_MANAGEMENT_PORT: u16 = 7947;
+/// Default Raft gRPC port.
+pub const DEFAULT_RAFT_PORT: u16 = 7948;
+/// Default liveness UDP port.
+pub const DEFAULT_LIVENESS_PORT: u16 = 7949;
+/// Default metrics HTTP port.
+pub const DEFAULT_METRICS_PORT: u16 = 9100;
+
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct AgentArgs {
+    /// JSON config file with any of these settings (flags win).
+    #[arg(long, env = "CLUSTERFUNK_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Unique node id (default: host name).
+    #[arg(long, env = "CLUSTERFUNK_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Cluster name (default clusterfunk).
+    #[arg(long, env = "CLUSTERFUNK_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Preset: local, lan (default) or wan.
+    #[arg(long, env = "CLUSTERFUNK_PRESET")]
+    pub preset: Option<String>,
+    /// Address to bind every socket on (default 127.0.0.1).
+    #[arg(long, env = "CLUSTERFUNK_BIND")]
+    pub bind: Option<IpAddr>,
+    /// Address other nodes use to reach this one (required with 0.0.0.0).
+    #[arg(long, env = "CLUSTERFUNK_ADVERTISE")]
+    pub advertise: Option<IpAddr>,
+    /// Gossip UDP+TCP port (default 7946; 0 = any).
+    #[arg(long, env = "CLUSTERFUNK_GOSSIP_PORT")]
+    pub gossip_port: Option<u16>,
+    /// Raft gRPC port (default 7948; 0 = any).
+    #[arg(long, env = "CLUSTERFUNK_RAFT_PORT")]
+    pub raft_port: Option<u16>,
+    /// Liveness UDP port (default 7949; 0 = any).
+    #[arg(long, env = "CLUSTERFUNK_LIVENESS_PORT")]
+    pub liveness_port: Option<u16>,
+    /// Management gRPC port (default 7947; 0 = any).
+    #[arg(long, env = "CLUSTERFUNK_MANAGEMENT_PORT")]
+    pub management_port: Option<u16>,
+    /// Metrics HTTP port (default 9100; 0 = any).
+    #[arg(long, env = "CLUSTERFUNK_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Gossip addresses to join, comma-separated (host:port).
+    #[arg(long, env = "CLUSTERFUNK_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Find peers over mDNS (default: on when no --join is given).
+    #[arg(long, env = "CLUSTERFUNK_ZERO_CONF")]
+    pub zero_conf: Option<bool>,
+    /// Nodes that must see each other before a new cluster starts (default 3).
+    #[arg(long, env = "CLUSTERFUNK_BOOTSTRAP_EXPECT")]
+    pub bootstrap_expect: Option<usize>,
+    /// Keep the Raft log here (default: in memory).
+    #[arg(long, env = "CLUSTERFUNK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep nothing on disk.
+    #[arg(long, env = "CLUSTERFUNK_IN_MEMORY")]
+    pub in_memory: bool,
+    /// Extra tags as key=value (repeatable).
+    #[arg(long = "tag", value_parser = super::parse_tag)]
+    #[serde(skip)]
+    pub tags: Vec<(String, String)>,
+    /// Shard weight (default 1; 0 owns nothing).
+    #[arg(long, env = "CLUSTERFUNK_WEIGHT")]
+    pub weight: Option<u32>,
+    /// Failure zone.
+    #[arg(long, env = "CLUSTERFUNK_ZONE")]
+    pub zone: Option<String>,
+    /// Gossip only: no Raft, owns no shards (a client).
+    #[arg(long, env = "CLUSTERFUNK_NON_MEMBER")]
+    pub non_member: bool,
+    /// Shards of a new cluster (default 10000).
+    #[arg(long, env = "CLUSTERFUNK_SHARDS")]
+    pub shards: Option<u32>,
+    /// Liveness probe interval in ms (default 100).
+    #[arg(long, env = "CLUSTERFUNK_LIVENESS_INTERVAL_MS")]
+    pub liveness_interval_ms: Option<u64>,
+    /// Missed probes before a node is dead (default 3).
+    #[arg(long, env = "CLUSTERFUNK_LIVENESS_RETRIES")]
+    pub liveness_retries: Option<u32>,
+    /// Acknowledgement timeout in ms (default 500).
+    #[arg(long, env = "CLUSTERFUNK_ACK_TIMEOUT_MS")]
+    pub ack_timeout_ms: Option<u64>,
+    /// Serving lease in ms (default 300).
+    #[arg(long, env = "CLUSTERFUNK_LEASE_MS")]
+    pub lease_ms: Option<u64>,
+    /// Log filter, RUST_LOG style (default info; RUST_LOG wins).
+    #[arg(long, env = "CLUSTERFUNK_LOG")]
+    pub log: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "CLUSTERFUNK_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Print `ready` and every cluster event as JSON lines on stdout.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_events: bool,
+}
+
+impl AgentArgs {
+    /// Fills unset flags from the JSON config file.
+    fn merge_file(mut self) -> anyhow::Result<AgentArgs> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let file: AgentArgs =
+            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+        }
+        fill!(
+            node_id,
+            cluster,
+            preset,
+            bind,
+            advertise,
+            gossip_port,
+            raft_port,
+            liveness_port,
+            management_port,
+            metrics_port,
+            zero_conf,
+            bootstrap_expect,
+            data_dir,
+            weight,
+            zone,
+            shards,
+            liveness_interval_ms,
+            liveness_retries,
+            ack_timeout_ms,
+            lease_ms,
+            log,
+            log_format
+        );
+        if self.join.is_empty() {
+            self.join = file.join;
+        }
+        self.in_memory |= file.in_memory;
+        self.non_member |= file.non_member;
+        Ok(self)
+    }
+
+    /// The node's configuration.
+    pub fn to_config(&self) -> anyhow::Result<Config> {
+        let node_id = match &self.node_id {
+            Some(id) => id.clone(),
+            None => hostname(),
+        };
+        let mut c = match self.preset.as_deref().unwrap_or("lan") {
+            "local" => Config::local(node_id),
+            "lan" => Config::lan(node_id),
+            "wan" => Config::wan(node_id),
+            other => anyhow::bail!("unknown preset {other:?} (local, lan or wan)"),
+        };
+        if let Some(name) = &self.cluster {
+            c.cluster_name = name.clone();
+        }
+        let ip = self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let at = |port: Option<u16>, default: u16| SocketAddr::new(ip, port.unwrap_or(default));
+        c.gossip_addr = at(self.gossip_port, DEFAULT_GOSSIP_PORT);
+        c.raft_addr = at(self.raft_port, DEFAULT_RAFT_PORT);
+        c.liveness_addr = at(self.liveness_port, DEFAULT_LIVENESS_PORT);
+        c.management_addr = Some(at(self.management_port, DEFAULT_MANAGEMENT_PORT));
+        c.metrics_addr = Some(at(self.metrics_port, DEFAULT_METRICS_PORT));
+        c.advertise_host = self.advertise;
+        c.join = self.join.clone();
+        c.zero_conf = self.zero_conf.unwrap_or(self.join.is_empty());
+        if let Some(n) = self.bootstrap_expect {
+            c.bootstrap_expect = n;
+        }
+        c.storage = match (&self.data_dir, self.in_memory) {
+            (Some(_), true) => anyhow::bail!("--data-dir and --in-memory exclude each other"),
+            (Some(dir), false) => StorageConfig::DataDir(dir.clone()),
+            (None, _) => StorageConfig::Memory,
+        };
+        c.tags = self.tags.iter().cloned().collect::<BTreeMap<_, _>>();
+        if let Some(w) = self.weight {
+            c.weight = w;
+        }
+        if let Some(z) = &self.zone {
+            c.zone = z.clone();
+        }
+        c.member = !self.non_member;
+        if let Some(n) = self.shards {
+            c.shard_count = n;
+        }
+        if let Some(ms) = self.liveness_interval_ms {
+            c.liveness.interval = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.liveness_retries {
+            c.liveness.retries = n;
+        }
+        if let Some(ms) = self.ack_timeout_ms {
+            c.ack_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.lease_ms {
+            c.lease = Duration::from_millis(ms);
+        }
+        Ok(c.validate()?)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("node-{}", std::process::id()))
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let args = args.merge_file()?;
+    let format = args
+        .log_format
+        .as_deref()
+        .unwrap_or("text")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    clusterfunk::metrics::init_tracing(args.log.as_deref().unwrap_or("info"), format)?;
+    let config = args.to_config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(config, args.print_events))
+}
+
+async fn serve(config: Config, print_events: bool) -> anyhow::Result<()> {
+    let cluster = Cluster::start(config).await?;
+    let mut events = cluster.events();
+    if print_events {
+        let ready = json!({
+            "t_ms": unix_ms(),
+            "node": cluster.node_id(),
+            "event": "ready",
+            "endpoints": cluster.local_endpoints(),
+        });
+        println!("{ready}");
+    }
+    let shutdown = super::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            ev = events.recv() => match ev {
+                Ok(ev) if print_events => print_event(&cluster, &ev),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "event printer lagged");
+                }
+                Err(_) => break,
+            },
+        }
+    }
+    tracing::info!("leaving");
+    cluster.stop().await;
+    Ok(())
+}
+
+fn print_event(cluster: &Cluster, ev: &ClusterEvent) {
+    let mut line = json!({
+        "t_ms": unix_ms(),
+        "node": cluster.node_id(),
+        "event": ev,
+    });
+    if let ClusterEvent::MapCommitted { .. } = ev {
+        let owners: BTreeMap<String, u32> = cluster
+            .shard_map()
+            .borrow()
+            .as_ref()
+            .map(|m| {
+                m.counts()
+                    .into_iter()
+                    .map(|(n, c)| (n.to_string(), c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        line["owners"] = json!(owners);
+        line["leader"] = json!(cluster.leader());
+    }
+    println!("{line}");
+}
