@@ -81,8 +81,10 @@ pub struct Config {
     /// proposed map before dropping the silent ones. Default 500 ms.
     pub ack_timeout: Duration,
     /// A node serves its shards only while it heard from the leader (the
-    /// leader: from a quorum) within this. Must be below `ack_timeout`.
-    /// Default 300 ms.
+    /// leader: from a quorum) within this. Must be below `ack_timeout` and
+    /// at most the earliest time a new leader can be elected
+    /// (`election_timeout_min + election_timeout_max`, 300 ms by default).
+    /// Default 250 ms.
     pub lease: Duration,
     /// Changes are batched for this long before the leader proposes a map.
     /// Default 5 ms.
@@ -140,7 +142,7 @@ const LOOPBACK_ANY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST)
 
 impl Config {
     /// LAN defaults: gossip uses memberlist's LAN preset; Raft and liveness
-    /// use their defaults (50 ms heartbeat, 150–300 ms elections, 100 ms
+    /// use their defaults (30 ms heartbeat, 100–200 ms elections, 100 ms
     /// liveness probes with 3 retries).
     pub fn lan(node_id: impl Into<String>) -> Config {
         let node_id = node_id.into();
@@ -167,7 +169,7 @@ impl Config {
             shard_count: crate::shards::DEFAULT_SHARD_COUNT,
             max_voters: 5,
             ack_timeout: Duration::from_millis(500),
-            lease: Duration::from_millis(300),
+            lease: Duration::from_millis(250),
             reshard_debounce: Duration::from_millis(5),
             exclude_backoff: Duration::from_secs(5),
             voter_grace: Duration::from_secs(3),

@@ -101,7 +101,7 @@ pub struct AgentArgs {
     /// Acknowledgement timeout in ms (default 500).
     #[arg(long, env = "CLUSTERFUNK_ACK_TIMEOUT_MS")]
     pub ack_timeout_ms: Option<u64>,
-    /// Serving lease in ms (default 300).
+    /// Serving lease in ms (default 250).
     #[arg(long, env = "CLUSTERFUNK_LEASE_MS")]
     pub lease_ms: Option<u64>,
     /// Log filter, RUST_LOG style (default info; RUST_LOG wins).

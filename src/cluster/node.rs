@@ -256,6 +256,7 @@ pub(crate) async fn start(cfg: Config) -> Result<Cluster, ClusterError> {
         tags: tag_map,
         membership: None,
         leader: None,
+        last_leader: None,
         is_leader: false,
         cluster_id: None,
         committed: None,
@@ -271,6 +272,7 @@ pub(crate) async fn start(cfg: Config) -> Result<Cluster, ClusterError> {
         membership_busy: false,
         targets: BTreeMap::new(),
         dead_since: BTreeMap::new(),
+        suspected: BTreeSet::new(),
         gone_since: BTreeMap::new(),
         removed: BTreeSet::new(),
         proposed_at: BTreeMap::new(),
@@ -363,6 +365,8 @@ struct Node {
     tags: BTreeMap<String, String>,
     membership: Option<Membership>,
     leader: Option<String>,
+    /// The last leader other than this node (the suspect after an election).
+    last_leader: Option<String>,
     is_leader: bool,
     cluster_id: Option<String>,
     committed: Option<Arc<ShardMap>>,
@@ -381,6 +385,8 @@ struct Node {
     membership_busy: bool,
     targets: BTreeMap<String, SocketAddr>,
     dead_since: BTreeMap<String, Instant>,
+    /// Previous leaders treated as dead until they answer a probe.
+    suspected: BTreeSet<String>,
     gone_since: BTreeMap<String, Instant>,
     removed: BTreeSet<String>,
     proposed_at: BTreeMap<u64, Instant>,
@@ -676,6 +682,11 @@ impl Node {
         self.metrics
             .raft_applied_index
             .set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+        if let Some(l) = &leader {
+            if *l != self.me {
+                self.last_leader = Some(l.clone());
+            }
+        }
         if leader != self.leader {
             info!(leader = ?leader, term = m.current_term, "leader changed");
             self.leader = leader.clone();
@@ -696,9 +707,17 @@ impl Node {
     }
 
     async fn became_leader(&mut self) {
-        info!("became leader");
+        info!(previous = ?self.last_leader, "became leader");
         self.tracker.reset();
         self.dead_since.clear();
+        self.suspected.clear();
+        // An election means the previous leader went quiet: treat it as dead
+        // until it answers a liveness probe, instead of waiting for
+        // `retries` missed probes. A false suspicion costs one extra map.
+        if let Some(prev) = self.last_leader.clone() {
+            self.dead_since.insert(prev.clone(), Instant::now());
+            self.suspected.insert(prev);
+        }
         self.targets.clear();
         self.write_busy = false;
         self.commit_wanted = None;
@@ -716,6 +735,7 @@ impl Node {
         self.dirty_at = None;
         self.targets.clear();
         self.dead_since.clear();
+        self.suspected.clear();
         if let Some((c, _)) = &self.checker {
             let _ = c.clear().await;
         }
@@ -958,6 +978,7 @@ impl Node {
                 info!(peer = %id, "liveness: alive again");
                 self.metrics.record_liveness_transition(true);
                 self.dead_since.remove(&id);
+                self.suspected.remove(&id);
                 self.tracker.readmit(&id);
                 self.emit(ClusterEvent::MemberAlive(id));
             }
@@ -967,6 +988,23 @@ impl Node {
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        if !self.suspected.is_empty() {
+            if let Some((c, _)) = &self.checker {
+                let snap = c.watch().borrow().clone();
+                let back: Vec<String> = self
+                    .suspected
+                    .iter()
+                    .filter(|n| snap.status(n) == Some(crate::liveness::TargetStatus::Alive))
+                    .cloned()
+                    .collect();
+                for n in back {
+                    info!(peer = %n, "previous leader answers; no longer suspected");
+                    self.suspected.remove(&n);
+                    self.dead_since.remove(&n);
+                    self.mark_dirty();
+                }
+            }
+        }
         if !self.initialized() {
             self.bootstrap_check();
         }

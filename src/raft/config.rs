@@ -16,16 +16,16 @@ pub enum SnapshotPolicy {
 
 /// Configuration of a Raft node.
 ///
-/// Defaults (see [`RaftConfig::default`]) target a LAN: a heartbeat every
-/// 50 ms and an election timeout drawn from 150..300 ms.
+/// Defaults (see [`RaftConfig::default`]) target a LAN and fast failover:
+/// a heartbeat every 30 ms and an election timeout drawn from 100..200 ms.
 ///
 /// Failover timing with openraft 0.9: a follower that stops hearing from
 /// its leader first honours a leader lease of `election_timeout_max`, then
 /// its own randomised election timeout (drawn once per start from
 /// `election_timeout_min..election_timeout_max`), checked on a tick of
 /// 1.5 x `heartbeat_interval`. With the defaults a dead leader is replaced
-/// after roughly 450-650 ms, and no other leader can be elected sooner than
-/// `election_timeout_max + election_timeout_min` (450 ms) after a quorum
+/// after roughly 300-450 ms, and no other leader can be elected sooner than
+/// `election_timeout_max + election_timeout_min` (300 ms) after a quorum
 /// last heard from the old one: a follower serving lease shorter than that
 /// keeps at most one serving owner per shard. All times scale together.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,12 +33,12 @@ pub struct RaftConfig {
     /// Cluster name, used by openraft for log context. Default `clusterfunk`.
     pub cluster_name: String,
     /// Leader heartbeat period; also the timeout of one AppendEntries RPC
-    /// (openraft's rule). Default 50 ms.
+    /// (openraft's rule). Default 30 ms.
     pub heartbeat_interval: Duration,
-    /// Lower bound of the randomised election timeout. Default 150 ms.
+    /// Lower bound of the randomised election timeout. Default 100 ms.
     pub election_timeout_min: Duration,
     /// Upper bound (exclusive) of the randomised election timeout.
-    /// Default 300 ms.
+    /// Default 200 ms.
     pub election_timeout_max: Duration,
     /// Timeout of one InstallSnapshot chunk RPC. Default 1 s.
     pub install_snapshot_timeout: Duration,
@@ -72,9 +72,9 @@ impl Default for RaftConfig {
     fn default() -> Self {
         Self {
             cluster_name: "clusterfunk".to_string(),
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(150),
-            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(30),
+            election_timeout_min: Duration::from_millis(100),
+            election_timeout_max: Duration::from_millis(200),
             install_snapshot_timeout: Duration::from_millis(1000),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 1000,
