@@ -33,7 +33,9 @@ async fn five_agents_survive_follower_and_leader_kills_and_restarts() {
     lc.start("n1", None).await.expect("start n1");
     let seed = lc.endpoint("n1", "gossip").expect("gossip addr");
     for i in 2..=5 {
-        lc.start(&format!("n{i}"), Some(&seed)).await.expect("start");
+        lc.start(&format!("n{i}"), Some(&seed))
+            .await
+            .expect("start");
     }
     let all = lc.nodes();
     let first = lc
@@ -45,7 +47,12 @@ async fn five_agents_survive_follower_and_leader_kills_and_restarts() {
 
     // kill -9 a follower: every survivor commits a map without it.
     let lead = leader(&first);
-    let victim = all.iter().rev().find(|n| **n != lead).expect("follower").clone();
+    let victim = all
+        .iter()
+        .rev()
+        .find(|n| **n != lead)
+        .expect("follower")
+        .clone();
     let t = lc.kill(&victim).await.expect("kill");
     let rest: Vec<String> = all.iter().filter(|n| **n != victim).cloned().collect();
     let after = lc
@@ -61,7 +68,9 @@ async fn five_agents_survive_follower_and_leader_kills_and_restarts() {
     let t = lc.kill(&lead).await.expect("kill leader");
     let rest2: Vec<String> = rest.iter().filter(|n| **n != lead).cloned().collect();
     let after2 = lc
-        .wait_commit(&rest2, t, WAIT, |c| covers_all(c) && !owners(c).contains(&lead))
+        .wait_commit(&rest2, t, WAIT, |c| {
+            covers_all(c) && !owners(c).contains(&lead)
+        })
         .await
         .expect("map without the old leader");
     let new_lead = leader(&after2);

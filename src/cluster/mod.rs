@@ -115,6 +115,17 @@ pub enum ClusterEvent {
     },
 }
 
+/// Networks a node can use instead of real sockets, so tests can cut and
+/// delay links: gossip over an in-memory network, Raft RPCs through an
+/// in-process router. Liveness keeps its UDP socket on loopback.
+#[derive(Clone, Default)]
+pub struct Seams {
+    /// Gossip over this in-memory network instead of UDP+TCP.
+    pub gossip: Option<crate::gossip::MemNetwork>,
+    /// Raft RPCs (and acknowledgements) through this router.
+    pub raft: Option<crate::raft::Router>,
+}
+
 /// Why a cluster call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -247,7 +258,12 @@ impl Cluster {
     /// Returns once the node runs; the cluster forms in the background
     /// (watch [`state`](Self::state) or [`shard_map`](Self::shard_map)).
     pub async fn start(config: Config) -> Result<Cluster, ClusterError> {
-        node::start(config.validate()?).await
+        Cluster::start_with(config, Seams::default()).await
+    }
+
+    /// [`start`](Self::start) with replaced networks (tests, simulations).
+    pub async fn start_with(config: Config, seams: Seams) -> Result<Cluster, ClusterError> {
+        node::start(config.validate()?, seams).await
     }
 
     /// This node's id.

@@ -20,11 +20,14 @@ use super::reshard::{Step, Tracker};
 use super::serving::ServingSet;
 use super::tags::{self, NodeTags};
 use super::{view, voters};
-use super::{Cluster, ClusterError, ClusterEvent, NodeInfo, NodeState, Request, Role, Shared};
+use super::{
+    Cluster, ClusterError, ClusterEvent, NodeInfo, NodeState, Request, Role, Seams, Shared,
+};
 use crate::config::{Config, StorageConfig};
 use crate::discovery::{Announcement, DiscoveryEvent, MdnsDiscovery, PeerFilter};
 use crate::gossip::{
-    endpoint_key, Gossip, Member, MemberEvent, MemberEventKind, NetTransport, Transport,
+    endpoint_key, Gossip, MemTransport, Member, MemberEvent, MemberEventKind, NetTransport,
+    Transport,
 };
 use crate::liveness::{Checker, LivenessEvent, Responder};
 use crate::metrics::{Metrics, MetricsServer, StatusView};
@@ -82,7 +85,7 @@ enum Write {
 }
 
 /// Starts every component and the node task.
-pub(crate) async fn start(cfg: Config) -> Result<Cluster, ClusterError> {
+pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterError> {
     let me = cfg.node_id.clone();
     let start_err = |what: &'static str| {
         move |e: &dyn std::fmt::Display| ClusterError::Start {
@@ -95,10 +98,18 @@ pub(crate) async fn start(cfg: Config) -> Result<Cluster, ClusterError> {
         move |source: std::io::Error| ClusterError::Bind { what, addr, source }
     };
 
-    let transport = NetTransport::bind(cfg.gossip_addr)
-        .await
-        .map_err(bind_err("gossip", cfg.gossip_addr))?;
-    let gossip_addr = cfg.advertised(transport.local_addr());
+    let transport = match &seams.gossip {
+        Some(net) => GossipTransport::Mem(net.bind()),
+        None => GossipTransport::Net(
+            NetTransport::bind(cfg.gossip_addr)
+                .await
+                .map_err(bind_err("gossip", cfg.gossip_addr))?,
+        ),
+    };
+    let gossip_addr = match &transport {
+        GossipTransport::Mem(t) => t.local_addr(),
+        GossipTransport::Net(t) => cfg.advertised(t.local_addr()),
+    };
     let responder = Responder::bind(cfg.liveness_addr)
         .await
         .map_err(|e| start_err("liveness responder")(&e))?;
@@ -123,16 +134,23 @@ pub(crate) async fn start(cfg: Config) -> Result<Cluster, ClusterError> {
             StorageConfig::Memory => Storage::Memory,
             StorageConfig::DataDir(p) => Storage::Sled(p.join("raft")),
         };
+        let network = match &seams.raft {
+            Some(router) => Network::new(router.connector(&raft_addr.to_string())),
+            None => Network::grpc(&cfg.raft),
+        };
         let node = RaftNode::start(
             raft_id(&me),
             RaftNodeInfo::new(me.clone(), raft_addr.to_string()),
             cfg.raft.clone(),
             storage,
-            Network::grpc(&cfg.raft),
+            network,
             Some(ack_tx),
         )
         .await
         .map_err(|e| start_err("raft")(&e))?;
+        if let Some(router) = &seams.raft {
+            router.register(&raft_addr.to_string(), node.service());
+        }
         node.serve(listener)
             .map_err(|e| start_err("raft server")(&e))?;
         raft = Some(Arc::new(node));
@@ -204,7 +222,11 @@ pub(crate) async fn start(cfg: Config) -> Result<Cluster, ClusterError> {
     if cfg.advertise_host.is_some() {
         gcfg.advertise_addr = Some(gossip_addr);
     }
-    let gossip = Gossip::start(gcfg, transport).map_err(|e| start_err("gossip")(&e))?;
+    let gossip = match transport {
+        GossipTransport::Mem(t) => Gossip::start(gcfg, t),
+        GossipTransport::Net(t) => Gossip::start(gcfg, t),
+    }
+    .map_err(|e| start_err("gossip")(&e))?;
     let member_events = gossip
         .subscribe()
         .await
@@ -311,6 +333,11 @@ pub(crate) async fn start(cfg: Config) -> Result<Cluster, ClusterError> {
     Ok(Cluster {
         shared: Arc::new(shared),
     })
+}
+
+enum GossipTransport {
+    Net(NetTransport),
+    Mem(MemTransport),
 }
 
 fn start_discovery(
