@@ -1060,6 +1060,7 @@ impl Node {
                 self.leader_writes(now);
             }
         }
+        self.update_state();
         if now.duration_since(self.last_status) >= STATUS_EVERY {
             self.last_status = now;
             self.refresh_status().await;
@@ -1350,7 +1351,13 @@ impl Node {
             .is_some_and(|m| m.get_node(&raft_id(&self.me)).is_some())
         {
             NodeState::Joining
-        } else if self.committed.is_none() {
+        } else if self.committed.is_none()
+            || !self
+                .raft
+                .as_ref()
+                .is_some_and(|r| r.lease_valid(self.cfg.lease))
+        {
+            // No map yet, or no leader within the lease: not serving.
             NodeState::Voting
         } else if self.pending.is_some() {
             NodeState::Resharding
