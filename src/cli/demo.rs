@@ -33,6 +33,9 @@ pub struct FailoverArgs {
     /// Shards in the cluster.
     #[arg(long, default_value_t = clusterfunk::shards::DEFAULT_SHARD_COUNT)]
     shards: u32,
+    /// Keep the agents' logs (printed path) instead of deleting them.
+    #[arg(long)]
+    keep_logs: bool,
 }
 
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -230,7 +233,11 @@ pub fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         report("follower", followers);
         report("leader", leaders);
         lc.shutdown().await;
-        let _ = std::fs::remove_dir_all(&dir);
+        if args.keep_logs {
+            println!("logs: {}", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         Ok(())
     })
 }
