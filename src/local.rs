@@ -149,7 +149,11 @@ impl LocalCluster {
 
     async fn spawn(&mut self, node: &str, args: Vec<String>) -> Result<(), LocalError> {
         self.observed().ready.remove(node);
-        let log = std::fs::File::create(self.dir.join(format!("{node}.log"))).ok();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{node}.log")))
+            .ok();
         let mut cmd = Command::new(&self.exe);
         cmd.args(&args)
             .stdin(Stdio::null())

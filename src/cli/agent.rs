@@ -43,7 +43,8 @@ pub struct AgentArgs {
     /// Address to bind every socket on (default 127.0.0.1).
     #[arg(long, env = "CLUSTERFUNK_BIND")]
     pub bind: Option<IpAddr>,
-    /// Address other nodes use to reach this one (required with 0.0.0.0).
+    /// Address other nodes use to reach this one (default with 0.0.0.0: the
+    /// host name's address).
     #[arg(long, env = "CLUSTERFUNK_ADVERTISE")]
     pub advertise: Option<IpAddr>,
     /// Gossip UDP+TCP port (default 7946; 0 = any).
@@ -183,7 +184,14 @@ impl AgentArgs {
         c.liveness_addr = at(self.liveness_port, DEFAULT_LIVENESS_PORT);
         c.management_addr = Some(at(self.management_port, DEFAULT_MANAGEMENT_PORT));
         c.metrics_addr = Some(at(self.metrics_port, DEFAULT_METRICS_PORT));
-        c.advertise_host = self.advertise;
+        c.advertise_host = match self.advertise {
+            Some(a) => Some(a),
+            None if ip.is_unspecified() => Some(
+                own_address()
+                    .context("--bind 0.0.0.0 needs --advertise (the host name did not resolve)")?,
+            ),
+            None => None,
+        };
         c.join = self.join.clone();
         c.zero_conf = self.zero_conf.unwrap_or(self.join.is_empty());
         if let Some(n) = self.bootstrap_expect {
@@ -219,6 +227,17 @@ impl AgentArgs {
         }
         Ok(c.validate()?)
     }
+}
+
+/// The first non-loopback address the host name resolves to (in a
+/// container: its address on the container network).
+fn own_address() -> Option<IpAddr> {
+    use std::net::ToSocketAddrs;
+    (hostname().as_str(), 0)
+        .to_socket_addrs()
+        .ok()?
+        .map(|a| a.ip())
+        .find(|ip| !ip.is_loopback() && ip.is_ipv4())
 }
 
 fn hostname() -> String {

@@ -85,8 +85,20 @@ enum Write {
 }
 
 /// Starts every component and the node task.
-pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterError> {
+pub(crate) async fn start(mut cfg: Config, seams: Seams) -> Result<Cluster, ClusterError> {
     let me = cfg.node_id.clone();
+    // Serf's snapshot: the gossip peers known before a restart are seeds.
+    let peers_file = match &cfg.storage {
+        StorageConfig::DataDir(dir) => Some(dir.join(PEERS_FILE)),
+        StorageConfig::Memory => None,
+    };
+    if let Some(file) = &peers_file {
+        for peer in read_peers(file) {
+            if !cfg.join.contains(&peer) {
+                cfg.join.push(peer);
+            }
+        }
+    }
     let start_err = |what: &'static str| {
         move |e: &dyn std::fmt::Display| ClusterError::Start {
             what,
@@ -276,6 +288,8 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         done_rx,
         jobs: JoinSet::new(),
         tags: tag_map,
+        peers_file,
+        peers_written: Vec::new(),
         membership: None,
         leader: None,
         last_leader: None,
@@ -356,6 +370,27 @@ fn start_discovery(
     Ok((d, rx))
 }
 
+/// File in the data dir listing the gossip addresses of known peers.
+const PEERS_FILE: &str = "peers.json";
+
+fn read_peers(file: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
+}
+
+/// Replaces `file` with `peers` (write to a temporary file, then rename).
+async fn write_peers(file: &std::path::Path, peers: &[String]) -> std::io::Result<()> {
+    if let Some(dir) = file.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let tmp = file.with_extension("tmp");
+    let text = serde_json::to_vec(peers).map_err(std::io::Error::other)?;
+    tokio::fs::write(&tmp, text).await?;
+    tokio::fs::rename(&tmp, file).await
+}
+
 /// Raft node id of a node name: stable on every machine.
 pub(crate) fn raft_id(name: &str) -> u64 {
     shards::stable_hash64(name.as_bytes())
@@ -390,6 +425,8 @@ struct Node {
     raft_metrics: Option<watch::Receiver<RaftMetrics>>,
     cluster_state: Option<watch::Receiver<Arc<ClusterState>>>,
     tags: BTreeMap<String, String>,
+    peers_file: Option<std::path::PathBuf>,
+    peers_written: Vec<String>,
     membership: Option<Membership>,
     leader: Option<String>,
     /// The last leader other than this node (the suspect after an election).
@@ -689,8 +726,14 @@ impl Node {
             .current_leader
             .and_then(|id| membership.get_node(&id).map(|n| n.name.clone()));
         let was_leader = self.is_leader;
-        self.is_leader =
-            m.current_leader == Some(my_id) && m.state == openraft::ServerState::Leader;
+        // A leader restarted from disk briefly believes it still leads: act
+        // as leader only while a quorum acknowledged us within the lease.
+        self.is_leader = m.current_leader == Some(my_id)
+            && m.state == openraft::ServerState::Leader
+            && self
+                .raft
+                .as_ref()
+                .is_some_and(|r| r.lease_valid(self.cfg.lease));
         let role = if self.is_leader {
             Role::Leader
         } else if membership.voter_ids().any(|id| id == my_id) {
@@ -1015,6 +1058,16 @@ impl Node {
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        // Leadership also ends when the quorum lease runs out, which no
+        // metrics change announces.
+        if self.is_leader
+            && !self
+                .raft
+                .as_ref()
+                .is_some_and(|r| r.lease_valid(self.cfg.lease))
+        {
+            self.on_raft_metrics().await;
+        }
         if !self.suspected.is_empty() {
             if let Some((c, _)) = &self.checker {
                 let snap = c.watch().borrow().clone();
@@ -1108,15 +1161,18 @@ impl Node {
         if name == self.me {
             return true;
         }
-        let in_gossip = self
+        // A member gossip does not know (yet: this node may have just
+        // restarted) is not evidence of failure; only gossip's verdict or
+        // the liveness checker's is.
+        let gone = self
             .members
             .iter()
-            .any(|m| m.name == name && !m.status.is_gone());
+            .any(|m| m.name == name && m.status.is_gone());
         let dead_long = self
             .dead_since
             .get(name)
             .is_some_and(|t| now.duration_since(*t) >= grace);
-        in_gossip && !dead_long && !self.removed.contains(name)
+        !gone && !dead_long && !self.removed.contains(name)
     }
 
     /// Adds new Raft-capable members as learners, keeps the voter set and
@@ -1167,8 +1223,7 @@ impl Node {
             let gone_long = self
                 .gone_since
                 .get(name)
-                .is_some_and(|t| now.duration_since(*t) >= self.cfg.removal_grace)
-                || !self.members.iter().any(|m| &m.name == name);
+                .is_some_and(|t| now.duration_since(*t) >= self.cfg.removal_grace);
             let left = self
                 .members
                 .iter()
@@ -1244,21 +1299,31 @@ impl Node {
         let mut owners = Vec::new();
         for (_, info) in ms.nodes() {
             let name = &info.name;
-            let Some(m) = self.members.iter().find(|m| &m.name == name) else {
-                continue;
-            };
-            let t = NodeTags::parse(&m.tags);
-            let alive =
-                name == &self.me || (!m.status.is_gone() && !self.dead_since.contains_key(name));
-            if !t.member
-                || t.cluster != self.cfg.cluster_name
-                || !alive
-                || self.removed.contains(name)
-                || self.tracker.is_excluded(name, now)
-            {
+            if self.removed.contains(name) || self.tracker.is_excluded(name, now) {
                 continue;
             }
-            let weight = st.members.get(name).map(|r| r.weight).unwrap_or(t.weight);
+            let weight = match self.members.iter().find(|m| &m.name == name) {
+                Some(m) => {
+                    let t = NodeTags::parse(&m.tags);
+                    let alive = name == &self.me
+                        || (!m.status.is_gone() && !self.dead_since.contains_key(name));
+                    if !t.member || t.cluster != self.cfg.cluster_name || !alive {
+                        continue;
+                    }
+                    st.members.get(name).map(|r| r.weight).unwrap_or(t.weight)
+                }
+                // Not in gossip (yet): keep it as the newest map has it, so
+                // a leader that just restarted does not drop everyone.
+                None => {
+                    let newest = self.pending.as_ref().or(self.committed.as_ref());
+                    match newest.and_then(|m| m.node(name)) {
+                        Some(n) if !self.dead_since.contains_key(name) => {
+                            st.members.get(name).map(|r| r.weight).unwrap_or(n.weight)
+                        }
+                        _ => continue,
+                    }
+                }
+            };
             owners.push((name.clone(), weight));
         }
         owners.sort();
@@ -1560,6 +1625,29 @@ impl Node {
             view::gossip_metrics(&self.metrics, &stats);
         }
         self.status_tx.send_replace(view);
+        self.save_peers().await;
+    }
+
+    /// Keeps the peers file current (alive members of this cluster).
+    async fn save_peers(&mut self) {
+        let Some(file) = self.peers_file.clone() else {
+            return;
+        };
+        let mut peers: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.name != self.me && !m.status.is_gone())
+            .filter(|m| m.tags.get(tags::CLUSTER) == Some(&self.cfg.cluster_name))
+            .map(|m| m.addr.to_string())
+            .collect();
+        peers.sort();
+        if peers.is_empty() || peers == self.peers_written {
+            return;
+        }
+        match write_peers(&file, &peers).await {
+            Ok(()) => self.peers_written = peers,
+            Err(e) => debug!(error = %e, file = %file.display(), "could not save peers"),
+        }
     }
 
     async fn shutdown(&mut self) {
