@@ -75,7 +75,9 @@ async fn dead_addr() -> SocketAddr {
 async fn stopped_responder_is_dead_and_restarted_one_alive() {
     let responder = Responder::bind(local()).await.expect("bind responder");
     let addr = responder.local_addr();
-    let (checker, mut events) = Checker::bind(test_config(), local()).await.expect("checker");
+    let (checker, mut events) = Checker::bind(test_config(), local())
+        .await
+        .expect("checker");
     let mut state = checker.watch();
     assert!(checker.add("n1", addr).await.expect("add"));
     wait_state(&mut state, "n1 alive", |s| {
@@ -86,12 +88,18 @@ async fn stopped_responder_is_dead_and_restarted_one_alive() {
     assert!(info[0].last_rtt.is_some() && info[0].avg_rtt.is_some());
 
     responder.shutdown().await;
-    assert_eq!(next_event(&mut events).await, LivenessEvent::Dead("n1".into()));
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Dead("n1".into())
+    );
     assert!(checker.watch().borrow().is_dead("n1"));
 
     // Same port again: its replies simply resume.
     let again = Responder::bind(addr).await.expect("rebind same port");
-    assert_eq!(next_event(&mut events).await, LivenessEvent::Alive("n1".into()));
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Alive("n1".into())
+    );
     assert_eq!(
         checker.watch().borrow().status("n1"),
         Some(TargetStatus::Alive)
@@ -106,8 +114,13 @@ async fn stopped_responder_is_dead_and_restarted_one_alive() {
 #[tokio::test]
 async fn never_answering_target_is_dead_and_healthy_one_is_silent() {
     let responder = Responder::bind(local()).await.expect("bind responder");
-    let (checker, mut events) = Checker::bind(test_config(), local()).await.expect("checker");
-    checker.add("up", responder.local_addr()).await.expect("add");
+    let (checker, mut events) = Checker::bind(test_config(), local())
+        .await
+        .expect("checker");
+    checker
+        .add("up", responder.local_addr())
+        .await
+        .expect("add");
     checker.add("never", dead_addr().await).await.expect("add");
     // The only event is Dead(never): no Alive for the new healthy target.
     assert_eq!(
@@ -173,11 +186,16 @@ async fn responder_echoes_probes_and_counts_garbage() {
 
 #[tokio::test]
 async fn checker_counts_garbage_and_strangers() {
-    let (checker, _events) = Checker::bind(test_config(), local()).await.expect("checker");
+    let (checker, _events) = Checker::bind(test_config(), local())
+        .await
+        .expect("checker");
     let to = checker.local_addr();
     // A fake target that captures one real probe.
     let fake = UdpSocket::bind(local()).await.expect("bind");
-    checker.add("fake", fake.local_addr().expect("addr")).await.expect("add");
+    checker
+        .add("fake", fake.local_addr().expect("addr"))
+        .await
+        .expect("add");
     let mut buf = [0u8; 64];
     let (n, _) = timeout(WAIT, fake.recv_from(&mut buf))
         .await
@@ -210,7 +228,9 @@ async fn checker_counts_garbage_and_strangers() {
 async fn removed_target_emits_no_events() {
     let gone = Responder::bind(local()).await.expect("bind");
     let kept = Responder::bind(local()).await.expect("bind");
-    let (checker, mut events) = Checker::bind(test_config(), local()).await.expect("checker");
+    let (checker, mut events) = Checker::bind(test_config(), local())
+        .await
+        .expect("checker");
     checker.add("gone", gone.local_addr()).await.expect("add");
     checker.add("kept", kept.local_addr()).await.expect("add");
     let mut state = checker.watch();
@@ -223,7 +243,10 @@ async fn removed_target_emits_no_events() {
     // Dead would come before kept's.
     gone.shutdown().await;
     kept.shutdown().await;
-    assert_eq!(next_event(&mut events).await, LivenessEvent::Dead("kept".into()));
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Dead("kept".into())
+    );
     assert_eq!(checker.stats().await.expect("stats").targets, 1);
     checker.shutdown().await;
 }
@@ -234,9 +257,14 @@ async fn clear_removes_all_targets() {
     for _ in 0..3 {
         responders.push(Responder::bind(local()).await.expect("bind"));
     }
-    let (checker, mut events) = Checker::bind(test_config(), local()).await.expect("checker");
+    let (checker, mut events) = Checker::bind(test_config(), local())
+        .await
+        .expect("checker");
     for (i, r) in responders.iter().enumerate() {
-        checker.add(format!("n{i}"), r.local_addr()).await.expect("add");
+        checker
+            .add(format!("n{i}"), r.local_addr())
+            .await
+            .expect("add");
     }
     let mut state = checker.watch();
     wait_state(&mut state, "all alive", |s| s.alive().count() == 3).await;
@@ -248,7 +276,10 @@ async fn clear_removes_all_targets() {
     }
     // A sentinel that never answers: its Dead is the first event, so none of
     // the cleared targets reported anything in the same time.
-    checker.add("sentinel", dead_addr().await).await.expect("add");
+    checker
+        .add("sentinel", dead_addr().await)
+        .await
+        .expect("add");
     assert_eq!(
         next_event(&mut events).await,
         LivenessEvent::Dead("sentinel".into())
@@ -264,19 +295,27 @@ async fn full_event_channel_drops_and_counts_but_watch_is_exact() {
     };
     let (checker, mut events) = Checker::bind(config, local()).await.expect("checker");
     for i in 0..4 {
-        checker.add(format!("d{i}"), dead_addr().await).await.expect("add");
+        checker
+            .add(format!("d{i}"), dead_addr().await)
+            .await
+            .expect("add");
     }
     let mut state = checker.watch();
     wait_state(&mut state, "all dead", |s| s.dead().count() == 4).await;
     let stats = checker.stats().await.expect("stats");
     assert_eq!(stats.events_dropped, 3, "{stats:?}");
-    assert!(matches!(next_event(&mut events).await, LivenessEvent::Dead(_)));
+    assert!(matches!(
+        next_event(&mut events).await,
+        LivenessEvent::Dead(_)
+    ));
     checker.shutdown().await;
 }
 
 #[tokio::test]
 async fn handles_fail_after_shutdown() {
-    let (checker, mut events) = Checker::bind(test_config(), local()).await.expect("checker");
+    let (checker, mut events) = Checker::bind(test_config(), local())
+        .await
+        .expect("checker");
     let handle = checker.handle();
     checker.shutdown().await;
     assert!(handle.add("x", dead_addr().await).await.is_err());
@@ -335,20 +374,15 @@ impl DatagramSocket for MemSocket {
         std::future::ready(Ok(buf.len()))
     }
 
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
-        async move {
-            let mut rx = self.rx.lock().await;
-            match rx.recv().await {
-                Some((data, from)) => {
-                    let n = data.len().min(buf.len());
-                    buf[..n].copy_from_slice(&data[..n]);
-                    Ok((n, from))
-                }
-                None => std::future::pending().await,
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let mut rx = self.rx.lock().await;
+        match rx.recv().await {
+            Some((data, from)) => {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                Ok((n, from))
             }
+            None => std::future::pending().await,
         }
     }
 
@@ -367,13 +401,19 @@ async fn detection_time_is_exact_with_paused_time() {
     let (checker, mut events) = Checker::spawn(config.clone(), net.bind(1)).expect("checker");
     checker.add("n", target).await.expect("add");
     let mut state = checker.watch();
-    wait_state(&mut state, "alive", |s| s.status("n") == Some(TargetStatus::Alive)).await;
+    wait_state(&mut state, "alive", |s| {
+        s.status("n") == Some(TargetStatus::Alive)
+    })
+    .await;
 
     // Stop between the rounds at 200 and 300 ms: the probe at 300 ms is the
     // first unanswered, so Dead comes (retries-1) × interval + floor later.
     tokio::time::sleep_until(start + Duration::from_millis(250)).await;
     responder.shutdown().await;
-    assert_eq!(next_event(&mut events).await, LivenessEvent::Dead("n".into()));
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Dead("n".into())
+    );
     let took = Instant::now() - start;
     let expect = Duration::from_millis(300) + config.detection_bound(config.deadline_floor);
     assert!(
@@ -383,7 +423,10 @@ async fn detection_time_is_exact_with_paused_time() {
 
     // Restart on the same address: Alive at the next round's reply.
     let again = Responder::spawn(net.bind(2)).expect("responder");
-    assert_eq!(next_event(&mut events).await, LivenessEvent::Alive("n".into()));
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Alive("n".into())
+    );
     let took = Instant::now() - start;
     assert!(
         took >= Duration::from_millis(600) && took <= Duration::from_millis(602),

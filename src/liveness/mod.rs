@@ -57,9 +57,7 @@ pub mod wire;
 
 pub use checker::{Checker, CheckerHandle, LivenessSnapshot};
 pub use config::{ConfigError, LivenessConfig};
-pub use core::{
-    CheckerCore, CheckerStats, LivenessEvent, StatusChange, TargetInfo, TargetStatus,
-};
+pub use core::{CheckerCore, CheckerStats, LivenessEvent, StatusChange, TargetInfo, TargetStatus};
 pub use error::LivenessError;
 pub use responder::{Responder, ResponderStats};
 pub use socket::DatagramSocket;
