@@ -12,15 +12,47 @@
 //!    checker's alone. Measures process CPU time over a 10 s wall window at
 //!    the default interval.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clusterfunk::liveness::{Checker, LivenessConfig, LivenessEvent, Responder};
 use rand::Rng;
 use tokio::time::{timeout, Instant};
+
+/// Counts heap allocations of this process, to show that steady-state
+/// probing allocates nothing (the bench binary only; the library has no
+/// global state).
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const KILLS: usize = 100;
 const RESPONDERS: usize = 10;
@@ -219,7 +251,9 @@ async fn cpu(n: usize) -> Result<()> {
 
     let s0 = checker.stats().await?;
     let (c0, k0, w0) = (cpu_time("self")?, cpu_time(&child_pid)?, Instant::now());
+    let a0 = ALLOCATIONS.load(Ordering::Relaxed);
     tokio::time::sleep(CPU_WINDOW).await;
+    let allocs = ALLOCATIONS.load(Ordering::Relaxed) - a0;
     let (c1, k1, wall) = (cpu_time("self")?, cpu_time(&child_pid)?, w0.elapsed());
     let s1 = checker.stats().await?;
     let share = |c: Duration| 100.0 * c.as_secs_f64() / wall.as_secs_f64();
@@ -234,13 +268,14 @@ async fn cpu(n: usize) -> Result<()> {
         used.as_secs_f64() * 1e6 / probes.max(1) as f64
     );
     println!(
-        "  window: {} probes, {} replies, {} late, {} misses, {} send errors, {} round overruns; responders (child process): {:.2}% of one core",
+        "  window: {} probes, {} replies, {} late, {} misses, {} send errors, {} round overruns, {} heap allocations in the checker process; responders (child process): {:.2}% of one core",
         probes,
         s1.replies - s0.replies,
         s1.late_replies - s0.late_replies,
         s1.misses - s0.misses,
         s1.send_errors - s0.send_errors,
         s1.round_overruns - s0.round_overruns,
+        allocs,
         share(k1 - k0)
     );
     checker.shutdown().await;
