@@ -374,20 +374,15 @@ impl DatagramSocket for MemSocket {
         std::future::ready(Ok(buf.len()))
     }
 
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
-        async move {
-            let mut rx = self.rx.lock().await;
-            match rx.recv().await {
-                Some((data, from)) => {
-                    let n = data.len().min(buf.len());
-                    buf[..n].copy_from_slice(&data[..n]);
-                    Ok((n, from))
-                }
-                None => std::future::pending().await,
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let mut rx = self.rx.lock().await;
+        match rx.recv().await {
+            Some((data, from)) => {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                Ok((n, from))
             }
+            None => std::future::pending().await,
         }
     }
 

@@ -18,6 +18,9 @@ use super::wire::PACKET_LEN;
 /// up with a wrong length instead of being silently cut to a valid one.
 const RECV_BUF_LEN: usize = 64;
 
+/// Datagrams handled in a row before other work gets a turn first.
+const RECV_STREAK_MAX: usize = 256;
+
 /// The current status of every target, published on a `watch` channel.
 ///
 /// Updated only when a status changes (or a target is added or removed), so
@@ -301,39 +304,60 @@ async fn run<S: DatagramSocket>(
     events: mpsc::Sender<LivenessEvent>,
     state: watch::Sender<LivenessSnapshot>,
 ) {
+    // Two receive buffers because both receive branches below build their
+    // future each turn (only the enabled one is polled).
     let mut rbuf = [0u8; RECV_BUF_LEN];
+    let mut rbuf_fair = [0u8; RECV_BUF_LEN];
     let mut sbuf = [0u8; PACKET_LEN];
-    let batch = core.config().send_batch;
+    let mut recv_streak = 0usize;
     let mut armed = core.next_wakeup();
     let sleep = tokio::time::sleep_until(armed);
     tokio::pin!(sleep);
     debug!(nonce = core.nonce(), "liveness checker started");
     loop {
-        let sending = core.round_pending();
-        // Not biased: under a flood of incoming datagrams the timer, the
-        // commands and the sending still get their turns.
+        let sending = core.probe_due(Instant::now());
+        // Replies first, so a large round never piles up more replies in
+        // the socket's receive buffer than one send batch; but after
+        // RECV_STREAK_MAX datagrams in a row the sending, the timer and the
+        // commands go first for one turn, so a flood cannot stall probing.
+        // Sending comes before the timer: while a batch is due, the wakeup
+        // time the core reports is that (past) batch time.
+        let prefer_recv = recv_streak < RECV_STREAK_MAX;
         tokio::select! {
+            biased;
             _ = &mut stop => break,
-            r = socket.recv_from(&mut rbuf) => match r {
-                Ok((n, from)) => core.on_packet(from, &rbuf[..n], Instant::now()),
-                Err(e) => {
-                    core.on_recv_error();
-                    debug!(error = %e, "liveness recv error");
+            r = socket.recv_from(&mut rbuf), if prefer_recv => {
+                recv_streak += 1;
+                match r {
+                    Ok((n, from)) => core.on_packet(from, &rbuf[..n], Instant::now()),
+                    Err(e) => on_recv_error(&mut core, &e),
                 }
-            },
-            cmd = cmds.recv() => match cmd {
-                Some(cmd) => handle_command(&mut core, cmd, &events, &state),
-                None => break,
-            },
-            () = &mut sleep => core.on_tick(Instant::now()),
+            }
             () = std::future::ready(()), if sending => {
-                for _ in 0..batch {
-                    let now = Instant::now();
-                    let Some(to) = core.next_probe(now, &mut sbuf) else { break };
+                recv_streak = 0;
+                while let Some(to) = core.next_probe(Instant::now(), &mut sbuf) {
                     if let Err(e) = socket.send_to(&sbuf, to).await {
                         core.on_send_error();
                         debug!(error = %e, %to, "liveness probe send failed");
                     }
+                }
+            }
+            () = &mut sleep => {
+                recv_streak = 0;
+                core.on_tick(Instant::now());
+            }
+            cmd = cmds.recv() => {
+                recv_streak = 0;
+                match cmd {
+                    Some(cmd) => handle_command(&mut core, cmd, &events, &state),
+                    None => break,
+                }
+            }
+            r = socket.recv_from(&mut rbuf_fair), if !prefer_recv => {
+                recv_streak = 0;
+                match r {
+                    Ok((n, from)) => core.on_packet(from, &rbuf_fair[..n], Instant::now()),
+                    Err(e) => on_recv_error(&mut core, &e),
                 }
             }
         }
@@ -350,6 +374,11 @@ async fn run<S: DatagramSocket>(
 /// Runs one command. Status changes it causes are published before the
 /// reply is sent, so when `add`/`remove`/`clear` return, the watch state
 /// already shows their effect.
+fn on_recv_error(core: &mut CheckerCore, e: &std::io::Error) {
+    core.on_recv_error();
+    debug!(error = %e, "liveness recv error");
+}
+
 fn handle_command(
     core: &mut CheckerCore,
     cmd: Command,

@@ -64,10 +64,17 @@ pub struct LivenessConfig {
     /// Capacity of the command channel between handles and the checker task.
     /// Default 64.
     pub command_capacity: usize,
-    /// Probes sent per turn of the checker loop before it looks at incoming
-    /// replies again, so a large round does not overflow the socket's receive
-    /// buffer. Default 64.
+    /// Probes sent back to back; a round with more targets is sent in
+    /// batches `send_pace` apart, so the replies of one batch are read before
+    /// the next batch goes out and a large round never overflows the socket's
+    /// receive buffer (about 200 small datagrams at Linux defaults).
+    /// Default 64.
     pub send_batch: usize,
+    /// Gap between two batches of one round; zero sends the whole round at
+    /// once. A round of `n` targets takes about `n / send_batch × send_pace`
+    /// to send, which must stay well under `interval` (the checker counts
+    /// `round_overruns` otherwise). Default 1 ms: 6,400 targets per 100 ms.
+    pub send_pace: Duration,
 }
 
 impl Default for LivenessConfig {
@@ -81,6 +88,7 @@ impl Default for LivenessConfig {
             event_capacity: 1024,
             command_capacity: 64,
             send_batch: 64,
+            send_pace: Duration::from_millis(1),
         }
     }
 }

@@ -166,6 +166,9 @@ pub struct CheckerCore {
     next_round: Instant,
     /// Next slot to probe while a round is being sent.
     round_cursor: Option<usize>,
+    /// Probes left in the current batch, and when the next batch may start.
+    batch_left: usize,
+    batch_gate: Instant,
     slots: Vec<Option<Target>>,
     free: Vec<usize>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -190,6 +193,8 @@ impl CheckerCore {
             next_seq: 1,
             next_round: now,
             round_cursor: None,
+            batch_left: 0,
+            batch_gate: now,
             slots: Vec::new(),
             free: Vec::new(),
             by_addr: HashMap::new(),
@@ -342,10 +347,14 @@ impl CheckerCore {
     /// When [`CheckerCore::on_tick`] must run next: the next round or the
     /// earliest pending deadline.
     pub fn next_wakeup(&self) -> Instant {
-        match self.deadlines.peek() {
-            Some(Reverse((d, _, _))) if *d < self.next_round => *d,
-            _ => self.next_round,
+        let mut at = self.next_round;
+        if let Some(Reverse((d, _, _))) = self.deadlines.peek() {
+            at = at.min(*d);
         }
+        if self.round_cursor.is_some() && self.batch_left == 0 {
+            at = at.min(self.batch_gate);
+        }
+        at
     }
 
     /// Advances time: counts a miss for every probe whose deadline is at or
@@ -374,6 +383,7 @@ impl CheckerCore {
                 self.stats.round_overruns += 1;
             } else {
                 self.round_cursor = Some(0);
+                self.batch_left = self.config.send_batch;
             }
             self.next_round += self.config.interval;
             if self.next_round <= now {
@@ -388,12 +398,25 @@ impl CheckerCore {
         self.round_cursor.is_some()
     }
 
+    /// Whether [`CheckerCore::next_probe`] has a probe to hand out at `now`:
+    /// a round is being sent and its next batch is due.
+    pub fn probe_due(&self, now: Instant) -> bool {
+        self.round_cursor.is_some() && (self.batch_left > 0 || now >= self.batch_gate)
+    }
+
     /// Encodes the next probe of the current round into `out` and returns
-    /// where to send it, or `None` when the round is complete. A target whose
-    /// previous probe is still pending (possible only when sending lags) gets
-    /// that probe counted as missed.
+    /// where to send it, or `None` when the round is complete or the current
+    /// batch is (the next one is due at [`CheckerCore::next_wakeup`]). A
+    /// target whose previous probe is still pending (possible only when
+    /// sending lags) gets that probe counted as missed.
     pub fn next_probe(&mut self, now: Instant, out: &mut [u8; PACKET_LEN]) -> Option<SocketAddr> {
         let mut idx = self.round_cursor?;
+        if self.batch_left == 0 {
+            if now < self.batch_gate {
+                return None;
+            }
+            self.batch_left = self.config.send_batch;
+        }
         loop {
             if idx >= self.slots.len() {
                 self.round_cursor = None;
@@ -405,6 +428,10 @@ impl CheckerCore {
             idx += 1;
         }
         self.round_cursor = Some(idx + 1);
+        self.batch_left -= 1;
+        if self.batch_left == 0 {
+            self.batch_gate = now + self.config.send_pace;
+        }
         let superseded = matches!(
             &self.slots[idx],
             Some(Target { probe: Some(p), .. }) if p.state == ProbeState::Pending
@@ -593,11 +620,15 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
-    /// Drives a core by hand: time only moves when the test says so.
+    /// Drives a core by hand: time only moves when the test says so. Targets
+    /// in `answering` reply `delay` after each probe.
     struct Sim {
         core: CheckerCore,
         now: Instant,
         start: Instant,
+        answering: Vec<SocketAddr>,
+        delay: Duration,
+        in_flight: Vec<(Instant, SocketAddr, [u8; PACKET_LEN])>,
     }
 
     impl Sim {
@@ -611,6 +642,9 @@ mod tests {
                 core: CheckerCore::new(config, 7, start),
                 now: start,
                 start,
+                answering: Vec::new(),
+                delay: MS,
+                in_flight: Vec::new(),
             }
         }
 
@@ -618,23 +652,37 @@ mod tests {
             self.now - self.start
         }
 
-        /// Moves time forward to `t` after start, waking the core at every
-        /// wakeup on the way, and returns the probes sent (with their send
-        /// time) as reply packets ready to be echoed.
+        /// Moves time forward to `t` after start, delivering replies and
+        /// waking the core at every wakeup on the way. Returns the probes
+        /// sent, as (destination, reply packet, send time).
         fn run_until(&mut self, t: Duration) -> Vec<(SocketAddr, [u8; PACKET_LEN], Duration)> {
             let end = self.start + t;
             let mut sent = Vec::new();
             loop {
-                let wake = self.core.next_wakeup();
+                let mut wake = self.core.next_wakeup();
+                if let Some(r) = self.in_flight.iter().map(|f| f.0).min() {
+                    wake = wake.min(r);
+                }
                 if wake > end {
                     break;
                 }
                 self.now = self.now.max(wake);
-                self.core.on_tick(self.now);
+                let now = self.now;
+                let (due, later): (Vec<_>, Vec<_>) =
+                    self.in_flight.drain(..).partition(|f| f.0 <= now);
+                self.in_flight = later;
+                for (_, from, p) in due {
+                    self.core.on_packet(from, &p, now);
+                }
+                self.core.on_tick(now);
                 let mut buf = [0u8; PACKET_LEN];
-                while let Some(to) = self.core.next_probe(self.now, &mut buf) {
+                while let Some(to) = self.core.next_probe(now, &mut buf) {
                     let p = Packet::decode(&buf).expect("own probe decodes");
-                    sent.push((to, p.into_reply().to_bytes(), self.at()));
+                    let reply = p.into_reply().to_bytes();
+                    if self.answering.contains(&to) {
+                        self.in_flight.push((now + self.delay, to, reply));
+                    }
+                    sent.push((to, reply, self.at()));
                 }
             }
             self.now = end;
@@ -653,23 +701,15 @@ mod tests {
             std::iter::from_fn(|| self.core.pop_change()).collect()
         }
 
-        /// Runs `rounds` intervals in which every target in `answering`
-        /// replies `delay` after each probe.
+        /// Runs `rounds` whole probe rounds (up to just before the next
+        /// one) in which the targets in `answering` reply `delay` after each
+        /// probe and all others are silent.
         fn rounds(&mut self, rounds: u32, answering: &[SocketAddr], delay: Duration) {
-            for _ in 0..rounds {
-                let t0 = self.core.next_round - self.start;
-                let probes = self.run_until(t0);
-                let mut pending: Vec<_> = probes
-                    .into_iter()
-                    .filter(|(a, _, _)| answering.contains(a))
-                    .collect();
-                self.run_until(t0 + delay);
-                for (a, p, _) in pending.drain(..) {
-                    self.reply(a, &p);
-                }
-                // Up to just before the next round; leave that one unsent.
-                self.run_until(t0 + self.core.config().interval - Duration::from_nanos(1));
-            }
+            self.answering = answering.to_vec();
+            self.delay = delay;
+            let t = self.core.next_round - self.start + self.core.config().interval * rounds
+                - Duration::from_nanos(1);
+            self.run_until(t);
         }
     }
 
@@ -721,6 +761,7 @@ mod tests {
         s.rounds(5, &[a], MS / 2);
         assert_eq!(s.core.status("a"), Some(TargetStatus::Alive));
         assert_eq!(s.core.next_round - s.start, 500 * MS);
+        s.answering.clear();
         // Stops answering now; the probe at 500 ms is the first unanswered.
         // Deadline = floor (20 ms). Misses at 520, 620, 720 ms.
         s.run_until(719 * MS);
@@ -796,6 +837,7 @@ mod tests {
         let a = addr(1006);
         s.core.add("a", a).expect("add");
         s.rounds(1, &[a], MS);
+        s.answering.clear();
         let probes = s.run_until(100 * MS);
         // Reply arrives at 150 ms but on_tick has not run since 100 ms.
         s.now = s.start + 150 * MS;
@@ -959,5 +1001,28 @@ mod tests {
         assert_eq!(s.core.stats().round_overruns, 1);
         assert_eq!(s.core.next_probe(s.now, &mut buf), Some(addr(5001)));
         assert_eq!(s.core.next_probe(s.now, &mut buf), None);
+    }
+
+    #[test]
+    fn large_rounds_are_sent_in_paced_batches() {
+        let mut s = Sim::with(LivenessConfig {
+            send_batch: 64,
+            send_pace: 2 * MS,
+            ..LivenessConfig::default()
+        });
+        let addrs: Vec<_> = (0..150).map(|p| addr(6000 + p)).collect();
+        for (i, a) in addrs.iter().enumerate() {
+            s.core.add(&format!("n{i}"), *a).expect("add");
+        }
+        let sent = s.run_until(99 * MS);
+        let at = |t: Duration| sent.iter().filter(|p| p.2 == t).count();
+        assert_eq!((at(Duration::ZERO), at(2 * MS), at(4 * MS)), (64, 64, 22));
+        assert_eq!(sent.len(), 150);
+        assert!(!s.core.round_pending());
+        // Every target keeps its place: each is probed once per interval.
+        s.rounds(3, &addrs, MS);
+        assert!(s.events().is_empty());
+        assert_eq!(s.core.stats().probes_sent, 600);
+        assert_eq!(s.core.stats().replies, 450);
     }
 }

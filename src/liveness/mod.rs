@@ -15,7 +15,11 @@
 //! - [`CheckerCore`] is the whole decision logic as a plain struct (time is a
 //!   parameter), tested without sockets. The [`Checker`] task wraps it: one
 //!   task and one socket for all targets, buffers reused, targets in a slab
-//!   with an address map, so steady-state probing allocates nothing.
+//!   with an address map, so steady-state probing allocates nothing. A
+//!   round is sent in batches (`send_batch`, `send_pace` apart) and the loop
+//!   reads replies before sending more, so 1,000 targets never overflow the
+//!   socket's receive buffer; a flood of datagrams still cannot stall the
+//!   timers or the sending (fairness turn after a streak of receives).
 //! - Deadlines: a probe's reply must arrive within
 //!   `clamp(rtt_multiplier × EWMA RTT, deadline_floor, interval)` (`interval`
 //!   until the first RTT sample); later replies count as misses but still
