@@ -966,10 +966,13 @@ impl Node {
         };
         self.write_busy = true;
         self.spawn(async move {
-            Done::Write(
-                what,
-                raft.client_write(cmd).await.map_err(|e| e.to_string()),
-            )
+            let result = raft.client_write(cmd).await.map_err(|e| e.to_string());
+            if result.is_ok() {
+                // Followers learn the new commit index now rather than at the
+                // next heartbeat, so they apply (and acknowledge) sooner.
+                let _ = raft.raft().trigger().heartbeat().await;
+            }
+            Done::Write(what, result)
         });
     }
 
