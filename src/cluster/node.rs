@@ -532,6 +532,8 @@ impl Node {
         {
             info!(state = %s, "state changed");
             self.metrics.set_node_state(&format!("{s:?}"));
+            // Publish the new state in /status and /healthz at the next tick.
+            self.last_status = Instant::now() - STATUS_EVERY;
             self.emit(ClusterEvent::StateChanged(s));
         }
     }
@@ -871,6 +873,7 @@ impl Node {
 
     fn on_committed(&mut self, map: ShardMap) {
         let epoch = map.epoch();
+        let shard_count = map.shard_count();
         let moved = match &self.committed {
             Some(old) => shards::delta(old, &map).map(|d| d.moved).unwrap_or(0),
             None => map.shard_count() - map.unassigned(),
@@ -885,6 +888,7 @@ impl Node {
         self.map_tx.send_replace(Some(map));
         self.update_serving();
         self.metrics.committed_epoch.set(epoch as i64);
+        self.metrics.shards.set(i64::from(shard_count));
         self.metrics.shards_owned.set(mine as i64);
         if self.is_leader {
             self.tracker.committed(epoch);
