@@ -184,8 +184,10 @@ impl Config {
     /// loopback-only mDNS; everything else as [`Config::lan`].
     pub fn local(node_id: impl Into<String>) -> Config {
         let node_id = node_id.into();
-        let mut mdns = MdnsConfig::default();
-        mdns.interfaces = Interfaces::LoopbackOnly;
+        let mdns = MdnsConfig {
+            interfaces: Interfaces::LoopbackOnly,
+            ..MdnsConfig::default()
+        };
         Config {
             gossip: GossipConfig::local(node_id.clone()),
             mdns,
@@ -298,7 +300,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_the_field_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        type Change = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("node_id", Box::new(|c| c.node_id = String::new())),
             ("node_id", Box::new(|c| c.node_id = "a b".into())),
             ("max_voters", Box::new(|c| c.max_voters = 4)),

@@ -1417,10 +1417,10 @@ impl Node {
             } else {
                 NodeState::Joining
             }
-        } else if !self
+        } else if self
             .membership
             .as_ref()
-            .is_some_and(|m| m.get_node(&raft_id(&self.me)).is_some())
+            .is_none_or(|m| m.get_node(&raft_id(&self.me)).is_none())
         {
             NodeState::Joining
         } else if self.committed.is_none()
