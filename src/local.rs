@@ -79,6 +79,7 @@ pub struct LocalCluster {
     observed: Arc<Mutex<Observed>>,
     version: watch::Sender<u64>,
     extra: Vec<String>,
+    zero_conf: bool,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -101,7 +102,15 @@ impl LocalCluster {
             observed: Arc::new(Mutex::new(Observed::default())),
             version: watch::channel(0).0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            zero_conf: false,
         }
+    }
+
+    /// Agents find each other over mDNS (loopback only, with the `local`
+    /// preset) instead of only through `--join`.
+    pub fn with_zero_conf(mut self) -> LocalCluster {
+        self.zero_conf = true;
+        self
     }
 
     fn observed(&self) -> std::sync::MutexGuard<'_, Observed> {
@@ -132,7 +141,7 @@ impl LocalCluster {
             "--metrics-port",
             "0",
             "--zero-conf",
-            "false",
+            if self.zero_conf { "true" } else { "false" },
             "--data-dir",
         ]
         .iter()
