@@ -68,6 +68,7 @@ struct Observed {
 struct Proc {
     child: Child,
     args: Vec<String>,
+    prefix: Vec<String>,
 }
 
 /// Agents started by this process; dropping it kills them all.
@@ -120,6 +121,19 @@ impl LocalCluster {
     /// Starts agent `node` (ports from the OS, data under the cluster's
     /// dir), joining `join` if given; returns once it printed `ready`.
     pub async fn start(&mut self, node: &str, join: Option<&str>) -> Result<(), LocalError> {
+        self.start_with(node, join, &[], &[]).await
+    }
+
+    /// [`start`](Self::start) with some agent flags replaced or added
+    /// (`("--preset", "lan")`) and the command run through `prefix` (for
+    /// example `ip netns exec NS` to start it on another test host).
+    pub async fn start_with(
+        &mut self,
+        node: &str,
+        join: Option<&str>,
+        flags: &[(&str, &str)],
+        prefix: &[&str],
+    ) -> Result<(), LocalError> {
         let data = self.dir.join(node);
         let mut args: Vec<String> = [
             "agent",
@@ -153,17 +167,36 @@ impl LocalCluster {
             args.push("--join".into());
             args.push(j.to_string());
         }
-        self.spawn(node, args).await
+        for (flag, value) in flags {
+            match args.iter().position(|a| a == flag) {
+                Some(i) => args[i + 1] = value.to_string(),
+                None => args.extend([flag.to_string(), value.to_string()]),
+            }
+        }
+        let prefix = prefix.iter().map(|s| s.to_string()).collect();
+        self.spawn(node, args, prefix).await
     }
 
-    async fn spawn(&mut self, node: &str, args: Vec<String>) -> Result<(), LocalError> {
+    async fn spawn(
+        &mut self,
+        node: &str,
+        args: Vec<String>,
+        prefix: Vec<String>,
+    ) -> Result<(), LocalError> {
         self.observed().ready.remove(node);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{node}.log")))
             .ok();
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
         cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -198,7 +231,14 @@ impl LocalCluster {
                 .insert(name, true);
             version.send_modify(|v| *v += 1);
         });
-        self.procs.insert(node.to_string(), Proc { child, args });
+        self.procs.insert(
+            node.to_string(),
+            Proc {
+                child,
+                args,
+                prefix,
+            },
+        );
         let who = node.to_string();
         self.wait_for(&format!("{node} ready"), Duration::from_secs(30), |o| {
             o.ready.contains_key(&who) || o.exited.get(&who) == Some(&true)
@@ -266,7 +306,7 @@ impl LocalCluster {
             .remove(node)
             .ok_or_else(|| LocalError::Unknown(node.to_string()))?;
         let ready = self.observed().ready.get(node).cloned().unwrap_or_default();
-        let mut args = p.args;
+        let (mut args, prefix) = (p.args, p.prefix);
         for (flag, ep) in [
             ("--gossip-port", "gossip"),
             ("--raft-port", "raft"),
@@ -283,7 +323,7 @@ impl LocalCluster {
                 args[i + 1] = port;
             }
         }
-        self.spawn(node, args).await
+        self.spawn(node, args, prefix).await
     }
 
     /// The commits `node` reported, oldest first.

@@ -19,6 +19,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::netns::Lan;
+
 use clusterfunk::discovery::{
     Announcement, DiscoveryEvent, Interfaces, MdnsConfig, MdnsDiscovery, PeerFilter,
 };
@@ -45,104 +49,14 @@ fn three_hosts_of_a_find_each_other_fourth_of_b_stays_out() {
         child(&role);
         return;
     }
-    let Some(net) = Lan::create() else {
+    let hosts: Vec<(&str, u8)> = HOSTS.iter().map(|(s, _, _, h)| (*s, *h)).collect();
+    let Some(net) = Lan::create(TEST_NAME, "mdns", SUBNET, &hosts) else {
         return;
     };
     parent(&net);
 }
 
 // ---------------------------------------------------------------- parent
-
-/// The namespaces of one run; deleted on drop (also when a test panics).
-struct Lan {
-    bridge_ns: String,
-    hosts: Vec<String>,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Lan {
-    /// Builds the LAN, or prints why it cannot and returns `None`.
-    fn create() -> Option<Lan> {
-        let prefix = format!("cfmdns{}", std::process::id());
-        let bridge_ns = format!("{prefix}-lan");
-        if let Err(e) = ip(&["netns", "add", &bridge_ns]) {
-            // Straight to stderr: libtest captures eprintln! of passing tests.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {TEST_NAME}: needs root and iproute2 to create network namespaces ({e})"
-            );
-            return None;
-        }
-        let mut lan = Lan {
-            bridge_ns,
-            hosts: Vec::new(),
-        };
-        if let Err(e) = lan.wire(&prefix) {
-            panic!("building the namespace LAN failed: {e}");
-        }
-        Some(lan)
-    }
-
-    fn wire(&mut self, prefix: &str) -> Result<(), String> {
-        let br = self.bridge_ns.clone();
-        // No IGMP snooping: the bridge floods multicast like a dumb switch.
-        ip(&[
-            "-n",
-            &br,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
-        ip(&["-n", &br, "link", "set", "br0", "up"])?;
-        for (i, (suffix, _, _, host)) in HOSTS.iter().enumerate() {
-            let ns = format!("{prefix}-{suffix}");
-            ip(&["netns", "add", &ns])?;
-            self.hosts.push(ns.clone());
-            let port = format!("p{i}");
-            // Both ends are created inside namespaces: nothing ever appears
-            // in the machine's own network namespace.
-            ip(&[
-                "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
-            ])?;
-            ip(&["-n", &br, "link", "set", &port, "master", "br0"])?;
-            ip(&["-n", &br, "link", "set", &port, "up"])?;
-            let addr = format!("{SUBNET}.{host}/24");
-            ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        for ns in self.hosts.iter().chain(std::iter::once(&self.bridge_ns)) {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("cleanup: {e}");
-            }
-        }
-    }
-}
 
 /// A child process; killed (by its own pid) if still running on drop.
 struct Proc {
