@@ -175,7 +175,13 @@ impl Management for Service {
         _req: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         let c = &self.cluster;
-        let cluster_id = c.status().borrow().cluster_id.clone().unwrap_or_default();
+        // The replicated state has the id as soon as it is applied; the
+        // status view (refreshed twice a second) is the fallback.
+        let cluster_id = c
+            .raft()
+            .and_then(|r| r.state().borrow().cluster_id.clone())
+            .or_else(|| c.status().borrow().cluster_id.clone())
+            .unwrap_or_default();
         let map = c.shard_map().borrow().clone();
         let mut r = pb::GetStatusResponse {
             node_id: c.node_id().to_string(),
