@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use clusterfunk::management::{
-    ClientTls, Client, EventKind, Health, NodeEntry, NodeFilter, ShardsInfo, StatusInfo,
+    Client, ClientTls, EventKind, Health, NodeEntry, NodeFilter, ShardsInfo, StatusInfo,
     WriteOutcome, DEFAULT_PORT,
 };
 use serde::Serialize;
@@ -362,7 +362,11 @@ fn write(format: Format, w: WriteOutcome) -> anyhow::Result<()> {
     })
 }
 
-fn emit<T: Serialize>(format: Format, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn emit<T: Serialize>(
+    format: Format,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     let out = match format {
         Format::Json => serde_json::to_string_pretty(value)?,
         Format::Text => text(),
@@ -533,7 +537,10 @@ fn shards_text(s: &ShardsInfo, full: bool) -> String {
             ];
             if full {
                 r.push(ranges(
-                    owned.get(n.node_id.as_str()).map(Vec::as_slice).unwrap_or(&[]),
+                    owned
+                        .get(n.node_id.as_str())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]),
                 ));
             }
             r
@@ -601,7 +608,9 @@ async fn find_by_mdns(cluster: Option<&str>) -> anyhow::Result<String> {
     let first = found.first().ok_or_else(|| {
         anyhow!(
             "no clusterfunk node answered over mDNS{}",
-            cluster.map(|c| format!(" for cluster {c}")).unwrap_or_default()
+            cluster
+                .map(|c| format!(" for cluster {c}"))
+                .unwrap_or_default()
         )
     })?;
     let target = first.gossip_addr;
@@ -627,7 +636,8 @@ async fn find_by_mdns(cluster: Option<&str>) -> anyhow::Result<String> {
         let node = first.node_id.clone();
         let seen = gossip
             .wait_for(Duration::from_secs(3), |ms| {
-                ms.iter().any(|m| m.name == node && m.tags.contains_key(&key))
+                ms.iter()
+                    .any(|m| m.name == node && m.tags.contains_key(&key))
             })
             .await;
         if !seen {

@@ -282,13 +282,16 @@ impl Cluster {
             None => None,
         };
         let cluster = node::start(config, seams).await?;
-        if let (Some(prepared), Some(listener)) = (management, cluster.take_management_listener())
-        {
+        if let (Some(prepared), Some(listener)) = (management, cluster.take_management_listener()) {
             let server = prepared.serve(cluster.clone(), listener).await;
             // The server stops once the node task has ended, so `stop`
             // (which awaits this task) stops and awaits it too, and the
             // API answers while the node drains.
-            let mut slot = cluster.shared.task.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = cluster
+                .shared
+                .task
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let node_task = slot.take();
             *slot = Some(tokio::spawn(async move {
                 if let Some(t) = node_task {

@@ -60,9 +60,9 @@ impl AddToken {
     pub(crate) fn new(token: Option<&str>) -> Result<Self, super::ManagementError> {
         let value = token
             .map(|t| {
-                format!("Bearer {t}").parse().map_err(|_| {
-                    super::ManagementError::Token("it must be printable ASCII".into())
-                })
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| super::ManagementError::Token("it must be printable ASCII".into()))
             })
             .transpose()?;
         Ok(AddToken { value })
@@ -108,7 +108,9 @@ mod tests {
         let mut add = AddToken::new(Some("abc")).expect("token");
         let r = add.call(Request::new(())).expect("ok");
         assert_eq!(
-            r.metadata().get("authorization").and_then(|v| v.to_str().ok()),
+            r.metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
             Some("Bearer abc")
         );
         assert!(AddToken::new(Some("bad\ntoken")).is_err());

@@ -181,7 +181,11 @@ impl Client {
             node_id: node.unwrap_or_default().to_string(),
         };
         let r = self.raw().list_endpoints(req).await?;
-        Ok(r.into_inner().endpoints.into_iter().map(Into::into).collect())
+        Ok(r.into_inner()
+            .endpoints
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Adds `node` (seen in gossip) to Raft and the shard map.

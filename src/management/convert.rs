@@ -204,9 +204,7 @@ pub(crate) fn status(e: ClusterError) -> Status {
         }
         ClusterError::NotLeader(None) => Status::unavailable("no leader yet"),
         ClusterError::UnknownNode(n) => Status::not_found(format!("unknown node {n}")),
-        ClusterError::NotMember => {
-            Status::failed_precondition("this node is not a Raft member")
-        }
+        ClusterError::NotMember => Status::failed_precondition("this node is not a Raft member"),
         ClusterError::Raft(r) => Status::unavailable(format!("raft: {r}")),
         ClusterError::Timeout(t) => Status::deadline_exceeded(format!("timed out: {t}")),
         ClusterError::Stopped => Status::unavailable("the node is stopping"),
@@ -245,7 +243,10 @@ mod tests {
         assert_eq!(s.code(), tonic::Code::NotFound);
         assert_eq!(s.message(), "unknown node x");
         let s = status(ClusterError::NoLeader);
-        assert_eq!((s.code(), s.message()), (tonic::Code::Unavailable, "no leader yet"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (tonic::Code::Unavailable, "no leader yet")
+        );
         assert_eq!(
             status(ClusterError::NotMember).code(),
             tonic::Code::FailedPrecondition
@@ -281,13 +282,26 @@ mod tests {
 
     #[test]
     fn events_carry_their_fields() {
-        let e = event(&ClusterEvent::MapCommitted { epoch: 7, moved: 12 }, "n", 5);
-        assert_eq!((e.kind.as_str(), e.epoch, e.moved), ("map_committed", 7, 12));
+        let e = event(
+            &ClusterEvent::MapCommitted {
+                epoch: 7,
+                moved: 12,
+            },
+            "n",
+            5,
+        );
+        assert_eq!(
+            (e.kind.as_str(), e.epoch, e.moved),
+            ("map_committed", 7, 12)
+        );
         assert_eq!(e.source, "n");
         let e = event(&ClusterEvent::StateChanged(NodeState::Operational), "n", 5);
         assert_eq!(e.detail, "operational");
         let e = event(&ClusterEvent::LeaderChanged(None), "n", 5);
-        assert_eq!((e.kind.as_str(), e.node_id.as_str()), ("leader_changed", ""));
+        assert_eq!(
+            (e.kind.as_str(), e.node_id.as_str()),
+            ("leader_changed", "")
+        );
         assert_eq!(gap(4, "n", 1).missed, 4);
     }
 

@@ -75,8 +75,8 @@ impl PreparedServer {
     pub fn new(config: &ManagementConfig) -> Result<PreparedServer, ManagementError> {
         let mut builder = Server::builder().tcp_nodelay(true);
         if let Some(tls) = &config.tls {
-            let mut t =
-                ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+            let mut t = ServerTlsConfig::new()
+                .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
             if let Some(ca) = &tls.ca {
                 t = t.client_ca_root(Certificate::from_pem(read(ca)?));
             }
@@ -85,7 +85,11 @@ impl PreparedServer {
                 .map_err(|e| ManagementError::Tls(chain(&e)))?;
         }
         if let Some(token) = &config.token {
-            if token.is_empty() || token.parse::<tonic::metadata::AsciiMetadataValue>().is_err() {
+            if token.is_empty()
+                || token
+                    .parse::<tonic::metadata::AsciiMetadataValue>()
+                    .is_err()
+            {
                 return Err(ManagementError::Token(
                     "it must be non-empty printable ASCII".into(),
                 ));

@@ -26,7 +26,7 @@ const DRAIN_MAX: Duration = Duration::from_secs(600);
 /// Connecting to the leader and its answer, for a forwarded write.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long StepDown waits to name the new leader.
-const STEP_DOWN_WAIT: Duration = Duration::from_secs(5);
+const STEP_DOWN_WAIT: Duration = Duration::from_secs(3);
 
 /// How this node reaches the leader's management endpoint.
 #[derive(Clone, Default)]
@@ -87,11 +87,14 @@ impl Service {
             Err(ClusterError::NotLeader(Some(leader)))
                 if !forwarded && leader != self.cluster.node_id() =>
             {
-                let addr = self.cluster.endpoint(&leader, "management").ok_or_else(|| {
-                    Status::unavailable(format!(
-                        "the leader {leader} publishes no management endpoint"
-                    ))
-                })?;
+                let addr = self
+                    .cluster
+                    .endpoint(&leader, "management")
+                    .ok_or_else(|| {
+                        Status::unavailable(format!(
+                            "the leader {leader} publishes no management endpoint"
+                        ))
+                    })?;
                 debug!(leader = %leader, addr = %addr, "forwarding a write to the leader");
                 let call = async {
                     let client = Client::connect(
@@ -146,8 +149,10 @@ fn forwarded<T>(req: &Request<T>) -> bool {
 /// `msg` marked as forwarded, so the leader never forwards it again.
 fn forward<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+    r.metadata_mut().insert(
+        FORWARDED_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
     r
 }
 
@@ -274,9 +279,11 @@ impl Management for Service {
         let msg = pb::AddNodeRequest {
             node_id: node.clone(),
         };
-        self.leader_write(fwd, local, |mut c| async move {
-            c.add_node(forward(msg)).await
-        })
+        self.leader_write(
+            fwd,
+            local,
+            |mut c| async move { c.add_node(forward(msg)).await },
+        )
         .await
     }
 
@@ -505,7 +512,8 @@ mod tests {
             missed: missed.clone(),
         };
         for epoch in 0..10 {
-            tx.send(ClusterEvent::MapProposed { epoch }).expect("receiver");
+            tx.send(ClusterEvent::MapProposed { epoch })
+                .expect("receiver");
         }
         let first = feed.next().await.expect("event");
         assert_eq!((first.kind.as_str(), first.missed), ("gap", 6));
@@ -535,7 +543,10 @@ mod tests {
         .await
         .expect("send");
         let e = feed.next().await.expect("user event");
-        assert_eq!((e.kind.as_str(), e.detail.as_str()), ("user_event", "deploy"));
+        assert_eq!(
+            (e.kind.as_str(), e.detail.as_str()),
+            ("user_event", "deploy")
+        );
         assert_eq!(e.payload, b"v2");
         drop(utx);
         stop_tx.send(true).expect("receiver");

@@ -397,8 +397,11 @@ mod tests {
 
     #[test]
     fn filter_matches_status_and_every_tag() {
-        let tags: BTreeMap<String, String> =
-            [("zone".to_string(), "a".to_string()), ("x".into(), "1".into())].into();
+        let tags: BTreeMap<String, String> = [
+            ("zone".to_string(), "a".to_string()),
+            ("x".into(), "1".into()),
+        ]
+        .into();
         assert!(NodeFilter::default().matches("dead", &tags));
         let f = NodeFilter {
             status: Some("alive".into()),
@@ -415,7 +418,11 @@ mod tests {
 
     #[test]
     fn event_kinds_round_trip_and_unknown_is_other() {
-        for k in [EventKind::MapCommitted, EventKind::Gap, EventKind::UserEvent] {
+        for k in [
+            EventKind::MapCommitted,
+            EventKind::Gap,
+            EventKind::UserEvent,
+        ] {
             assert_eq!(EventKind::parse(k.as_str()), k);
         }
         assert_eq!(EventKind::parse("from_the_future"), EventKind::Other);
