@@ -220,7 +220,18 @@ async fn operator_commands_against_a_running_cluster() {
     let r = cli(&["status", "--rpc-addr", &free.to_string()], &[]).await;
     one_line_failure(&r, "connect to");
 
-    for n in &nodes {
+    stop_all(&nodes).await;
+}
+
+/// Stops followers first, then the leader, so that each drain has a leader
+/// to go through (a node stopping just after the leader waits out its
+/// drain timeout).
+async fn stop_all(nodes: &[Cluster]) {
+    let leader = nodes.iter().find_map(|n| n.leader());
+    let (lead, rest): (Vec<&Cluster>, Vec<&Cluster>) = nodes
+        .iter()
+        .partition(|n| Some(n.node_id()) == leader.as_deref());
+    for n in rest.into_iter().chain(lead) {
         n.stop().await;
     }
 }

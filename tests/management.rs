@@ -321,9 +321,7 @@ async fn reads_and_forwarded_writes_over_mutual_tls_with_a_token() {
         "no client certificate under mutual TLS"
     );
 
-    for n in &nodes {
-        n.stop().await;
-    }
+    stop_all(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -429,9 +427,7 @@ async fn weights_drain_events_reflection_and_step_down() {
     })
     .await;
 
-    for n in &nodes {
-        n.stop().await;
-    }
+    stop_all(&nodes).await;
     // Stopping the node ended the event stream.
     let ended = tokio::time::timeout(WAIT, async {
         loop {
@@ -555,4 +551,17 @@ async fn channel(addr: &str) -> tonic::transport::Channel {
         .connect()
         .await
         .expect("connect")
+}
+
+/// Stops followers first, then the leader, so that each drain has a leader
+/// to go through (a node stopping just after the leader waits out its
+/// drain timeout).
+async fn stop_all(nodes: &[Cluster]) {
+    let leader = nodes.iter().find_map(|n| n.leader());
+    let (lead, rest): (Vec<&Cluster>, Vec<&Cluster>) = nodes
+        .iter()
+        .partition(|n| Some(n.node_id()) == leader.as_deref());
+    for n in rest.into_iter().chain(lead) {
+        n.stop().await;
+    }
 }

@@ -44,6 +44,10 @@ pub struct RpcArgs {
     /// With --zero-conf: only nodes of this cluster name.
     #[arg(long, env = "CLUSTERFUNK_CLUSTER")]
     cluster: Option<String>,
+    /// With --zero-conf: browse only this interface (default: every IPv4
+    /// interface that is up).
+    #[arg(long)]
+    mdns_interface: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -254,7 +258,7 @@ async fn dispatch(cmd: MgmtCmd) -> anyhow::Result<()> {
 
 async fn connect(rpc: &RpcArgs) -> anyhow::Result<Client> {
     let addr = if rpc.zero_conf {
-        find_by_mdns(rpc.cluster.as_deref()).await?
+        find_by_mdns(rpc.cluster.as_deref(), rpc.mdns_interface.clone()).await?
     } else {
         rpc.rpc_addr.clone()
     };
@@ -593,7 +597,7 @@ fn event_text(e: &clusterfunk::management::Event) -> String {
 /// Finds a node over mDNS, then asks gossip for its management address:
 /// mDNS announces gossip addresses only, so a short-lived gossip member
 /// joins the node found, reads its `ep.management` tag and leaves.
-async fn find_by_mdns(cluster: Option<&str>) -> anyhow::Result<String> {
+async fn find_by_mdns(cluster: Option<&str>, interface: Option<String>) -> anyhow::Result<String> {
     use clusterfunk::discovery::{discover_once, Interfaces, DEFAULT_SERVICE_TYPE};
     use clusterfunk::gossip::{endpoint_key, Gossip, GossipConfig, NetTransport};
 
@@ -601,7 +605,7 @@ async fn find_by_mdns(cluster: Option<&str>) -> anyhow::Result<String> {
         DEFAULT_SERVICE_TYPE,
         cluster,
         Duration::from_secs(2),
-        Interfaces::All,
+        interface.map(Interfaces::Named).unwrap_or(Interfaces::All),
     )
     .await
     .context("mDNS")?;
