@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::discovery::{Interfaces, MdnsConfig};
 use crate::gossip::GossipConfig;
 use crate::liveness::LivenessConfig;
+use crate::management::ManagementConfig;
 use crate::raft::RaftConfig;
 
 /// Where the Raft log and state machine live.
@@ -41,6 +42,8 @@ pub struct Config {
     /// Management gRPC bind address; `None` serves no management API.
     /// Default `Some(127.0.0.1:0)`.
     pub management_addr: Option<SocketAddr>,
+    /// TLS and token of the management API. Default: plaintext, no token.
+    pub management: ManagementConfig,
     /// HTTP `/metrics`, `/healthz`, `/status` and `/` bind address; `None`
     /// serves nothing. Default `None`.
     pub metrics_addr: Option<SocketAddr>,
@@ -154,6 +157,7 @@ impl Config {
             raft_addr: LOOPBACK_ANY,
             liveness_addr: LOOPBACK_ANY,
             management_addr: Some(LOOPBACK_ANY),
+            management: ManagementConfig::default(),
             metrics_addr: None,
             advertise_host: None,
             join: Vec::new(),

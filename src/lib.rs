@@ -8,7 +8,8 @@
 //! Modules: [`shards`] (pure shard maps), [`gossip`] (SWIM membership),
 //! [`liveness`] (UDP echo failure detection), [`raft`] (openraft with sled),
 //! [`discovery`] (mDNS), [`metrics`] (Prometheus and status page),
-//! [`cluster`] (the coordinator that joins them).
+//! [`cluster`] (the coordinator that joins them), [`management`] (the
+//! operators' gRPC API and its client).
 
 pub mod cluster;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod discovery;
 pub mod gossip;
 pub mod liveness;
 pub mod local;
+pub mod management;
 pub mod metrics;
 pub mod raft;
 pub mod shards;

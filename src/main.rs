@@ -23,10 +23,16 @@ enum Command {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
-    /// Shard map tools.
+    /// Operator commands against a node's management API.
+    #[command(flatten)]
+    Mgmt(cli::mgmt::MgmtCmd),
+    /// Show a node's committed shard map; `shards simulate`: shard map tools.
+    #[command(args_conflicts_with_subcommands = true)]
     Shards {
         #[command(subcommand)]
-        cmd: cli::shards::ShardsCmd,
+        cmd: Option<cli::shards::ShardsCmd>,
+        #[command(flatten)]
+        list: cli::mgmt::ShardsArgs,
     },
     /// Run only the gossip layer (tests and benchmarks); prints
     /// `listening <addr>` then membership events as JSON lines.
@@ -48,7 +54,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             cmd: BenchCmd::Failover(args),
         } => cli::demo::failover(args),
-        Command::Shards { cmd } => cli::shards::run(cmd),
+        Command::Mgmt(cmd) => cli::mgmt::run(cmd),
+        Command::Shards { cmd: Some(cmd), .. } => cli::shards::run(cmd),
+        Command::Shards { cmd: None, list } => cli::mgmt::run_shards(list),
         Command::GossipNode(args) => cli::gossip_node::run(args),
     }
 }

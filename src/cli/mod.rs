@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod demo;
 pub mod gossip_node;
+pub mod mgmt;
 pub mod shards;
 
 /// Parses `key=value` (tags).

@@ -257,13 +257,50 @@ impl Cluster {
     /// Validates `config`, binds every socket, joins and starts the node.
     /// Returns once the node runs; the cluster forms in the background
     /// (watch [`state`](Self::state) or [`shard_map`](Self::shard_map)).
+    ///
+    /// The management API (see [`crate::management`]) is served on
+    /// `management_addr` until [`stop`](Self::stop); its server holds a
+    /// handle, so call `stop` rather than only dropping the handles.
     pub async fn start(config: Config) -> Result<Cluster, ClusterError> {
         Cluster::start_with(config, Seams::default()).await
     }
 
     /// [`start`](Self::start) with replaced networks (tests, simulations).
     pub async fn start_with(config: Config, seams: Seams) -> Result<Cluster, ClusterError> {
-        node::start(config.validate()?, seams).await
+        let config = config.validate()?;
+        // Read the TLS files before joining anything: a bad certificate
+        // fails here, not after the node is part of the cluster.
+        let management = match config.management_addr {
+            Some(_) => Some(
+                crate::management::PreparedServer::new(&config.management).map_err(|e| {
+                    ClusterError::Start {
+                        what: "management server",
+                        reason: e.to_string(),
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        let cluster = node::start(config, seams).await?;
+        if let (Some(prepared), Some(listener)) = (management, cluster.take_management_listener()) {
+            let server = prepared.serve(cluster.clone(), listener).await;
+            // The server stops once the node task has ended, so `stop`
+            // (which awaits this task) stops and awaits it too, and the
+            // API answers while the node drains.
+            let mut slot = cluster
+                .shared
+                .task
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let node_task = slot.take();
+            *slot = Some(tokio::spawn(async move {
+                if let Some(t) = node_task {
+                    let _ = t.await;
+                }
+                server.shutdown().await;
+            }));
+        }
+        Ok(cluster)
     }
 
     /// This node's id.

@@ -1,0 +1,692 @@
+//! The operator subcommands (`status`, `members`, `shards`, `endpoints`,
+//! `step-down`, `add`, `remove`, `drain`, `weight`, `watch`, `event`,
+//! `health`): each talks to one node's management API, given by
+//! `--rpc-addr` (default 127.0.0.1:7947) or found with `--zero-conf`.
+//!
+//! Output is aligned columns for people, or `--format json` for scripts
+//! (one JSON document; `watch` prints one JSON object per line). On failure
+//! the exit code is 1 and stderr holds one line.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use clusterfunk::management::{
+    Client, ClientTls, EventKind, Health, NodeEntry, NodeFilter, ShardsInfo, StatusInfo,
+    WriteOutcome, DEFAULT_PORT,
+};
+use serde::Serialize;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// How to reach a node; shared by every operator subcommand.
+#[derive(Args, Clone, Debug)]
+pub struct RpcArgs {
+    /// Management address of any node (host:port).
+    #[arg(long, env = "CLUSTERFUNK_RPC_ADDR", default_value_t = default_addr())]
+    rpc_addr: String,
+    /// Shared management token (sent as `authorization: Bearer`).
+    #[arg(long, env = "CLUSTERFUNK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Find a node over mDNS instead of using --rpc-addr.
+    #[arg(long)]
+    zero_conf: bool,
+    /// With --zero-conf: only nodes of this cluster name.
+    #[arg(long, env = "CLUSTERFUNK_CLUSTER")]
+    cluster: Option<String>,
+    /// With --zero-conf: browse only this interface (default: every IPv4
+    /// interface that is up).
+    #[arg(long)]
+    mdns_interface: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// CA certificate (PEM) of the server: turns TLS on.
+    #[arg(long, env = "CLUSTERFUNK_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that require one.
+    #[arg(long, env = "CLUSTERFUNK_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Key of --tls-cert (PEM).
+    #[arg(long, env = "CLUSTERFUNK_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Name expected in the server's certificate (default: the host dialled).
+    #[arg(long)]
+    tls_domain: Option<String>,
+    /// Give up after this many seconds (0: never; `drain` and `watch` wait
+    /// as long as they need unless given one).
+    #[arg(long)]
+    timeout: Option<f64>,
+}
+
+fn default_addr() -> String {
+    format!("127.0.0.1:{DEFAULT_PORT}")
+}
+
+/// The operator subcommands, flattened into the binary's command list.
+#[derive(Subcommand, Debug)]
+pub enum MgmtCmd {
+    /// Show a node's view of the cluster.
+    Status(RpcArgs),
+    /// List the nodes (like `serf members`).
+    Members(MembersArgs),
+    /// Show the committed shard map (`clusterfunk shards`, which shares its
+    /// name with the `shards simulate` tools: see `run_shards`).
+    #[command(skip)]
+    Shards(ShardsArgs),
+    /// List the endpoints nodes publish.
+    Endpoints(EndpointsArgs),
+    /// Make the leader hand leadership to another voter.
+    StepDown(RpcArgs),
+    /// Add a node seen in gossip to Raft and the shard map.
+    Add(NodeArgs),
+    /// Remove a node from Raft and the shard map.
+    Remove(NodeArgs),
+    /// Set a node's weight to 0 and wait until it owns no shard.
+    Drain(DrainArgs),
+    /// Set a node's shard weight.
+    Weight(WeightArgs),
+    /// Stream cluster events until Ctrl-C.
+    Watch(WatchArgs),
+    /// Broadcast a user event over gossip.
+    Event(EventArgs),
+    /// Print the node's gRPC health; exit 1 unless it is serving.
+    Health(RpcArgs),
+}
+
+/// `members` flags.
+#[derive(Args, Debug)]
+pub struct MembersArgs {
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Only nodes with this gossip status (alive, suspect, dead, left).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only nodes with this tag (key=value, repeatable).
+    #[arg(long = "tag", value_parser = super::parse_tag)]
+    tags: Vec<(String, String)>,
+}
+
+/// `shards` flags.
+#[derive(Args, Debug)]
+pub struct ShardsArgs {
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Also show which shards each node owns.
+    #[arg(long)]
+    full: bool,
+}
+
+/// `endpoints` flags.
+#[derive(Args, Debug)]
+pub struct EndpointsArgs {
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Only endpoints whose name starts with this.
+    #[arg(default_value = "")]
+    prefix: String,
+    /// Only this node's endpoints.
+    #[arg(long)]
+    node: Option<String>,
+}
+
+/// Flags of commands on one node.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Node id.
+    node: String,
+}
+
+/// `drain` flags.
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Node id.
+    node: String,
+    /// Seconds the server waits for the shards to move.
+    #[arg(long, default_value_t = 30.0)]
+    wait: f64,
+}
+
+/// `weight` flags.
+#[derive(Args, Debug)]
+pub struct WeightArgs {
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Node id.
+    node: String,
+    /// New weight (0 owns nothing).
+    weight: u32,
+}
+
+/// `watch` flags.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Also show gossip user events.
+    #[arg(long)]
+    user_events: bool,
+}
+
+/// `event` flags.
+#[derive(Args, Debug)]
+pub struct EventArgs {
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Event name.
+    name: String,
+    /// Payload (UTF-8 text).
+    #[arg(default_value = "")]
+    payload: String,
+    /// Receivers keep only the newest event of this name.
+    #[arg(long)]
+    coalesce: bool,
+}
+
+/// `clusterfunk shards` without a tool subcommand.
+pub fn run_shards(args: ShardsArgs) -> anyhow::Result<()> {
+    run(MgmtCmd::Shards(args))
+}
+
+/// Runs `cmd`; on failure prints one line on stderr and exits with 1.
+pub fn run(cmd: MgmtCmd) -> anyhow::Result<()> {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the runtime")
+        .and_then(|rt| rt.block_on(dispatch(cmd)));
+    if let Err(e) = result {
+        let line = format!("{e:#}").replace(['\n', '\r'], " ");
+        eprintln!("clusterfunk: {line}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+impl MgmtCmd {
+    fn rpc(&self) -> &RpcArgs {
+        match self {
+            MgmtCmd::Status(r) | MgmtCmd::StepDown(r) | MgmtCmd::Health(r) => r,
+            MgmtCmd::Members(a) => &a.rpc,
+            MgmtCmd::Shards(a) => &a.rpc,
+            MgmtCmd::Endpoints(a) => &a.rpc,
+            MgmtCmd::Add(a) | MgmtCmd::Remove(a) => &a.rpc,
+            MgmtCmd::Drain(a) => &a.rpc,
+            MgmtCmd::Weight(a) => &a.rpc,
+            MgmtCmd::Watch(a) => &a.rpc,
+            MgmtCmd::Event(a) => &a.rpc,
+        }
+    }
+}
+
+async fn dispatch(cmd: MgmtCmd) -> anyhow::Result<()> {
+    let rpc = cmd.rpc().clone();
+    let timeout = match rpc.timeout {
+        Some(t) if t > 0.0 && t.is_finite() => Some(Duration::from_secs_f64(t)),
+        Some(_) => None,
+        // Waiting commands wait; the rest fail after 30 s.
+        None => match cmd {
+            MgmtCmd::Watch(_) | MgmtCmd::Drain(_) => None,
+            _ => Some(Duration::from_secs(30)),
+        },
+    };
+    let work = async {
+        let client = connect(&rpc).await?;
+        execute(cmd, &client, rpc.format).await
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, work)
+            .await
+            .map_err(|_| anyhow!("no answer within {:.1} s", t.as_secs_f64()))?,
+        None => work.await,
+    }
+}
+
+async fn connect(rpc: &RpcArgs) -> anyhow::Result<Client> {
+    let addr = if rpc.zero_conf {
+        find_by_mdns(rpc.cluster.as_deref(), rpc.mdns_interface.clone()).await?
+    } else {
+        rpc.rpc_addr.clone()
+    };
+    let tls = if rpc.tls_ca.is_some() || rpc.tls_cert.is_some() {
+        Some(ClientTls {
+            ca: rpc.tls_ca.clone(),
+            cert: rpc.tls_cert.clone(),
+            key: rpc.tls_key.clone(),
+            domain: rpc.tls_domain.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(Client::connect(&addr, rpc.token.as_deref(), tls.as_ref()).await?)
+}
+
+async fn execute(cmd: MgmtCmd, client: &Client, format: Format) -> anyhow::Result<()> {
+    match cmd {
+        MgmtCmd::Status(_) => {
+            let s = client.status().await?;
+            emit(format, &s, || status_text(&s))
+        }
+        MgmtCmd::Members(a) => {
+            let filter = NodeFilter {
+                status: a.status,
+                tags: a.tags.into_iter().collect(),
+            };
+            let nodes = client.nodes(&filter).await?;
+            emit(format, &nodes, || members_text(&nodes))
+        }
+        MgmtCmd::Shards(a) => {
+            let s = client.shards(a.full).await?;
+            emit(format, &s, || shards_text(&s, a.full))
+        }
+        MgmtCmd::Endpoints(a) => {
+            let eps = client.endpoints(&a.prefix, a.node.as_deref()).await?;
+            emit(format, &eps, || {
+                table(
+                    &["NODE", "ENDPOINT", "ADDRESS"],
+                    eps.iter()
+                        .map(|e| vec![e.node_id.clone(), e.name.clone(), e.address.clone()])
+                        .collect(),
+                )
+            })
+        }
+        MgmtCmd::StepDown(_) => write(format, client.step_down().await?),
+        MgmtCmd::Add(a) => write(format, client.add_node(&a.node).await?),
+        MgmtCmd::Remove(a) => write(format, client.remove_node(&a.node).await?),
+        MgmtCmd::Drain(a) => {
+            if !(a.wait.is_finite() && a.wait > 0.0) {
+                bail!("--wait must be a positive number of seconds");
+            }
+            let wait = Duration::from_secs_f64(a.wait);
+            write(format, client.drain(&a.node, wait).await?)
+        }
+        MgmtCmd::Weight(a) => write(format, client.set_weight(&a.node, a.weight).await?),
+        MgmtCmd::Event(a) => {
+            client
+                .send_user_event(&a.name, a.payload.as_bytes(), a.coalesce)
+                .await?;
+            emit(format, &serde_json::json!({ "sent": a.name }), || {
+                format!("event {} sent", a.name)
+            })
+        }
+        MgmtCmd::Health(_) => {
+            let h = client.health().await?;
+            emit(format, &serde_json::json!({ "health": h }), || {
+                match h {
+                    Health::Serving => "serving",
+                    Health::NotServing => "not serving",
+                    Health::Unknown => "unknown",
+                }
+                .to_string()
+            })?;
+            if h != Health::Serving {
+                bail!("{} is not serving", client.addr());
+            }
+            Ok(())
+        }
+        MgmtCmd::Watch(a) => {
+            let mut events = client.watch_events(a.user_events).await?;
+            use std::io::Write;
+            while let Some(ev) = events.next().await {
+                let ev = ev?;
+                let line = match format {
+                    Format::Json => serde_json::to_string(&ev)?,
+                    Format::Text => event_text(&ev),
+                };
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{line}")?;
+                out.flush()?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write(format: Format, w: WriteOutcome) -> anyhow::Result<()> {
+    emit(format, &w, || {
+        let mut s = w.message.clone();
+        if let Some(l) = &w.leader {
+            s.push_str(&format!(" (leader {l}, epoch {})", w.epoch));
+        }
+        s
+    })
+}
+
+fn emit<T: Serialize>(
+    format: Format,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let out = match format {
+        Format::Json => serde_json::to_string_pretty(value)?,
+        Format::Text => text(),
+    };
+    println!("{}", out.trim_end());
+    Ok(())
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = vec![line(header.to_vec())];
+    for r in &rows {
+        out.push(line(r.iter().map(String::as_str).collect()));
+    }
+    out.join("\n")
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn status_text(s: &StatusInfo) -> String {
+    let members = s
+        .members_by_status
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>();
+    let rows: Vec<(&str, String)> = vec![
+        ("node", s.node_id.clone()),
+        (
+            "cluster",
+            format!(
+                "{} (id {})",
+                s.cluster_name,
+                s.cluster_id.as_deref().unwrap_or("-")
+            ),
+        ),
+        ("state", s.state.clone()),
+        ("role", s.role.clone()),
+        ("leader", s.leader.clone().unwrap_or_else(|| "-".into())),
+        ("epoch", s.epoch.to_string()),
+        (
+            "shards",
+            format!(
+                "{} of {} owned here, {} unassigned",
+                s.shards_owned, s.shard_count, s.shards_unassigned
+            ),
+        ),
+        ("members", list(&members)),
+        ("voters", list(&s.voters)),
+        ("learners", list(&s.learners)),
+        (
+            "raft",
+            format!(
+                "term {}, last log {}, applied {}",
+                s.raft_term, s.raft_last_log_index, s.raft_last_applied
+            ),
+        ),
+        ("uptime", format!("{:.1} s", s.uptime_ms as f64 / 1000.0)),
+    ];
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:<w$}  {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn members_text(nodes: &[NodeEntry]) -> String {
+    table(
+        &[
+            "NODE", "ADDRESS", "STATUS", "ROLE", "LIVE", "ZONE", "WEIGHT", "SHARDS",
+        ],
+        nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.id.clone(),
+                    n.endpoints
+                        .get("gossip")
+                        .cloned()
+                        .unwrap_or_else(|| "-".into()),
+                    n.gossip_status.clone(),
+                    n.raft_role.clone(),
+                    n.liveness.clone(),
+                    dash(&n.zone),
+                    n.weight.to_string(),
+                    n.shards.to_string(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `0-3, 7, 9-12`.
+fn ranges(shards: &[u32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < shards.len() {
+        let start = shards[i];
+        let mut end = start;
+        while i + 1 < shards.len() && shards[i + 1] == end + 1 {
+            i += 1;
+            end = shards[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    if out.is_empty() {
+        "-".into()
+    } else {
+        out.join(", ")
+    }
+}
+
+fn shards_text(s: &ShardsInfo, full: bool) -> String {
+    let mut header = vec!["NODE", "SHARDS", "WEIGHT", "WORKER"];
+    let mut owned: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    if full {
+        header.push("OWNS");
+        for (shard, owner) in s.owners.iter().enumerate() {
+            if let Some(o) = owner {
+                owned.entry(o.as_str()).or_default().push(shard as u32);
+            }
+        }
+    }
+    let rows = s
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut r = vec![
+                n.node_id.clone(),
+                n.shards.to_string(),
+                n.weight.to_string(),
+                n.worker_id.to_string(),
+            ];
+            if full {
+                r.push(ranges(
+                    owned
+                        .get(n.node_id.as_str())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]),
+                ));
+            }
+            r
+        })
+        .collect();
+    format!(
+        "epoch {}, {} shards, {} unassigned\n{}",
+        s.epoch,
+        s.shard_count,
+        s.unassigned,
+        table(&header, rows)
+    )
+}
+
+/// `HH:MM:SS.mmm` (UTC) of a Unix time in milliseconds.
+fn clock(unix_ms: u64) -> String {
+    let ms = unix_ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+fn event_text(e: &clusterfunk::management::Event) -> String {
+    let what = match e.kind {
+        EventKind::StateChanged | EventKind::RoleChanged => e.detail.clone(),
+        EventKind::LeaderChanged => dash(&e.node_id),
+        EventKind::MapProposed => format!("epoch {}", e.epoch),
+        EventKind::MapCommitted => format!("epoch {}, {} shards moved", e.epoch, e.moved),
+        EventKind::UserEvent => format!(
+            "{} {}",
+            e.detail,
+            String::from_utf8_lossy(&e.payload).replace(['\n', '\r'], " ")
+        ),
+        EventKind::Gap => format!("{} events skipped (reader too slow)", e.missed),
+        _ => e.node_id.clone(),
+    };
+    format!(
+        "{} {} {:<15} {}",
+        clock(e.unix_ms),
+        e.source,
+        e.kind_name,
+        what.trim_end()
+    )
+}
+
+/// Finds a node over mDNS, then asks gossip for its management address:
+/// mDNS announces gossip addresses only, so a short-lived gossip member
+/// joins the node found, reads its `ep.management` tag and leaves.
+async fn find_by_mdns(cluster: Option<&str>, interface: Option<String>) -> anyhow::Result<String> {
+    use clusterfunk::discovery::{discover_once, Interfaces, DEFAULT_SERVICE_TYPE};
+    use clusterfunk::gossip::{endpoint_key, Gossip, GossipConfig, NetTransport};
+
+    let found = discover_once(
+        DEFAULT_SERVICE_TYPE,
+        cluster,
+        Duration::from_secs(2),
+        interface.map(Interfaces::Named).unwrap_or(Interfaces::All),
+    )
+    .await
+    .context("mDNS")?;
+    let first = found.first().ok_or_else(|| {
+        anyhow!(
+            "no clusterfunk node answered over mDNS{}",
+            cluster
+                .map(|c| format!(" for cluster {c}"))
+                .unwrap_or_default()
+        )
+    })?;
+    let target = first.gossip_addr;
+    // Bind on the address that routes to the node, so it can answer.
+    let local_ip = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| {
+            s.connect(target)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let transport = NetTransport::bind(SocketAddr::new(local_ip, 0))
+        .await
+        .context("bind a gossip socket")?;
+    let name = format!("clusterfunk-cli-{:08x}", rand::random::<u32>());
+    let gossip = Gossip::start(GossipConfig::lan(name), transport).context("start gossip")?;
+    let key = endpoint_key("management");
+    let looked_up = async {
+        gossip
+            .join(&[target])
+            .await
+            .with_context(|| format!("join {target}"))?;
+        let node = first.node_id.clone();
+        let seen = gossip
+            .wait_for(Duration::from_secs(3), |ms| {
+                ms.iter()
+                    .any(|m| m.name == node && m.tags.contains_key(&key))
+            })
+            .await;
+        if !seen {
+            bail!("node {node} at {target} publishes no management endpoint");
+        }
+        gossip
+            .members()
+            .into_iter()
+            .find(|m| m.name == node)
+            .and_then(|m| m.tags.get(&key).cloned())
+            .ok_or_else(|| anyhow!("node {node} publishes no management endpoint"))
+    }
+    .await;
+    let _ = gossip.leave(Duration::from_secs(1)).await;
+    let _ = gossip.shutdown().await;
+    looked_up
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["NODE", "X"],
+            vec![
+                vec!["a".into(), "1".into()],
+                vec!["long-name".into(), "2".into()],
+            ],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "NODE       X");
+        assert_eq!(lines[1], "a          1");
+        assert_eq!(lines[2], "long-name  2");
+    }
+
+    #[test]
+    fn shard_ranges_are_compact() {
+        assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+        assert_eq!(ranges(&[]), "-");
+    }
+
+    #[test]
+    fn clock_is_utc_time_of_day() {
+        assert_eq!(clock(86_400_000 + 3_723_004), "01:02:03.004");
+    }
+}

@@ -1,0 +1,324 @@
+//! Server side: the cluster's types as wire messages, and cluster errors as
+//! gRPC statuses. Pure functions.
+
+use std::collections::HashMap;
+
+use tonic::Status;
+
+use super::pb;
+use crate::cluster::{ClusterError, ClusterEvent, NodeInfo, NodeState, Role};
+use crate::gossip::{Member, MemberStatus, UserEvent};
+use crate::raft::RaftMetrics;
+use crate::shards::ShardMap;
+
+/// `leader`, `voter`, `learner`, `non_member`.
+pub(crate) fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Leader => "leader",
+        Role::Voter => "voter",
+        Role::Learner => "learner",
+        Role::NonMember => "non_member",
+    }
+}
+
+/// `starting`, ..., `stopping`.
+pub(crate) fn state_name(s: NodeState) -> &'static str {
+    match s {
+        NodeState::Starting => "starting",
+        NodeState::Joining => "joining",
+        NodeState::Voting => "voting",
+        NodeState::Resharding => "resharding",
+        NodeState::Operational => "operational",
+        NodeState::Stopping => "stopping",
+    }
+}
+
+fn member_status_name(s: MemberStatus) -> &'static str {
+    match s {
+        MemberStatus::Alive => "alive",
+        MemberStatus::Suspect => "suspect",
+        MemberStatus::Dead => "dead",
+        MemberStatus::Left => "left",
+    }
+}
+
+/// Counts members by gossip status.
+pub(crate) fn members_by_status(members: &[Member]) -> HashMap<String, u32> {
+    let mut out = HashMap::new();
+    for m in members {
+        *out.entry(member_status_name(m.status).to_string())
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+/// Raft voters and learners by node name, from the membership this node
+/// applied.
+pub(crate) fn raft_members(m: &RaftMetrics) -> (Vec<String>, Vec<String>) {
+    let ms = m.membership_config.membership();
+    let name = |id: u64| {
+        ms.get_node(&id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let mut voters: Vec<String> = ms.voter_ids().map(name).collect();
+    let mut learners: Vec<String> = ms.learner_ids().map(name).collect();
+    voters.sort();
+    learners.sort();
+    (voters, learners)
+}
+
+/// One node on the wire.
+pub(crate) fn node(info: &NodeInfo, leader: Option<&str>) -> pb::NodeInfo {
+    pb::NodeInfo {
+        id: info.id.clone(),
+        gossip_status: info.gossip_status.clone(),
+        raft_role: role_name(info.role).to_string(),
+        liveness: match info.live {
+            Some(true) => "alive",
+            Some(false) => "dead",
+            None => "unknown",
+        }
+        .to_string(),
+        endpoints: info
+            .endpoints
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        tags: info
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        zone: info.zone.clone(),
+        weight: info.weight,
+        shards: info.shards,
+        leader: leader == Some(info.id.as_str()),
+    }
+}
+
+/// The committed map on the wire: counts per node, owners on request.
+pub(crate) fn shards(map: &ShardMap, full: bool) -> pb::ListShardsResponse {
+    let counts = map.counts();
+    pb::ListShardsResponse {
+        epoch: map.epoch(),
+        shard_count: map.shard_count(),
+        nodes: map
+            .nodes()
+            .iter()
+            .map(|n| pb::ShardCount {
+                node_id: n.id.clone(),
+                shards: counts.get(n.id.as_str()).copied().unwrap_or(0),
+                weight: n.weight,
+                worker_id: n.worker_id,
+            })
+            .collect(),
+        owners: if full { map.wire_owners() } else { Vec::new() },
+        unassigned: map.unassigned(),
+    }
+}
+
+/// Endpoints whose name starts with `prefix`, of `node` only when given.
+pub(crate) fn endpoints(infos: &[NodeInfo], prefix: &str, node: &str) -> Vec<pb::Endpoint> {
+    infos
+        .iter()
+        .filter(|n| node.is_empty() || n.id == node)
+        .flat_map(|n| {
+            n.endpoints
+                .iter()
+                .filter(|(name, _)| name.starts_with(prefix))
+                .map(|(name, addr)| pb::Endpoint {
+                    node_id: n.id.clone(),
+                    name: name.clone(),
+                    address: addr.clone(),
+                })
+        })
+        .collect()
+}
+
+fn event_base(kind: &str, source: &str, unix_ms: u64) -> pb::Event {
+    pb::Event {
+        unix_ms,
+        kind: kind.to_string(),
+        source: source.to_string(),
+        ..pb::Event::default()
+    }
+}
+
+/// A cluster event on the wire.
+pub(crate) fn event(ev: &ClusterEvent, source: &str, unix_ms: u64) -> pb::Event {
+    let member = |kind: &str, id: &str| pb::Event {
+        node_id: id.to_string(),
+        ..event_base(kind, source, unix_ms)
+    };
+    match ev {
+        ClusterEvent::StateChanged(s) => pb::Event {
+            detail: state_name(*s).to_string(),
+            ..event_base("state_changed", source, unix_ms)
+        },
+        ClusterEvent::RoleChanged(r) => pb::Event {
+            detail: role_name(*r).to_string(),
+            ..event_base("role_changed", source, unix_ms)
+        },
+        ClusterEvent::LeaderChanged(l) => member("leader_changed", l.as_deref().unwrap_or("")),
+        ClusterEvent::MemberJoined(n) => member("member_joined", n),
+        ClusterEvent::MemberLeft(n) => member("member_left", n),
+        ClusterEvent::MemberFailed(n) => member("member_failed", n),
+        ClusterEvent::MemberUpdated(n) => member("member_updated", n),
+        ClusterEvent::MemberAlive(n) => member("member_alive", n),
+        ClusterEvent::MapProposed { epoch } => pb::Event {
+            epoch: *epoch,
+            ..event_base("map_proposed", source, unix_ms)
+        },
+        ClusterEvent::MapCommitted { epoch, moved } => pb::Event {
+            epoch: *epoch,
+            moved: *moved,
+            ..event_base("map_committed", source, unix_ms)
+        },
+    }
+}
+
+/// A gossip user event on the wire.
+pub(crate) fn user_event(ev: &UserEvent, source: &str, unix_ms: u64) -> pb::Event {
+    pb::Event {
+        detail: ev.name.clone(),
+        payload: ev.payload.clone(),
+        ..event_base("user_event", source, unix_ms)
+    }
+}
+
+/// The marker of skipped events.
+pub(crate) fn gap(missed: u64, source: &str, unix_ms: u64) -> pb::Event {
+    pb::Event {
+        missed,
+        ..event_base("gap", source, unix_ms)
+    }
+}
+
+/// A cluster error as a gRPC status with a message for people.
+pub(crate) fn status(e: ClusterError) -> Status {
+    match e {
+        ClusterError::NoLeader => Status::unavailable("no leader yet"),
+        ClusterError::NotLeader(Some(l)) => {
+            Status::unavailable(format!("not the leader (the leader is {l})"))
+        }
+        ClusterError::NotLeader(None) => Status::unavailable("no leader yet"),
+        ClusterError::UnknownNode(n) => Status::not_found(format!("unknown node {n}")),
+        ClusterError::NotMember => Status::failed_precondition("this node is not a Raft member"),
+        ClusterError::Raft(r) => Status::unavailable(format!("raft: {r}")),
+        ClusterError::Timeout(t) => Status::deadline_exceeded(format!("timed out: {t}")),
+        ClusterError::Stopped => Status::unavailable("the node is stopping"),
+        e @ (ClusterError::Config(_) | ClusterError::Bind { .. } | ClusterError::Start { .. }) => {
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn info(id: &str) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            gossip_status: "alive".into(),
+            role: Role::Voter,
+            live: None,
+            endpoints: [
+                ("management".to_string(), format!("{id}:1")),
+                ("kv".to_string(), format!("{id}:2")),
+            ]
+            .into(),
+            tags: BTreeMap::new(),
+            zone: String::new(),
+            weight: 1,
+            shards: 3,
+        }
+    }
+
+    #[test]
+    fn errors_map_to_codes_with_clear_messages() {
+        let s = status(ClusterError::UnknownNode("x".into()));
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(s.message(), "unknown node x");
+        let s = status(ClusterError::NoLeader);
+        assert_eq!(
+            (s.code(), s.message()),
+            (tonic::Code::Unavailable, "no leader yet")
+        );
+        assert_eq!(
+            status(ClusterError::NotMember).code(),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            status(ClusterError::Timeout("t".into())).code(),
+            tonic::Code::DeadlineExceeded
+        );
+    }
+
+    #[test]
+    fn endpoints_filter_by_prefix_and_node() {
+        let infos = [info("a"), info("b")];
+        assert_eq!(endpoints(&infos, "", "").len(), 4);
+        let man = endpoints(&infos, "man", "");
+        assert_eq!(man.len(), 2);
+        assert!(man.iter().all(|e| e.name == "management"));
+        let b = endpoints(&infos, "", "b");
+        assert_eq!(b.len(), 2);
+        assert!(b.iter().all(|e| e.node_id == "b"));
+    }
+
+    #[test]
+    fn node_marks_the_leader_and_names_liveness() {
+        let mut i = info("a");
+        i.live = Some(false);
+        let n = node(&i, Some("a"));
+        assert!(n.leader);
+        assert_eq!(n.liveness, "dead");
+        assert_eq!(n.raft_role, "voter");
+        assert!(!node(&i, Some("b")).leader);
+    }
+
+    #[test]
+    fn events_carry_their_fields() {
+        let e = event(
+            &ClusterEvent::MapCommitted {
+                epoch: 7,
+                moved: 12,
+            },
+            "n",
+            5,
+        );
+        assert_eq!(
+            (e.kind.as_str(), e.epoch, e.moved),
+            ("map_committed", 7, 12)
+        );
+        assert_eq!(e.source, "n");
+        let e = event(&ClusterEvent::StateChanged(NodeState::Operational), "n", 5);
+        assert_eq!(e.detail, "operational");
+        let e = event(&ClusterEvent::LeaderChanged(None), "n", 5);
+        assert_eq!(
+            (e.kind.as_str(), e.node_id.as_str()),
+            ("leader_changed", "")
+        );
+        assert_eq!(gap(4, "n", 1).missed, 4);
+    }
+
+    #[test]
+    fn full_map_is_sent_only_on_request() {
+        let map = crate::shards::rebalance(
+            &ShardMap::new(10).expect("map"),
+            &[("a", 1u32), ("b", 1u32)],
+        );
+        let Ok(map) = map else {
+            panic!("rebalance failed");
+        };
+        let brief = shards(&map, false);
+        assert!(brief.owners.is_empty());
+        assert_eq!(brief.nodes.iter().map(|n| n.shards).sum::<u32>(), 10);
+        let full = shards(&map, true);
+        assert_eq!(full.owners.len(), 10);
+        assert!(full.owners.iter().all(|&o| o == 1 || o == 2));
+    }
+}

@@ -1,0 +1,55 @@
+//! The management API: a gRPC service every node serves, and the client the
+//! CLI uses.
+//!
+//! The service (`proto/clusterfunk/v1/management.proto`) answers reads from
+//! the serving node's [`Cluster`](crate::Cluster) handle and carries out
+//! writes through it; writes that only the leader does (add, remove, step
+//! down) reaching a follower are forwarded to the leader's `ep.management`
+//! endpoint. Next to it the server offers gRPC health (SERVING only while
+//! the node is Operational) and server reflection, so stock gRPC tools can
+//! list and call it. TLS (optionally mutual) and a shared bearer token are
+//! set in [`ManagementConfig`]. [`Cluster::start`](crate::Cluster::start)
+//! starts the server on the listener it bound and `Cluster::stop` stops it.
+//!
+//! Imports: `cluster` (the handle, its events and errors), `shards` (map
+//! accessors), `gossip` (member status names), `config` for nothing: the
+//! config type lives here and `config` imports it. Generated protobuf types
+//! stay private to this module; the client returns the plain types of
+//! [`types`].
+
+mod auth;
+mod client;
+mod config;
+mod convert;
+mod error;
+mod server;
+mod service;
+pub mod types;
+
+#[allow(clippy::all, missing_docs)]
+mod pb {
+    tonic::include_proto!("clusterfunk.v1.management");
+}
+
+pub use client::{Client, EventStream};
+pub use config::{ClientTls, ManagementConfig, ManagementTls};
+pub use error::ManagementError;
+pub use server::{ManagementServer, PreparedServer};
+pub use types::{
+    EndpointEntry, Event, EventKind, Health, NodeEntry, NodeFilter, ShardCount, ShardsInfo,
+    StatusInfo, WriteOutcome,
+};
+
+/// The gRPC service name, as health checks and reflection know it.
+pub const SERVICE_NAME: &str = "clusterfunk.v1.management.Management";
+
+/// The management port the CLI uses when given no address (the agent's
+/// documented default; gossip uses 7946).
+pub const DEFAULT_PORT: u16 = 7947;
+
+/// Metadata key a forwarding node sets, so a write is forwarded at most once.
+const FORWARDED_HEADER: &str = "x-clusterfunk-forwarded";
+
+/// Every protobuf file of the crate, for server reflection.
+const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/clusterfunk_descriptor.bin"));

@@ -1,0 +1,237 @@
+//! The management server: the service, gRPC health that follows the node's
+//! state, reflection, TLS and the token check, on one listener.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+use tracing::{info, warn, Instrument};
+
+use super::auth::CheckToken;
+use super::client::chain;
+use super::service::{Forwarding, Service};
+use super::{pb, ManagementConfig, ManagementError, FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use crate::cluster::{Cluster, NodeState};
+
+/// How long in-flight calls may run on after a stop before they are cut.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A management server whose settings were checked (TLS files read and
+/// parsed) but that serves nothing yet: so that a bad certificate fails
+/// `Cluster::start` before the node joins anything.
+pub struct PreparedServer {
+    builder: Server,
+    config: ManagementConfig,
+}
+
+impl std::fmt::Debug for PreparedServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedServer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, ManagementError> {
+    std::fs::read(path).map_err(|source| ManagementError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn reflection_v1() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+}
+
+fn reflection_v1alpha() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+}
+
+impl PreparedServer {
+    /// Reads and checks the TLS files of `config`.
+    pub fn new(config: &ManagementConfig) -> Result<PreparedServer, ManagementError> {
+        let mut builder = Server::builder().tcp_nodelay(true);
+        if let Some(tls) = &config.tls {
+            let mut t = ServerTlsConfig::new()
+                .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+            if let Some(ca) = &tls.ca {
+                t = t.client_ca_root(Certificate::from_pem(read(ca)?));
+            }
+            builder = builder
+                .tls_config(t)
+                .map_err(|e| ManagementError::Tls(chain(&e)))?;
+        }
+        if let Some(token) = &config.token {
+            if token.is_empty()
+                || token
+                    .parse::<tonic::metadata::AsciiMetadataValue>()
+                    .is_err()
+            {
+                return Err(ManagementError::Token(
+                    "it must be non-empty printable ASCII".into(),
+                ));
+            }
+        }
+        // The descriptor sets are build outputs: check them once here.
+        reflection_v1().map_err(|e| ManagementError::Setup(format!("reflection: {e}")))?;
+        reflection_v1alpha().map_err(|e| ManagementError::Setup(format!("reflection: {e}")))?;
+        Ok(PreparedServer {
+            builder,
+            config: config.clone(),
+        })
+    }
+
+    /// Serves `cluster`'s management API on `listener` until
+    /// [`ManagementServer::shutdown`]. Health reports NOT_SERVING until the
+    /// node is Operational.
+    pub async fn serve(self, cluster: Cluster, listener: TcpListener) -> ManagementServer {
+        let local_addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (reporter, health) = tonic_health::server::health_reporter();
+        // The reporter starts with "" SERVING: correct that before the
+        // first connection.
+        set_health(&reporter, false).await;
+        let health_task = tokio::spawn(
+            follow_state(reporter, cluster.watch_state(), stop_rx.clone())
+                .instrument(tracing::info_span!("management", node = %cluster.node_id())),
+        );
+
+        let forwarding = Forwarding {
+            token: self.config.token.clone(),
+            tls: self.config.tls.as_ref().map(|t| t.forwarding_client()),
+        };
+        let check = CheckToken::new(self.config.token.as_deref());
+        let service = pb::management_server::ManagementServer::new(Service::new(
+            cluster.clone(),
+            forwarding,
+            stop_rx.clone(),
+        ));
+        let mut builder = self.builder;
+        let mut router = builder
+            .add_service(health)
+            .add_service(InterceptedService::new(service, check.clone()));
+        match (reflection_v1(), reflection_v1alpha()) {
+            (Ok(v1), Ok(v1alpha)) => {
+                router = router
+                    .add_service(InterceptedService::new(v1, check.clone()))
+                    .add_service(InterceptedService::new(v1alpha, check));
+            }
+            (Err(e), _) | (_, Err(e)) => warn!(error = %e, "serving without reflection"),
+        }
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut stop = stop_rx;
+        let node = cluster.node_id().to_string();
+        let task = tokio::spawn(
+            async move {
+                let r = router
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    warn!(error = %chain(&e), "management server failed");
+                }
+            }
+            .instrument(tracing::info_span!("management", node = %node)),
+        );
+        info!(node = %cluster.node_id(), addr = %local_addr, tls = self.config.tls.is_some(),
+            token = self.config.token.is_some(), "management API serving");
+        ManagementServer {
+            local_addr,
+            stop: stop_tx,
+            task: Some(task),
+            health_task: Some(health_task),
+        }
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Health follows the node: SERVING only while Operational.
+async fn follow_state(
+    reporter: HealthReporter,
+    mut state: watch::Receiver<NodeState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let operational = *state.borrow_and_update() == NodeState::Operational;
+        set_health(&reporter, operational).await;
+        tokio::select! {
+            r = state.changed() => if r.is_err() { break },
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    set_health(&reporter, false).await;
+}
+
+/// A running management server; [`shutdown`](Self::shutdown) stops it.
+/// Dropping it starts the same stop without waiting.
+#[derive(Debug)]
+pub struct ManagementServer {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    health_task: Option<JoinHandle<()>>,
+}
+
+impl ManagementServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Reports NOT_SERVING, ends event streams and pending drains, lets
+    /// other calls finish for a moment, then stops and waits for its tasks.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.health_task.take() {
+            let _ = t.await;
+        }
+        if let Some(mut t) = self.task.take() {
+            if tokio::time::timeout(STOP_GRACE, &mut t).await.is_err() {
+                warn!("management calls still running after the grace period; cutting them");
+                t.abort();
+                let _ = t.await;
+            }
+        }
+    }
+}
+
+impl Drop for ManagementServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

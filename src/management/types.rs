@@ -1,0 +1,465 @@
+//! What the management client returns: plain types (serde for the CLI's
+//! `--format json`), converted from the wire messages at the edge.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::pb;
+
+/// A node's view of the cluster (GetStatus).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// The node that answered.
+    pub node_id: String,
+    /// Cluster name.
+    pub cluster_name: String,
+    /// Made at bootstrap; `None` before.
+    pub cluster_id: Option<String>,
+    /// The Raft leader, if there is one.
+    pub leader: Option<String>,
+    /// `leader`, `voter`, `learner` or `non_member`.
+    pub role: String,
+    /// `starting`, `joining`, `voting`, `resharding`, `operational` or
+    /// `stopping`.
+    pub state: String,
+    /// Whether the node is Operational.
+    pub operational: bool,
+    /// Epoch of the committed map (0 before the first).
+    pub epoch: u64,
+    /// Shards in the cluster.
+    pub shard_count: u32,
+    /// Shards the answering node owns.
+    pub shards_owned: u32,
+    /// Shards no node owns in the committed map.
+    pub shards_unassigned: u32,
+    /// Gossip members of this cluster by status.
+    pub members_by_status: BTreeMap<String, u32>,
+    /// Raft voters by node id.
+    pub voters: Vec<String>,
+    /// Raft learners by node id.
+    pub learners: Vec<String>,
+    /// Milliseconds since the node's management server started.
+    pub uptime_ms: u64,
+    /// Current Raft term.
+    pub raft_term: u64,
+    /// Index of the last Raft log entry.
+    pub raft_last_log_index: u64,
+    /// Index of the last applied Raft log entry.
+    pub raft_last_applied: u64,
+}
+
+/// One node of the cluster (ListNodes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// Node id.
+    pub id: String,
+    /// `alive`, `suspect`, `dead` or `left`.
+    pub gossip_status: String,
+    /// `leader`, `voter`, `learner` or `non_member`.
+    pub raft_role: String,
+    /// The leader's liveness view: `alive`, `dead` or `unknown`.
+    pub liveness: String,
+    /// Endpoint name (without `ep.`) to address.
+    pub endpoints: BTreeMap<String, String>,
+    /// Every gossip tag.
+    pub tags: BTreeMap<String, String>,
+    /// Zone (may be empty).
+    pub zone: String,
+    /// Shard weight.
+    pub weight: u32,
+    /// Shards owned in the committed map.
+    pub shards: u32,
+    /// Whether this is the leader.
+    pub leader: bool,
+}
+
+/// Which nodes ListNodes returns, like `serf members -status -tag`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFilter {
+    /// Only this gossip status.
+    pub status: Option<String>,
+    /// Only nodes with all these tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl NodeFilter {
+    /// Whether a node with this status and these tags passes.
+    pub fn matches(&self, gossip_status: &str, tags: &BTreeMap<String, String>) -> bool {
+        self.status
+            .as_deref()
+            .is_none_or(|s| s.is_empty() || s.eq_ignore_ascii_case(gossip_status))
+            && self.tags.iter().all(|(k, v)| tags.get(k) == Some(v))
+    }
+}
+
+/// The committed shard map (ListShards).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardsInfo {
+    /// Its epoch.
+    pub epoch: u64,
+    /// Shards in the map.
+    pub shard_count: u32,
+    /// Shards no node owns.
+    pub unassigned: u32,
+    /// Every node of the map, sorted by id.
+    pub nodes: Vec<ShardCount>,
+    /// The owner of each shard (`None`: unassigned); empty unless the full
+    /// map was asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<Option<String>>,
+}
+
+/// One node's share of the map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCount {
+    /// Node id.
+    pub node_id: String,
+    /// Shards it owns.
+    pub shards: u32,
+    /// Its weight in the map.
+    pub weight: u32,
+    /// Its worker id (stable while it stays in successive maps).
+    pub worker_id: u32,
+}
+
+/// One endpoint of one node (ListEndpoints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointEntry {
+    /// Node id.
+    pub node_id: String,
+    /// Endpoint name (without `ep.`).
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    /// The leader afterwards, as the executing node saw it.
+    pub leader: Option<String>,
+    /// The committed epoch afterwards, as the executing node saw it.
+    pub epoch: u64,
+    /// A sentence for people.
+    pub message: String,
+    /// The node that carried it out (the leader when forwarded).
+    pub served_by: String,
+}
+
+/// What an [`Event`] tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The serving node's state changed (`detail`).
+    StateChanged,
+    /// The serving node's role changed (`detail`).
+    RoleChanged,
+    /// The leader changed (`node_id`, empty: none).
+    LeaderChanged,
+    /// A node joined gossip.
+    MemberJoined,
+    /// A node left gracefully.
+    MemberLeft,
+    /// A node failed.
+    MemberFailed,
+    /// A node's tags changed.
+    MemberUpdated,
+    /// A failed node answers again.
+    MemberAlive,
+    /// A map was proposed (`epoch`).
+    MapProposed,
+    /// A map was committed (`epoch`, `moved`).
+    MapCommitted,
+    /// A gossip user event (`detail`: name, `payload`).
+    UserEvent,
+    /// The stream skipped `missed` events (the reader was too slow).
+    Gap,
+    /// A kind this client does not know (a newer server).
+    Other,
+}
+
+impl EventKind {
+    /// The wire name (`map_committed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::StateChanged => "state_changed",
+            EventKind::RoleChanged => "role_changed",
+            EventKind::LeaderChanged => "leader_changed",
+            EventKind::MemberJoined => "member_joined",
+            EventKind::MemberLeft => "member_left",
+            EventKind::MemberFailed => "member_failed",
+            EventKind::MemberUpdated => "member_updated",
+            EventKind::MemberAlive => "member_alive",
+            EventKind::MapProposed => "map_proposed",
+            EventKind::MapCommitted => "map_committed",
+            EventKind::UserEvent => "user_event",
+            EventKind::Gap => "gap",
+            EventKind::Other => "other",
+        }
+    }
+
+    /// Parses a wire name; unknown names are [`EventKind::Other`].
+    pub fn parse(s: &str) -> EventKind {
+        const ALL: [EventKind; 12] = [
+            EventKind::StateChanged,
+            EventKind::RoleChanged,
+            EventKind::LeaderChanged,
+            EventKind::MemberJoined,
+            EventKind::MemberLeft,
+            EventKind::MemberFailed,
+            EventKind::MemberUpdated,
+            EventKind::MemberAlive,
+            EventKind::MapProposed,
+            EventKind::MapCommitted,
+            EventKind::UserEvent,
+            EventKind::Gap,
+        ];
+        ALL.into_iter()
+            .find(|k| k.as_str() == s)
+            .unwrap_or(EventKind::Other)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A cluster event as a node streamed it (WatchEvents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Wall-clock milliseconds since the Unix epoch at which it was sent.
+    pub unix_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The wire name of the kind (kept for kinds this client does not know).
+    pub kind_name: String,
+    /// The member concerned, or the new leader.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node_id: String,
+    /// Map epoch (map events).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+    /// New state or role; user event name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// Shards that moved (map_committed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub moved: u64,
+    /// Events skipped (gap).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missed: u64,
+    /// User event payload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload: Vec<u8>,
+    /// The node that streamed it.
+    pub source: String,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// gRPC health of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// The node is Operational.
+    Serving,
+    /// The node is not Operational (joining, resharding, stopping).
+    NotServing,
+    /// The server does not know.
+    Unknown,
+}
+
+fn opt(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+impl From<pb::GetStatusResponse> for StatusInfo {
+    fn from(r: pb::GetStatusResponse) -> Self {
+        StatusInfo {
+            node_id: r.node_id,
+            cluster_name: r.cluster_name,
+            cluster_id: opt(r.cluster_id),
+            leader: opt(r.leader),
+            role: r.role,
+            state: r.state,
+            operational: r.operational,
+            epoch: r.epoch,
+            shard_count: r.shard_count,
+            shards_owned: r.shards_owned,
+            shards_unassigned: r.shards_unassigned,
+            members_by_status: r.members_by_status.into_iter().collect(),
+            voters: r.voters,
+            learners: r.learners,
+            uptime_ms: r.uptime_ms,
+            raft_term: r.raft_term,
+            raft_last_log_index: r.raft_last_log_index,
+            raft_last_applied: r.raft_last_applied,
+        }
+    }
+}
+
+impl From<pb::NodeInfo> for NodeEntry {
+    fn from(n: pb::NodeInfo) -> Self {
+        NodeEntry {
+            id: n.id,
+            gossip_status: n.gossip_status,
+            raft_role: n.raft_role,
+            liveness: n.liveness,
+            endpoints: n.endpoints.into_iter().collect(),
+            tags: n.tags.into_iter().collect(),
+            zone: n.zone,
+            weight: n.weight,
+            shards: n.shards,
+            leader: n.leader,
+        }
+    }
+}
+
+impl From<pb::ListShardsResponse> for ShardsInfo {
+    fn from(r: pb::ListShardsResponse) -> Self {
+        let nodes: Vec<ShardCount> = r
+            .nodes
+            .into_iter()
+            .map(|n| ShardCount {
+                node_id: n.node_id,
+                shards: n.shards,
+                weight: n.weight,
+                worker_id: n.worker_id,
+            })
+            .collect();
+        let owners = r
+            .owners
+            .iter()
+            .map(|&o| {
+                (o as usize)
+                    .checked_sub(1)
+                    .and_then(|i| nodes.get(i))
+                    .map(|n| n.node_id.clone())
+            })
+            .collect();
+        ShardsInfo {
+            epoch: r.epoch,
+            shard_count: r.shard_count,
+            unassigned: r.unassigned,
+            nodes,
+            owners,
+        }
+    }
+}
+
+impl From<pb::Endpoint> for EndpointEntry {
+    fn from(e: pb::Endpoint) -> Self {
+        EndpointEntry {
+            node_id: e.node_id,
+            name: e.name,
+            address: e.address,
+        }
+    }
+}
+
+impl From<pb::WriteResponse> for WriteOutcome {
+    fn from(r: pb::WriteResponse) -> Self {
+        WriteOutcome {
+            leader: opt(r.leader),
+            epoch: r.epoch,
+            message: r.message,
+            served_by: r.served_by,
+        }
+    }
+}
+
+impl From<pb::Event> for Event {
+    fn from(e: pb::Event) -> Self {
+        Event {
+            unix_ms: e.unix_ms,
+            kind: EventKind::parse(&e.kind),
+            kind_name: e.kind,
+            node_id: e.node_id,
+            epoch: e.epoch,
+            detail: e.detail,
+            moved: u64::from(e.moved),
+            missed: e.missed,
+            payload: e.payload,
+            source: e.source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_matches_status_and_every_tag() {
+        let tags: BTreeMap<String, String> = [
+            ("zone".to_string(), "a".to_string()),
+            ("x".into(), "1".into()),
+        ]
+        .into();
+        assert!(NodeFilter::default().matches("dead", &tags));
+        let f = NodeFilter {
+            status: Some("alive".into()),
+            tags: [("zone".to_string(), "a".to_string())].into(),
+        };
+        assert!(f.matches("alive", &tags));
+        assert!(!f.matches("left", &tags));
+        let f = NodeFilter {
+            status: None,
+            tags: [("zone".to_string(), "b".to_string())].into(),
+        };
+        assert!(!f.matches("alive", &tags));
+    }
+
+    #[test]
+    fn event_kinds_round_trip_and_unknown_is_other() {
+        for k in [
+            EventKind::MapCommitted,
+            EventKind::Gap,
+            EventKind::UserEvent,
+        ] {
+            assert_eq!(EventKind::parse(k.as_str()), k);
+        }
+        assert_eq!(EventKind::parse("from_the_future"), EventKind::Other);
+    }
+
+    #[test]
+    fn full_map_owners_resolve_to_node_ids() {
+        let r = pb::ListShardsResponse {
+            epoch: 3,
+            shard_count: 4,
+            nodes: vec![
+                pb::ShardCount {
+                    node_id: "a".into(),
+                    shards: 2,
+                    weight: 1,
+                    worker_id: 0,
+                },
+                pb::ShardCount {
+                    node_id: "b".into(),
+                    shards: 1,
+                    weight: 1,
+                    worker_id: 1,
+                },
+            ],
+            owners: vec![1, 2, 0, 1, 9],
+            unassigned: 1,
+        };
+        let s = ShardsInfo::from(r);
+        assert_eq!(
+            s.owners,
+            vec![
+                Some("a".into()),
+                Some("b".into()),
+                None,
+                Some("a".into()),
+                None
+            ]
+        );
+    }
+}

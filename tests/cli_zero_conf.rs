@@ -1,0 +1,129 @@
+//! `clusterfunk status --zero-conf`: the CLI finds a node over mDNS, learns
+//! its management address through a short-lived gossip member, and asks it.
+//!
+//! mDNS must not reach the machine's real interfaces, so, like
+//! `mdns_loopback`, the test re-runs itself inside a private network
+//! namespace (`unshare --net`, only `lo`); without root or `unshare` it is
+//! skipped with a message.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use clusterfunk::management::ManagementConfig;
+use clusterfunk::{Cluster, Config, NodeState};
+
+const IN_NETNS: &str = "CLUSTERFUNK_CLI_ZERO_CONF_IN_NETNS";
+const OK_MARKER: &str = "CLI_ZERO_CONF_SCENARIO_OK";
+const TEST_NAME: &str = "status_finds_a_node_by_mdns";
+const WAIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn status_finds_a_node_by_mdns() {
+    if std::env::var_os(IN_NETNS).is_some() {
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["link", "set", "lo", "multicast", "on"][..],
+        ] {
+            let st = Command::new("ip").args(args).status().expect("run ip");
+            assert!(st.success(), "ip {args:?} failed");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(scenario());
+        println!("{OK_MARKER}");
+        return;
+    }
+    let probe = Command::new("unshare")
+        .args(["--net", "ip", "link", "set", "lo", "up"])
+        .output();
+    if !matches!(&probe, Ok(o) if o.status.success()) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {TEST_NAME}: needs root, `unshare --net` and `ip` to run mDNS in a private \
+             network namespace; probe: {probe:?}"
+        );
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(exe)
+        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+        .env(IN_NETNS, "1")
+        .output()
+        .expect("run the test inside a network namespace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(OK_MARKER),
+        "scenario failed in the namespace ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+}
+
+async fn scenario() {
+    let mut c = Config::local("z0");
+    c.cluster_name = "zeroconf".into();
+    c.shard_count = 100;
+    c.bootstrap_expect = 1;
+    c.zero_conf = true;
+    c.management = ManagementConfig {
+        tls: None,
+        token: Some("zc".into()),
+    };
+    let node = Cluster::start(c).await.expect("start");
+    let formed = tokio::time::timeout(WAIT, async {
+        let mut state = node.watch_state();
+        let _ = state.wait_for(|s| *s == NodeState::Operational).await;
+    })
+    .await;
+    assert!(formed.is_ok(), "the node did not become operational");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterfunk"))
+        .args([
+            "status",
+            "--zero-conf",
+            "--cluster",
+            "zeroconf",
+            "--token",
+            "zc",
+            "--format",
+            "json",
+        ])
+        .env_remove("CLUSTERFUNK_RPC_ADDR")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, out)
+        .await
+        .expect("the CLI finished")
+        .expect("run the CLI");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_str(&stdout).expect("status json");
+    assert_eq!(s["node_id"], "z0");
+    assert_eq!(s["cluster_name"], "zeroconf");
+
+    // No node of another cluster name: a one-line failure.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterfunk"))
+        .args(["status", "--zero-conf", "--cluster", "nobody"])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, out)
+        .await
+        .expect("the CLI finished")
+        .expect("run the CLI");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no clusterfunk node"), "{stderr}");
+    node.stop().await;
+}
