@@ -414,16 +414,17 @@ async fn weights_drain_events_reflection_and_step_down() {
         assert!(services.iter().any(|x| x == s), "{s} not in {services:?}");
     }
 
-    // StepDown through a follower is carried out by the leader. (Whether
-    // leadership moves is up to Raft: openraft 0.9 refuses the hand-over
-    // election while the leader's lease holds, so only the forwarding and
-    // a leader afterwards are checked here.)
+    // StepDown through a follower is carried out by the leader, and
+    // leadership moves to another voter.
     let out = client.step_down().await.expect("step down");
     assert_eq!(out.served_by, leader.node_id());
     assert!(out.message.starts_with(leader.node_id()), "{}", out.message);
-    wait_until("one leader everywhere after step-down", || {
+    wait_until("one new leader everywhere after step-down", || {
         let l: BTreeSet<_> = nodes.iter().map(|n| n.leader()).collect();
-        l.len() == 1 && l.iter().next().is_some_and(|l| l.is_some())
+        l.len() == 1
+            && l.iter()
+                .next()
+                .is_some_and(|l| l.as_deref().is_some_and(|l| l != leader.node_id()))
     })
     .await;
 

@@ -111,6 +111,18 @@ pub struct AgentArgs {
     /// Log format: text or json.
     #[arg(long, env = "CLUSTERFUNK_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Shared token every management call must carry (Bearer).
+    #[arg(long, env = "CLUSTERFUNK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Serve the management API over TLS with this certificate (PEM).
+    #[arg(long, env = "CLUSTERFUNK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "CLUSTERFUNK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS).
+    #[arg(long, env = "CLUSTERFUNK_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Print `ready` and every cluster event as JSON lines on stdout.
     #[arg(long)]
     #[serde(skip)]
@@ -152,7 +164,11 @@ impl AgentArgs {
             ack_timeout_ms,
             lease_ms,
             log,
-            log_format
+            log_format,
+            token,
+            tls_cert,
+            tls_key,
+            tls_ca
         );
         if self.join.is_empty() {
             self.join = file.join;
@@ -224,6 +240,15 @@ impl AgentArgs {
         }
         if let Some(ms) = self.lease_ms {
             c.lease = Duration::from_millis(ms);
+        }
+        c.management.token = self.token.clone();
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            c.management.tls = Some(clusterfunk::management::ManagementTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: self.tls_ca.clone(),
+                server_name: None,
+            });
         }
         Ok(c.validate()?)
     }

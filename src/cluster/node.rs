@@ -493,7 +493,8 @@ impl Node {
             }
             self.on_tick().await;
             if let Some(deadline) = stop_by {
-                if self.drained() {
+                // Without a leader nothing can move our shards: don't wait.
+                if self.drained() || self.leader.is_none() {
                     break;
                 }
                 if Instant::now() >= deadline {
@@ -1480,8 +1481,26 @@ impl Node {
                 let _ = reply.send(r);
             }
             Request::StepDown(reply) => {
-                let r = self.step_down().await;
-                let _ = reply.send(r);
+                // The hand-over takes an election timeout: don't hold up the
+                // node task for it.
+                match (self.is_leader, self.raft.clone()) {
+                    (true, Some(raft)) => {
+                        self.jobs.spawn(
+                            async move {
+                                let r = raft
+                                    .hand_over()
+                                    .await
+                                    .map(|to| info!(to, "handed leadership over"))
+                                    .map_err(|e| ClusterError::Raft(e.to_string()));
+                                let _ = reply.send(r);
+                            }
+                            .in_current_span(),
+                        );
+                    }
+                    _ => {
+                        let _ = reply.send(Err(ClusterError::NotLeader(self.leader.clone())));
+                    }
+                }
             }
             Request::Nodes(reply) => {
                 let _ = reply.send(self.node_infos());

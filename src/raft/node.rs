@@ -314,9 +314,9 @@ impl RaftNode {
         Err(RaftApiError::Forward("leadership kept moving".into()))
     }
 
-    /// On the leader: asks the most up-to-date other voter to start an
-    /// election now, so leadership moves without waiting for a timeout.
-    /// Returns the chosen voter's id.
+    /// On the leader: hands leadership to the most up-to-date other voter
+    /// and waits until it moved (about `election_timeout_max`). Returns the
+    /// chosen voter's id.
     pub async fn hand_over(&self) -> Result<NodeId, RaftApiError> {
         let m = self.raft.metrics().borrow().clone();
         let Some(replication) = m.replication.as_ref() else {
@@ -334,10 +334,33 @@ impl RaftNode {
         let Some(info) = m.membership_config.membership().get_node(&to).cloned() else {
             return Err(RaftApiError::Forward("voter without an address".into()));
         };
-        self.network
+        // openraft 0.9 voters refuse to vote while they hold a leader lease,
+        // which every heartbeat renews for `election_timeout_max`: stop the
+        // heartbeats, let the lease run out, then ask the successor to run
+        // before the other voters' own election timers fire.
+        self.raft.runtime_config().heartbeat(false);
+        tokio::time::sleep(self.config.election_timeout_max + self.config.heartbeat_interval).await;
+        let asked = self
+            .network
             .elect(&info.addr, self.config.election_timeout_max)
             .await
-            .map_err(|e| RaftApiError::Forward(e.to_string()))?;
+            .map_err(|e| RaftApiError::Forward(e.to_string()));
+        let moved = match &asked {
+            Ok(()) => self
+                .raft
+                .wait(Some(self.config.election_timeout_max * 4))
+                .metrics(|m| m.current_leader != Some(self.id), "leadership moved")
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        self.raft.runtime_config().heartbeat(true);
+        asked?;
+        if !moved {
+            return Err(RaftApiError::Forward(format!(
+                "node {to} was asked to take over but leadership did not move"
+            )));
+        }
         Ok(to)
     }
 
