@@ -4,7 +4,7 @@
 //!
 //! Prints, for each: time from starting N-1 processes (the seed already up)
 //! until every node sees all N alive; time from `kill -9` of one node until
-//! every survivor reports it failed; resident memory (VmRSS) and CPU per
+//! every survivor reports it failed (five nodes, one after the other); resident memory (VmRSS) and CPU per
 //! idle node over 10 s.
 //!
 //! `GOSSIP_BENCH_N` (default 32) sets N, `GOSSIP_BENCH_PRESET` (default
@@ -36,6 +36,10 @@ impl Drop for Proc {
 }
 
 type Rx = mpsc::Receiver<(usize, Instant, Report)>;
+type Tx = mpsc::Sender<(usize, Instant, Report)>;
+/// Starts node `i` (joining `seed`, none for the seed itself); returns the
+/// process and, for the seed, the address to join.
+type Spawn<'a> = dyn Fn(usize, Option<&str>, Tx) -> Option<(Proc, Option<String>)> + 'a;
 
 /// Reads `child`'s stdout on a thread, turning lines into reports with
 /// `parse`. Returns the first line (for the listening address).
@@ -82,17 +86,21 @@ fn parse_serf(l: &str) -> Option<Report> {
     word("EventMemberFailed: ").map(Report::Failed)
 }
 
-fn free_port() -> u16 {
-    // Bind both protocols and release; the agent binds them right after.
-    loop {
+/// `count` distinct ports free for both UDP and TCP. All are held until
+/// every one is found, so no two are the same; the agents bind them right
+/// after they are released.
+fn free_ports(count: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    while held.len() < count {
         let Ok(t) = std::net::TcpListener::bind("127.0.0.1:0") else {
             continue;
         };
         let Ok(a) = t.local_addr() else { continue };
-        if std::net::UdpSocket::bind(a).is_ok() {
-            return a.port();
+        if let Ok(u) = std::net::UdpSocket::bind(a) {
+            held.push((a.port(), t, u));
         }
     }
+    held.into_iter().map(|(p, _, _)| p).collect()
 }
 
 /// Per-node views from reports, until `done` holds or `timeout` passes.
@@ -165,10 +173,13 @@ fn rss_kib(pid: u32) -> Option<u64> {
     l.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[derive(Default, Clone, Copy)]
+/// Nodes killed one after the other; each detection time is a sample.
+const KILLS: usize = 5;
+
+#[derive(Default, Clone)]
 struct Figures {
     converge: Option<Duration>,
-    detect: Option<Duration>,
+    detect: Vec<Duration>,
     rss_mib: f64,
     cpu_pct: f64,
 }
@@ -192,17 +203,7 @@ fn idle_usage(procs: &[Proc], alive: &[usize]) -> (f64, f64) {
 
 /// Runs one system: `spawn(i, seed)` starts node i (seed = None for node 0)
 /// and returns the process and, for node 0, the address to join.
-fn run_cluster(
-    label: &str,
-    n: usize,
-    names: &[String],
-    spawn: &dyn Fn(
-        usize,
-        Option<&str>,
-        mpsc::Sender<(usize, Instant, Report)>,
-    ) -> Option<(Proc, Option<String>)>,
-    sees_self: bool,
-) -> Figures {
+fn run_cluster(label: &str, n: usize, names: &[String], spawn: &Spawn, sees_self: bool) -> Figures {
     let (tx, rx) = mpsc::channel();
     let mut procs = Vec::new();
     let Some((p0, seed)) = spawn(0, None, tx.clone()) else {
@@ -239,22 +240,29 @@ fn run_cluster(
     let (rss, cpu) = idle_usage(&procs, &all);
     f.rss_mib = rss;
     f.cpu_pct = cpu;
-    // Drain what arrived while idle, then kill one.
-    views.pump(&rx, Duration::from_millis(1), |_| false);
-    let victim = n / 2;
-    let _ = procs[victim].child.kill();
-    let killed = Instant::now();
-    let _ = procs[victim].child.wait();
-    let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != victim).collect();
-    let vname = names[victim].clone();
-    let detected = views.pump(&rx, Duration::from_secs(120), |v| {
-        survivors
-            .iter()
-            .all(|i| v.failed.get(i).is_some_and(|s| s.contains(&vname)))
-    });
-    f.detect = detected.map(|t| t.duration_since(killed));
-    if detected.is_none() {
-        eprintln!("{label}: failure of {vname} not reported everywhere within 120 s");
+    // Kill one node at a time; each detection is one sample.
+    let mut survivors: Vec<usize> = all.clone();
+    for k in 0..KILLS {
+        // Drain what arrived meanwhile, then kill.
+        views.pump(&rx, Duration::from_millis(1), |_| false);
+        let victim = (n / 2 + k * n / (2 * KILLS).max(1)) % n;
+        survivors.retain(|&i| i != victim);
+        let _ = procs[victim].child.kill();
+        let killed = Instant::now();
+        let _ = procs[victim].child.wait();
+        let vname = names[victim].clone();
+        let detected = views.pump(&rx, Duration::from_secs(120), |v| {
+            survivors
+                .iter()
+                .all(|i| v.failed.get(i).is_some_and(|s| s.contains(&vname)))
+        });
+        match detected {
+            Some(t) => f.detect.push(t.duration_since(killed)),
+            None => {
+                eprintln!("{label}: failure of {vname} not reported everywhere within 120 s");
+                break;
+            }
+        }
     }
     f
 }
@@ -262,6 +270,20 @@ fn run_cluster(
 fn fmt(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.2} s", d.as_secs_f64()))
         .unwrap_or_else(|| "-".into())
+}
+
+fn mean(v: &[Duration]) -> Option<Duration> {
+    if v.len() < KILLS {
+        return None;
+    }
+    Some(v.iter().sum::<Duration>() / v.len() as u32)
+}
+
+fn samples(v: &[Duration]) -> String {
+    v.iter()
+        .map(|d| format!("{:.2}", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn main() {
@@ -317,13 +339,13 @@ fn main() {
 
     let serf = Command::new("serf").arg("version").output().is_ok();
     let theirs = if serf {
+        let ports = free_ports(2 * n);
         run_cluster(
             "serf",
             n,
             &names,
             &|i, seed, tx| {
-                let port = free_port();
-                let rpc = free_port();
+                let (port, rpc) = (ports[2 * i], ports[2 * i + 1]);
                 let bind = format!("127.0.0.1:{port}");
                 let mut cmd = Command::new("serf");
                 cmd.args([
@@ -381,29 +403,31 @@ fn main() {
             .unwrap_or(1)
     );
     println!(
-        "{:<44} {:>14} {:>14}",
+        "{:<48} {:>14} {:>14}",
         "",
         "clusterfunk",
         if serf { "serf" } else { "serf (n/a)" }
     );
     println!(
-        "{:<44} {:>14} {:>14}",
+        "{:<48} {:>14} {:>14}",
         "join: all N see all N alive",
         fmt(ours.converge),
         fmt(theirs.converge)
     );
     println!(
-        "{:<44} {:>14} {:>14}",
-        "kill -9: every survivor reports it failed",
-        fmt(ours.detect),
-        fmt(theirs.detect)
+        "{:<48} {:>14} {:>14}",
+        format!("kill -9: all survivors report failed (mean of {KILLS})"),
+        fmt(mean(&ours.detect)),
+        fmt(mean(&theirs.detect))
     );
+    println!("  clusterfunk samples (s): {}", samples(&ours.detect));
+    println!("  serf samples (s):        {}", samples(&theirs.detect));
     println!(
-        "{:<44} {:>11.1} MiB {:>10.1} MiB",
+        "{:<48} {:>11.1} MiB {:>10.1} MiB",
         "idle VmRSS per node", ours.rss_mib, theirs.rss_mib
     );
     println!(
-        "{:<44} {:>12.2} % {:>12.2} %",
+        "{:<48} {:>12.2} % {:>12.2} %",
         "idle CPU per node (10 s, % of one core)", ours.cpu_pct, theirs.cpu_pct
     );
     if let (Some(a), Some(b)) = (ours.converge, theirs.converge) {
@@ -412,7 +436,7 @@ fn main() {
             a.as_secs_f64() / b.as_secs_f64()
         );
     }
-    if let (Some(a), Some(b)) = (ours.detect, theirs.detect) {
+    if let (Some(a), Some(b)) = (mean(&ours.detect), mean(&theirs.detect)) {
         println!(
             "failure detection ratio clusterfunk/serf: {:.2}",
             a.as_secs_f64() / b.as_secs_f64()

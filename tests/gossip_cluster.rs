@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clusterfunk::gossip::{
-    Gossip, GossipConfig, MemNetwork, Member, MemberEventKind, MemberStatus, Transport,
+    Gossip, GossipConfig, Keyring, MemNetwork, Member, MemberEventKind, MemberStatus, Transport,
 };
 
 const N: usize = 50;
@@ -300,4 +300,124 @@ async fn join_errors_and_user_events() {
     assert!(a.stats().await.is_err());
     b.shutdown().await.unwrap();
     let _ = net.bind().local_addr();
+}
+
+#[tokio::test(start_paused = true)]
+async fn encrypted_cluster_refuses_outsiders() {
+    let net = MemNetwork::new();
+    let key = [42u8; 32];
+    let secure = |name: &str, keys: &[[u8; 32]]| {
+        let mut ring = Keyring::new(&keys[0]).unwrap();
+        for k in &keys[1..] {
+            ring.add_key(k).unwrap();
+        }
+        GossipConfig {
+            keyring: Some(ring),
+            ..config(name.into())
+        }
+    };
+    let a = Gossip::start(secure("a", &[key]), net.bind()).unwrap();
+    // b encrypts with a new primary but still accepts the old key.
+    let b = Gossip::start(secure("b", &[[7u8; 32], key]), net.bind()).unwrap();
+    let plain = Gossip::start(config("plain".into()), net.bind()).unwrap();
+    let wrong = Gossip::start(secure("wrong", &[[9u8; 32]]), net.bind()).unwrap();
+
+    // b answers with its new primary, which a does not hold: no join.
+    assert!(a.join(&[b.addr()]).await.is_err());
+    // Rotation works once the new key is on the ring of every node.
+    let mut ring_a = Keyring::new(&key).unwrap();
+    ring_a.add_key(&[7u8; 32]).unwrap();
+    let a2 = Gossip::start(
+        GossipConfig {
+            keyring: Some(ring_a),
+            ..config("a2".into())
+        },
+        net.bind(),
+    )
+    .unwrap();
+    assert_eq!(a2.join(&[b.addr()]).await.unwrap(), 1);
+    assert!(
+        a2.wait_for(Duration::from_secs(30), |m| count(m, MemberStatus::Alive)
+            == 2)
+            .await
+    );
+    assert!(
+        b.wait_for(Duration::from_secs(30), |m| count(m, MemberStatus::Alive)
+            == 2)
+            .await
+    );
+
+    // Outsiders without the key cannot join, and their attempts are counted.
+    assert!(plain.join(&[a2.addr()]).await.is_err());
+    assert!(wrong.join(&[a2.addr()]).await.is_err());
+    let stats = a2.stats().await.unwrap();
+    assert!(stats.decrypt_failures >= 2, "{stats:?}");
+    assert_eq!(count(&a2.members(), MemberStatus::Alive), 2);
+    for g in [a, b, plain, wrong, a2] {
+        g.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_is_counted_and_slow_subscribers_never_block() {
+    let net = MemNetwork::new();
+    let tiny = |name: &str| GossipConfig {
+        event_channel_capacity: 1,
+        ..config(name.into())
+    };
+    let nodes: Vec<Gossip> = (0..6)
+        .map(|i| Gossip::start(tiny(&format!("g{i}")), net.bind()).unwrap())
+        .collect();
+    // A subscriber that never reads, with room for one event.
+    let _stuck = nodes[0].subscribe().await.unwrap();
+    for g in &nodes[1..] {
+        g.join(&[nodes[0].addr()]).await.unwrap();
+    }
+    let all: Vec<&Gossip> = nodes.iter().collect();
+    assert!(
+        wait_all(&all, Duration::from_secs(30), |m| count(
+            m,
+            MemberStatus::Alive
+        ) == 6)
+        .await
+    );
+    let stats = nodes[0].stats().await.unwrap();
+    assert!(stats.events_dropped >= 4, "{stats:?}");
+
+    // Garbage, a wrong version and a truncated compound: dropped and counted.
+    let rogue = net.bind();
+    let target = nodes[1].addr();
+    let before = nodes[1].stats().await.unwrap().bad_packets;
+    for junk in [
+        &b"hello world"[..],
+        &[b'c', b'f', 99, 1, 0],
+        &[b'c', b'f', 1, 16, 0x0a, 0x7f],
+    ] {
+        rogue.send_to(junk, target).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = nodes[1].stats().await.unwrap();
+        if s.bad_packets >= before + 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bad packets not counted: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Still healthy.
+    assert_eq!(count(&nodes[1].members(), MemberStatus::Alive), 6);
+
+    // Once everyone agrees, periodic push/pulls are skipped by checksum.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let mut in_sync = 0;
+    for g in &nodes {
+        in_sync += g.stats().await.unwrap().push_pulls_in_sync;
+    }
+    assert!(in_sync > 0, "no push/pull was skipped by checksum");
+    for g in &nodes {
+        g.shutdown().await.unwrap();
+    }
 }

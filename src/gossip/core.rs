@@ -111,9 +111,13 @@ enum LeaveState {
 pub(crate) struct Core {
     cfg: GossipConfig,
     name: String,
+    local_addr: SocketAddr,
     members: HashMap<String, NodeState>,
     probe_list: Vec<String>,
     probe_idx: usize,
+    /// Members that became suspect on someone else's word: probed next, so
+    /// independent confirmations (or an ack that clears them) come quickly.
+    probe_first: VecDeque<String>,
     seq: u64,
     probe: Option<Probe>,
     relays: HashMap<u64, Relay>,
@@ -123,6 +127,9 @@ pub(crate) struct Core {
     rng: StdRng,
     next_probe: Instant,
     next_gossip: Instant,
+    last_gossip: Instant,
+    /// Broadcasts were queued since the last gossip round.
+    news: bool,
     next_push_pull: Instant,
     next_reconnect: Instant,
     next_reap: Instant,
@@ -204,11 +211,13 @@ impl Core {
         let next_reconnect = now + jitter(&mut rng, cfg.reconnect_interval);
         let awareness = Awareness::new(cfg.awareness_max_multiplier);
         let queue = BroadcastQueue::new(cfg.max_broadcast_queue);
-        Core {
+        let mut core = Core {
             members: HashMap::from([(name.clone(), me)]),
             name,
+            local_addr: addr,
             probe_list: Vec::new(),
             probe_idx: 0,
+            probe_first: VecDeque::new(),
             seq: 0,
             probe: None,
             relays: HashMap::new(),
@@ -218,6 +227,8 @@ impl Core {
             rng,
             next_probe,
             next_gossip,
+            last_gossip: now,
+            news: false,
             next_push_pull,
             next_reconnect,
             next_reap: now + REAP_CHECK,
@@ -231,7 +242,13 @@ impl Core {
             out: Vec::new(),
             dirty: true,
             cfg,
-        }
+        };
+        // Announce ourselves: once we know anyone (after a join), our alive
+        // spreads from us as well as from the node we joined through.
+        let me = Msg::Alive(core.me().alive_msg());
+        let name = core.name.clone();
+        core.broadcast(&name, me, None);
+        core
     }
 
     fn me(&self) -> &NodeState {
@@ -240,10 +257,19 @@ impl Core {
     }
 
     fn me_mut(&mut self) -> &mut NodeState {
-        let name = self.name.clone();
+        // `members` always holds the local node (it is never reaped); the
+        // fallback only keeps this total.
+        let (name, addr) = (self.name.clone(), self.local_addr);
         self.members
-            .entry(name)
-            .or_insert_with(|| unreachable_local())
+            .entry(name.clone())
+            .or_insert_with(|| NodeState {
+                name,
+                addr,
+                incarnation: 1,
+                status: MemberStatus::Alive,
+                tags: BTreeMap::new(),
+                state_change: Instant::now(),
+            })
     }
 
     // ---- views -------------------------------------------------------
@@ -368,6 +394,17 @@ impl Core {
             msg.encode_part(),
             notify,
         );
+        self.news = true;
+    }
+
+    /// When news may trigger an early gossip round.
+    fn eager_gossip_at(&self) -> Option<Instant> {
+        match self.cfg.eager_gossip {
+            Some(d) if self.news && !self.cfg.gossip_interval.is_zero() => {
+                Some(self.last_gossip + d)
+            }
+            _ => None,
+        }
     }
 
     fn event(&mut self, kind: MemberEventKind, name: &str) {
@@ -421,6 +458,11 @@ impl Core {
                 if let Some(p) = self.probe.as_mut().filter(|p| p.seq == n.seq) {
                     p.nacks += 1;
                     self.stats.nacks_received += 1;
+                    if p.nacks >= p.expected_nacks {
+                        // Every helper has waited for the target in vain:
+                        // no ack is coming, conclude now.
+                        self.fail_probe(now);
+                    }
                 }
             }
             Msg::Alive(a) => self.on_alive(now, a),
@@ -451,7 +493,7 @@ impl Core {
             Relay {
                 origin: from,
                 origin_seq: p.seq,
-                nack_at: now + self.cfg.probe_timeout,
+                nack_at: now + self.nack_timeout(),
                 nack: p.nack,
             },
         );
@@ -462,6 +504,20 @@ impl Core {
             source_addr: self.me().addr.to_string(),
         };
         self.send(target, &[Msg::Ping(ping)]);
+    }
+
+    /// How long a relay waits for the target before sending a nack. It is
+    /// the probe timeout, capped at 80% of the time the prober has left
+    /// after its own direct timeout (`probe_interval - probe_timeout`): with
+    /// memberlist's presets the nack would otherwise arrive just after the
+    /// prober stopped counting (LAN: 500 ms + 500 ms = the 1 s interval), and
+    /// every probe of a dead node would wrongly lower the prober's health.
+    fn nack_timeout(&self) -> Duration {
+        let room = self
+            .cfg
+            .probe_interval
+            .saturating_sub(self.cfg.probe_timeout);
+        self.cfg.probe_timeout.min(room * 4 / 5)
     }
 
     fn on_ack(&mut self, now: Instant, seq: u64) {
@@ -599,6 +655,9 @@ impl Core {
             Suspicion::new(&s.from, s.incarnation, k, min, max, now),
         );
         self.stats.suspicions += 1;
+        if s.from != self.name && self.probe_first.len() < self.cfg.gossip_nodes.max(8) {
+            self.probe_first.push_back(name.clone());
+        }
         self.dirty = true;
         tracing::debug!(node = %self.name, suspect = %name, from = %s.from, "suspecting member");
         self.broadcast(&name, Msg::Suspect(s), None);
@@ -680,6 +739,9 @@ impl Core {
         if !self.cfg.gossip_interval.is_zero() {
             consider(self.next_gossip);
         }
+        if let Some(t) = self.eager_gossip_at() {
+            consider(t);
+        }
         if !self.cfg.push_pull_interval.is_zero() && self.leave == LeaveState::Member {
             consider(self.next_push_pull);
         }
@@ -724,7 +786,8 @@ impl Core {
                 },
             );
         }
-        if !self.cfg.gossip_interval.is_zero() && now >= self.next_gossip {
+        let eager = self.eager_gossip_at().is_some_and(|t| now >= t);
+        if !self.cfg.gossip_interval.is_zero() && (now >= self.next_gossip || eager) {
             self.next_gossip = now + self.cfg.gossip_interval;
             self.gossip(now);
         }
@@ -787,6 +850,11 @@ impl Core {
     }
 
     fn next_probe_target(&mut self) -> Option<String> {
+        while let Some(name) = self.probe_first.pop_front() {
+            if self.members.get(&name).map(|n| n.status) == Some(MemberStatus::Suspect) {
+                return Some(name);
+            }
+        }
         for _ in 0..=self.probe_list.len() {
             if self.probe_idx >= self.probe_list.len() {
                 // End of a round: drop forgotten members, reshuffle.
@@ -920,6 +988,8 @@ impl Core {
     }
 
     fn gossip(&mut self, now: Instant) {
+        self.last_gossip = now;
+        self.news = false;
         if self.queue.len() == 0 {
             return;
         }
@@ -1112,6 +1182,7 @@ impl Core {
             Msg::UserEvent(e.clone()).encode_part(),
             None,
         );
+        self.news = true;
         if e.coalesce {
             let newest = self.coalesced.entry(e.name.clone()).or_insert(0);
             if *newest > e.ltime {
@@ -1126,18 +1197,6 @@ impl Core {
             payload: e.payload,
             coalesce: e.coalesce,
         }));
-    }
-}
-
-fn unreachable_local() -> NodeState {
-    // `members` always holds the local node; this only keeps `me_mut` total.
-    NodeState {
-        name: String::new(),
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        incarnation: 0,
-        status: MemberStatus::Alive,
-        tags: BTreeMap::new(),
-        state_change: Instant::now(),
     }
 }
 
@@ -1203,7 +1262,8 @@ mod tests {
         let now = Instant::now();
         c.on_alive(now, alive("b", 2, 5));
         assert_eq!(events(&mut c), vec![(MemberEventKind::Join, "b".into())]);
-        assert_eq!(c.queue.len(), 1, "news is re-broadcast");
+        // Our own alive (queued at start) and the news about b.
+        assert_eq!(c.queue.len(), 2, "news is re-broadcast");
         // Same or older incarnation: ignored.
         let mut stale = alive("b", 2, 5);
         stale.tags.insert("x".into(), "y".into());
@@ -1463,7 +1523,13 @@ mod tests {
         let seq = p.seq;
         c2.tick(t + c2.cfg.probe_timeout);
         c2.handle_msg(t, addr(9), Msg::Nack(pb::Nack { seq }));
-        c2.tick(t + c2.cfg.probe_interval);
+        // The only helper said no: the probe is over at once, and the fault
+        // is the target's, not ours: no health change.
+        assert!(c2.probe.is_none());
+        assert!(c2
+            .members
+            .values()
+            .any(|m| m.status == MemberStatus::Suspect));
         assert_eq!(c2.awareness.score(), 0);
         assert_eq!(c2.stats.nacks_received, 1);
     }
