@@ -36,6 +36,9 @@ struct GossipNodeArgs {
     /// Tags as key=value (repeatable).
     #[arg(long = "tag", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
+    /// Snapshot file of known peers, rejoined on restart.
+    #[arg(long)]
+    snapshot: Option<std::path::PathBuf>,
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -65,6 +68,7 @@ fn gossip_node(args: GossipNodeArgs) -> anyhow::Result<()> {
             preset: args.preset,
             tags: args.tags.into_iter().collect(),
             leave_timeout: std::time::Duration::from_secs(5),
+            snapshot: args.snapshot,
         };
         clusterfunk::gossip::node::run(opts, tokio::io::stdout(), shutdown_signal()).await?;
         Ok(())

@@ -421,3 +421,94 @@ async fn garbage_is_counted_and_slow_subscribers_never_block() {
         g.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_rejoins_after_restart_but_not_after_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let net = MemNetwork::new();
+    let with_snapshot = |name: &str| GossipConfig {
+        snapshot_path: Some(path.clone()),
+        ..config(name.into())
+    };
+    let others: Vec<Gossip> = (0..3)
+        .map(|i| Gossip::start(config(format!("o{i}")), net.bind()).unwrap())
+        .collect();
+    for g in &others[1..] {
+        g.join(&[others[0].addr()]).await.unwrap();
+    }
+    let s = Gossip::start(with_snapshot("s"), net.bind()).unwrap();
+    s.join(&[others[2].addr()]).await.unwrap();
+    let refs: Vec<&Gossip> = others.iter().chain([&s]).collect();
+    assert!(
+        wait_all(&refs, Duration::from_secs(30), |m| count(
+            m,
+            MemberStatus::Alive
+        ) == 4)
+        .await
+    );
+    s.shutdown().await.unwrap();
+
+    // Restart at another address with no join: the snapshot brings it back,
+    // and its new address wins over the old one.
+    let s2 = Gossip::start(with_snapshot("s"), net.bind()).unwrap();
+    let new_addr = s2.addr();
+    let orefs: Vec<&Gossip> = others.iter().collect();
+    assert!(
+        wait_all(&orefs, Duration::from_secs(60), |m| {
+            m.iter()
+                .any(|x| x.name == "s" && x.addr == new_addr && x.status == MemberStatus::Alive)
+        })
+        .await,
+        "restarted node did not rejoin from its snapshot"
+    );
+    assert!(
+        s2.wait_for(Duration::from_secs(30), |m| count(m, MemberStatus::Alive)
+            == 4)
+            .await
+    );
+
+    // After a graceful leave the snapshot says so: no rejoin on restart.
+    s2.leave(Duration::from_secs(5)).await.unwrap();
+    s2.shutdown().await.unwrap();
+    let s3 = Gossip::start(with_snapshot("s"), net.bind()).unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(s3.members().len(), 1, "{:?}", s3.members());
+    for g in others.iter().chain([&s3]) {
+        g.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn remove_failed_node_marks_it_left_everywhere() {
+    let net = MemNetwork::new();
+    let nodes = cluster(&net, 5).await;
+    let all: Vec<&Gossip> = nodes.iter().collect();
+    assert!(
+        wait_all(&all, Duration::from_secs(30), |m| count(
+            m,
+            MemberStatus::Alive
+        ) == 5)
+        .await
+    );
+    nodes[4].shutdown().await.unwrap();
+    let rest: Vec<&Gossip> = nodes[..4].iter().collect();
+    assert!(
+        wait_all(&rest, Duration::from_secs(120), |m| status_of(m, "n04")
+            == Some(MemberStatus::Dead))
+        .await
+    );
+    assert!(
+        !nodes[0].remove_failed_node("n01").await.unwrap(),
+        "n01 is alive"
+    );
+    assert!(nodes[0].remove_failed_node("n04").await.unwrap());
+    assert!(
+        wait_all(&rest, Duration::from_secs(30), |m| status_of(m, "n04")
+            == Some(MemberStatus::Left))
+        .await
+    );
+    for g in rest {
+        g.shutdown().await.unwrap();
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::ConfigError;
@@ -88,6 +89,11 @@ pub struct GossipConfig {
     pub recent_user_events: usize,
     /// AES-256-GCM keys; `None` sends and accepts plaintext.
     pub keyring: Option<Keyring>,
+    /// File keeping the live peers and the event clock (Serf's
+    /// `SnapshotPath`), written at most once a second while membership
+    /// changes. At start a node rejoins the peers found there unless its
+    /// last run ended with a graceful leave. `None`: no snapshot.
+    pub snapshot_path: Option<PathBuf>,
 }
 
 impl GossipConfig {
@@ -121,6 +127,7 @@ impl GossipConfig {
             max_user_event_size: 512,
             recent_user_events: 256,
             keyring: None,
+            snapshot_path: None,
         }
     }
 

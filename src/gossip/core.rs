@@ -25,6 +25,12 @@ use super::stats::GossipStats;
 use super::suspicion::{suspicion_timeout, Awareness, Suspicion};
 use super::tags::check_tags;
 
+/// Most indirect probes relayed at once; more requests are dropped (a
+/// flood of them must not grow memory).
+const MAX_RELAYS: usize = 1024;
+/// Most event names remembered for coalescing.
+const MAX_COALESCED: usize = 1024;
+
 /// How often dead and left members are checked for reaping.
 const REAP_CHECK: Duration = Duration::from_secs(1);
 
@@ -486,6 +492,10 @@ impl Core {
             self.stats.bad_packets += 1;
             return;
         };
+        if self.relays.len() >= MAX_RELAYS {
+            self.stats.bad_packets += 1;
+            return;
+        }
         self.seq += 1;
         let seq = self.seq;
         self.relays.insert(
@@ -668,7 +678,10 @@ impl Core {
         let Some(st) = self.members.get(&d.node) else {
             return;
         };
-        if d.incarnation < st.incarnation || st.status.is_gone() {
+        // A failed node may still be turned into a left one (force-leave),
+        // nothing else changes a gone node.
+        let to_left = d.from == d.node && st.status == MemberStatus::Dead;
+        if d.incarnation < st.incarnation || (st.status.is_gone() && !to_left) {
             return;
         }
         if d.node == self.name {
@@ -1089,6 +1102,48 @@ impl Core {
         }
     }
 
+    /// Serf's `RemoveFailedNode` (force-leave): a failed member is marked
+    /// Left everywhere at once instead of waiting to be reaped, and is no
+    /// longer reconnected to. Returns false if `name` is not a failed member.
+    pub(crate) fn remove_failed(&mut self, now: Instant, name: &str) -> bool {
+        let Some(st) = self
+            .members
+            .get(name)
+            .filter(|m| m.status == MemberStatus::Dead)
+        else {
+            return false;
+        };
+        let d = pb::Dead {
+            incarnation: st.incarnation,
+            node: name.to_string(),
+            from: name.to_string(),
+        };
+        self.on_dead(now, d);
+        true
+    }
+
+    /// Addresses of the live members other than this node (for snapshots).
+    pub(crate) fn live_peers(&self) -> Vec<(String, SocketAddr)> {
+        let mut v: Vec<_> = self
+            .members
+            .values()
+            .filter(|n| n.name != self.name && !n.status.is_gone())
+            .map(|n| (n.name.clone(), n.addr))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub(crate) fn event_ltime(&self) -> u64 {
+        self.ltime
+    }
+
+    /// Restores the event clock (from a snapshot), so events seen before a
+    /// restart are not delivered again.
+    pub(crate) fn restore_event_ltime(&mut self, ltime: u64) {
+        self.ltime = self.ltime.max(ltime);
+    }
+
     /// Publishes new tags with a higher incarnation.
     pub(crate) fn set_tags(&mut self, tags: BTreeMap<String, String>) -> Result<(), TagsError> {
         check_tags(&tags)?;
@@ -1184,6 +1239,11 @@ impl Core {
         );
         self.news = true;
         if e.coalesce {
+            if self.coalesced.len() >= MAX_COALESCED && !self.coalesced.contains_key(&e.name) {
+                // Forget names not seen within the de-duplication window.
+                let horizon = self.ltime.saturating_sub(window);
+                self.coalesced.retain(|_, t| *t >= horizon);
+            }
             let newest = self.coalesced.entry(e.name.clone()).or_insert(0);
             if *newest > e.ltime {
                 return; // A newer event of this name was already delivered.
@@ -1467,6 +1527,47 @@ mod tests {
         c.tick(t0 + c.cfg.reap_left_after + REAP_CHECK);
         assert_eq!(status(&c, "b"), None);
         assert!(c.members.contains_key("a"));
+    }
+
+    #[test]
+    fn force_leave_turns_failed_into_left() {
+        let mut c = core("a", 1);
+        let t0 = Instant::now();
+        c.on_alive(t0, alive("b", 2, 3));
+        assert!(!c.remove_failed(t0, "b"), "only failed members");
+        c.on_dead(
+            t0,
+            pb::Dead {
+                incarnation: 3,
+                node: "b".into(),
+                from: "c".into(),
+            },
+        );
+        c.take_outputs();
+        assert!(c.remove_failed(t0, "b"));
+        assert_eq!(status(&c, "b"), Some(MemberStatus::Left));
+        assert_eq!(events(&mut c), vec![(MemberEventKind::Leave, "b".into())]);
+        // Others apply it the same way from the broadcast.
+        let mut d = core("d", 4);
+        d.on_alive(t0, alive("b", 2, 3));
+        d.on_dead(
+            t0,
+            pb::Dead {
+                incarnation: 3,
+                node: "b".into(),
+                from: "c".into(),
+            },
+        );
+        d.on_dead(
+            t0,
+            pb::Dead {
+                incarnation: 3,
+                node: "b".into(),
+                from: "b".into(),
+            },
+        );
+        assert_eq!(status(&d, "b"), Some(MemberStatus::Left));
+        assert!(!c.remove_failed(t0, "nobody"));
     }
 
     #[test]
