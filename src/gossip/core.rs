@@ -582,8 +582,11 @@ impl Core {
                 );
                 // Insert at a random place so new nodes are probed soon but
                 // not all by everyone at the same moment.
-                let pos = self.rng.gen_range(0..=self.probe_list.len());
-                self.probe_list.insert(pos, name.clone());
+                // (A forgotten node that comes back may still be listed.)
+                if !self.probe_list.contains(&name) {
+                    let pos = self.rng.gen_range(0..=self.probe_list.len());
+                    self.probe_list.insert(pos, name.clone());
+                }
                 (None, false)
             }
             Some(st) => {
