@@ -53,6 +53,26 @@ async fn wait_all(nodes: &[&Gossip], timeout: Duration, pred: impl Fn(&[Member])
     true
 }
 
+/// Polls `check` every 50 ms (virtual time) until it holds or `timeout`
+/// passes; returns whether it held.
+async fn poll<F, Fut>(timeout: Duration, check: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tokio::time::timeout(timeout, async {
+        loop {
+            tick.tick().await;
+            if check().await {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 async fn converge(nodes: &[Gossip]) {
     let all: Vec<&Gossip> = nodes.iter().collect();
     assert!(
@@ -395,28 +415,30 @@ async fn garbage_is_counted_and_slow_subscribers_never_block() {
     ] {
         rogue.send_to(junk, target).await.unwrap();
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let s = nodes[1].stats().await.unwrap();
-        if s.bad_packets >= before + 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bad packets not counted: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let target_node = &nodes[1];
+    assert!(
+        poll(Duration::from_secs(5), || async move {
+            target_node.stats().await.unwrap().bad_packets >= before + 3
+        })
+        .await,
+        "bad packets not counted"
+    );
     // Still healthy.
     assert_eq!(count(&nodes[1].members(), MemberStatus::Alive), 6);
 
     // Once everyone agrees, periodic push/pulls are skipped by checksum.
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    let mut in_sync = 0;
-    for g in &nodes {
-        in_sync += g.stats().await.unwrap().push_pulls_in_sync;
-    }
-    assert!(in_sync > 0, "no push/pull was skipped by checksum");
+    let all_nodes = &nodes;
+    assert!(
+        poll(Duration::from_secs(60), || async move {
+            let mut in_sync = 0;
+            for g in all_nodes {
+                in_sync += g.stats().await.unwrap().push_pulls_in_sync;
+            }
+            in_sync > 0
+        })
+        .await,
+        "no push/pull was skipped by checksum"
+    );
     for g in &nodes {
         g.shutdown().await.unwrap();
     }
