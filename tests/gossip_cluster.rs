@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clusterfunk::gossip::{
-    Gossip, GossipConfig, MemNetwork, Member, MemberEventKind, MemberStatus, Transport,
+    Gossip, GossipConfig, Keyring, MemNetwork, Member, MemberEventKind, MemberStatus, Transport,
 };
 
 const N: usize = 50;
@@ -51,6 +51,26 @@ async fn wait_all(nodes: &[&Gossip], timeout: Duration, pred: impl Fn(&[Member])
         }
     }
     true
+}
+
+/// Polls `check` every 50 ms (virtual time) until it holds or `timeout`
+/// passes; returns whether it held.
+async fn poll<F, Fut>(timeout: Duration, check: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tokio::time::timeout(timeout, async {
+        loop {
+            tick.tick().await;
+            if check().await {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
 }
 
 async fn converge(nodes: &[Gossip]) {
@@ -300,4 +320,217 @@ async fn join_errors_and_user_events() {
     assert!(a.stats().await.is_err());
     b.shutdown().await.unwrap();
     let _ = net.bind().local_addr();
+}
+
+#[tokio::test(start_paused = true)]
+async fn encrypted_cluster_refuses_outsiders() {
+    let net = MemNetwork::new();
+    let key = [42u8; 32];
+    let secure = |name: &str, keys: &[[u8; 32]]| {
+        let mut ring = Keyring::new(&keys[0]).unwrap();
+        for k in &keys[1..] {
+            ring.add_key(k).unwrap();
+        }
+        GossipConfig {
+            keyring: Some(ring),
+            ..config(name.into())
+        }
+    };
+    let a = Gossip::start(secure("a", &[key]), net.bind()).unwrap();
+    // b encrypts with a new primary but still accepts the old key.
+    let b = Gossip::start(secure("b", &[[7u8; 32], key]), net.bind()).unwrap();
+    let plain = Gossip::start(config("plain".into()), net.bind()).unwrap();
+    let wrong = Gossip::start(secure("wrong", &[[9u8; 32]]), net.bind()).unwrap();
+
+    // b answers with its new primary, which a does not hold: no join.
+    assert!(a.join(&[b.addr()]).await.is_err());
+    // Rotation works once the new key is on the ring of every node.
+    let mut ring_a = Keyring::new(&key).unwrap();
+    ring_a.add_key(&[7u8; 32]).unwrap();
+    let a2 = Gossip::start(
+        GossipConfig {
+            keyring: Some(ring_a),
+            ..config("a2".into())
+        },
+        net.bind(),
+    )
+    .unwrap();
+    assert_eq!(a2.join(&[b.addr()]).await.unwrap(), 1);
+    assert!(
+        a2.wait_for(Duration::from_secs(30), |m| count(m, MemberStatus::Alive)
+            == 2)
+            .await
+    );
+    assert!(
+        b.wait_for(Duration::from_secs(30), |m| count(m, MemberStatus::Alive)
+            == 2)
+            .await
+    );
+
+    // Outsiders without the key cannot join, and their attempts are counted.
+    assert!(plain.join(&[a2.addr()]).await.is_err());
+    assert!(wrong.join(&[a2.addr()]).await.is_err());
+    let stats = a2.stats().await.unwrap();
+    assert!(stats.decrypt_failures >= 2, "{stats:?}");
+    assert_eq!(count(&a2.members(), MemberStatus::Alive), 2);
+    for g in [a, b, plain, wrong, a2] {
+        g.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_is_counted_and_slow_subscribers_never_block() {
+    let net = MemNetwork::new();
+    let tiny = |name: &str| GossipConfig {
+        event_channel_capacity: 1,
+        ..config(name.into())
+    };
+    let nodes: Vec<Gossip> = (0..6)
+        .map(|i| Gossip::start(tiny(&format!("g{i}")), net.bind()).unwrap())
+        .collect();
+    // A subscriber that never reads, with room for one event.
+    let _stuck = nodes[0].subscribe().await.unwrap();
+    for g in &nodes[1..] {
+        g.join(&[nodes[0].addr()]).await.unwrap();
+    }
+    let all: Vec<&Gossip> = nodes.iter().collect();
+    assert!(
+        wait_all(&all, Duration::from_secs(30), |m| count(
+            m,
+            MemberStatus::Alive
+        ) == 6)
+        .await
+    );
+    let stats = nodes[0].stats().await.unwrap();
+    assert!(stats.events_dropped >= 4, "{stats:?}");
+
+    // Garbage, a wrong version and a truncated compound: dropped and counted.
+    let rogue = net.bind();
+    let target = nodes[1].addr();
+    let before = nodes[1].stats().await.unwrap().bad_packets;
+    for junk in [
+        &b"hello world"[..],
+        &[b'c', b'f', 99, 1, 0],
+        &[b'c', b'f', 1, 16, 0x0a, 0x7f],
+    ] {
+        rogue.send_to(junk, target).await.unwrap();
+    }
+    let target_node = &nodes[1];
+    assert!(
+        poll(Duration::from_secs(5), || async move {
+            target_node.stats().await.unwrap().bad_packets >= before + 3
+        })
+        .await,
+        "bad packets not counted"
+    );
+    // Still healthy.
+    assert_eq!(count(&nodes[1].members(), MemberStatus::Alive), 6);
+
+    // Once everyone agrees, periodic push/pulls are skipped by checksum.
+    let all_nodes = &nodes;
+    assert!(
+        poll(Duration::from_secs(60), || async move {
+            let mut in_sync = 0;
+            for g in all_nodes {
+                in_sync += g.stats().await.unwrap().push_pulls_in_sync;
+            }
+            in_sync > 0
+        })
+        .await,
+        "no push/pull was skipped by checksum"
+    );
+    for g in &nodes {
+        g.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_rejoins_after_restart_but_not_after_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let net = MemNetwork::new();
+    let with_snapshot = |name: &str| GossipConfig {
+        snapshot_path: Some(path.clone()),
+        ..config(name.into())
+    };
+    let others: Vec<Gossip> = (0..3)
+        .map(|i| Gossip::start(config(format!("o{i}")), net.bind()).unwrap())
+        .collect();
+    for g in &others[1..] {
+        g.join(&[others[0].addr()]).await.unwrap();
+    }
+    let s = Gossip::start(with_snapshot("s"), net.bind()).unwrap();
+    s.join(&[others[2].addr()]).await.unwrap();
+    let refs: Vec<&Gossip> = others.iter().chain([&s]).collect();
+    assert!(
+        wait_all(&refs, Duration::from_secs(30), |m| count(
+            m,
+            MemberStatus::Alive
+        ) == 4)
+        .await
+    );
+    s.shutdown().await.unwrap();
+
+    // Restart at another address with no join: the snapshot brings it back,
+    // and its new address wins over the old one.
+    let s2 = Gossip::start(with_snapshot("s"), net.bind()).unwrap();
+    let new_addr = s2.addr();
+    let orefs: Vec<&Gossip> = others.iter().collect();
+    assert!(
+        wait_all(&orefs, Duration::from_secs(60), |m| {
+            m.iter()
+                .any(|x| x.name == "s" && x.addr == new_addr && x.status == MemberStatus::Alive)
+        })
+        .await,
+        "restarted node did not rejoin from its snapshot"
+    );
+    assert!(
+        s2.wait_for(Duration::from_secs(30), |m| count(m, MemberStatus::Alive)
+            == 4)
+            .await
+    );
+
+    // After a graceful leave the snapshot says so: no rejoin on restart.
+    s2.leave(Duration::from_secs(5)).await.unwrap();
+    s2.shutdown().await.unwrap();
+    let s3 = Gossip::start(with_snapshot("s"), net.bind()).unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(s3.members().len(), 1, "{:?}", s3.members());
+    for g in others.iter().chain([&s3]) {
+        g.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn remove_failed_node_marks_it_left_everywhere() {
+    let net = MemNetwork::new();
+    let nodes = cluster(&net, 5).await;
+    let all: Vec<&Gossip> = nodes.iter().collect();
+    assert!(
+        wait_all(&all, Duration::from_secs(30), |m| count(
+            m,
+            MemberStatus::Alive
+        ) == 5)
+        .await
+    );
+    nodes[4].shutdown().await.unwrap();
+    let rest: Vec<&Gossip> = nodes[..4].iter().collect();
+    assert!(
+        wait_all(&rest, Duration::from_secs(120), |m| status_of(m, "n04")
+            == Some(MemberStatus::Dead))
+        .await
+    );
+    assert!(
+        !nodes[0].remove_failed_node("n01").await.unwrap(),
+        "n01 is alive"
+    );
+    assert!(nodes[0].remove_failed_node("n04").await.unwrap());
+    assert!(
+        wait_all(&rest, Duration::from_secs(30), |m| status_of(m, "n04")
+            == Some(MemberStatus::Left))
+        .await
+    );
+    for g in rest {
+        g.shutdown().await.unwrap();
+    }
 }

@@ -19,6 +19,9 @@ pub struct GossipNodeArgs {
     /// Tags as key=value (repeatable).
     #[arg(long = "tag", value_parser = super::parse_tag)]
     tags: Vec<(String, String)>,
+    /// Snapshot file of known peers, rejoined on restart.
+    #[arg(long)]
+    snapshot: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: GossipNodeArgs) -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ pub fn run(args: GossipNodeArgs) -> anyhow::Result<()> {
             preset: args.preset,
             tags: args.tags.into_iter().collect(),
             leave_timeout: std::time::Duration::from_secs(5),
+            snapshot: args.snapshot,
         };
         clusterfunk::gossip::node::run(opts, tokio::io::stdout(), super::shutdown_signal()).await?;
         Ok(())

@@ -85,20 +85,8 @@ enum Write {
 }
 
 /// Starts every component and the node task.
-pub(crate) async fn start(mut cfg: Config, seams: Seams) -> Result<Cluster, ClusterError> {
+pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterError> {
     let me = cfg.node_id.clone();
-    // Serf's snapshot: the gossip peers known before a restart are seeds.
-    let peers_file = match &cfg.storage {
-        StorageConfig::DataDir(dir) => Some(dir.join(PEERS_FILE)),
-        StorageConfig::Memory => None,
-    };
-    if let Some(file) = &peers_file {
-        for peer in read_peers(file) {
-            if !cfg.join.contains(&peer) {
-                cfg.join.push(peer);
-            }
-        }
-    }
     let start_err = |what: &'static str| {
         move |e: &dyn std::fmt::Display| ClusterError::Start {
             what,
@@ -234,6 +222,12 @@ pub(crate) async fn start(mut cfg: Config, seams: Seams) -> Result<Cluster, Clus
     if cfg.advertise_host.is_some() {
         gcfg.advertise_addr = Some(gossip_addr);
     }
+    // Serf's snapshot: a restarted member rejoins the peers it knew, also
+    // after a graceful stop (a member restarting means to come back).
+    if let StorageConfig::DataDir(dir) = &cfg.storage {
+        gcfg.snapshot_path = Some(dir.join("gossip.snapshot"));
+        gcfg.rejoin_after_leave = true;
+    }
     let gossip = match transport {
         GossipTransport::Mem(t) => Gossip::start(gcfg, t),
         GossipTransport::Net(t) => Gossip::start(gcfg, t),
@@ -288,8 +282,6 @@ pub(crate) async fn start(mut cfg: Config, seams: Seams) -> Result<Cluster, Clus
         done_rx,
         jobs: JoinSet::new(),
         tags: tag_map,
-        peers_file,
-        peers_written: Vec::new(),
         membership: None,
         leader: None,
         last_leader: None,
@@ -370,27 +362,6 @@ fn start_discovery(
     Ok((d, rx))
 }
 
-/// File in the data dir listing the gossip addresses of known peers.
-const PEERS_FILE: &str = "peers.json";
-
-fn read_peers(file: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default()
-}
-
-/// Replaces `file` with `peers` (write to a temporary file, then rename).
-async fn write_peers(file: &std::path::Path, peers: &[String]) -> std::io::Result<()> {
-    if let Some(dir) = file.parent() {
-        tokio::fs::create_dir_all(dir).await?;
-    }
-    let tmp = file.with_extension("tmp");
-    let text = serde_json::to_vec(peers).map_err(std::io::Error::other)?;
-    tokio::fs::write(&tmp, text).await?;
-    tokio::fs::rename(&tmp, file).await
-}
-
 /// Raft node id of a node name: stable on every machine.
 pub(crate) fn raft_id(name: &str) -> u64 {
     shards::stable_hash64(name.as_bytes())
@@ -425,8 +396,6 @@ struct Node {
     raft_metrics: Option<watch::Receiver<RaftMetrics>>,
     cluster_state: Option<watch::Receiver<Arc<ClusterState>>>,
     tags: BTreeMap<String, String>,
-    peers_file: Option<std::path::PathBuf>,
-    peers_written: Vec<String>,
     membership: Option<Membership>,
     leader: Option<String>,
     /// The last leader other than this node (the suspect after an election).
@@ -1651,29 +1620,6 @@ impl Node {
             view::gossip_metrics(&self.metrics, &stats);
         }
         self.status_tx.send_replace(view);
-        self.save_peers().await;
-    }
-
-    /// Keeps the peers file current (alive members of this cluster).
-    async fn save_peers(&mut self) {
-        let Some(file) = self.peers_file.clone() else {
-            return;
-        };
-        let mut peers: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.name != self.me && !m.status.is_gone())
-            .filter(|m| m.tags.get(tags::CLUSTER) == Some(&self.cfg.cluster_name))
-            .map(|m| m.addr.to_string())
-            .collect();
-        peers.sort();
-        if peers.is_empty() || peers == self.peers_written {
-            return;
-        }
-        match write_peers(&file, &peers).await {
-            Ok(()) => self.peers_written = peers,
-            Err(e) => debug!(error = %e, file = %file.display(), "could not save peers"),
-        }
     }
 
     async fn shutdown(&mut self) {

@@ -18,12 +18,15 @@ use super::core::{Core, Output};
 use super::error::GossipError;
 use super::member::{Member, MemberEvent, MemberStatus, UserEvent};
 use super::pushpull::{self, Internal};
+use super::snapshot::{self, Snapshot};
 use super::stats::GossipStats;
 use super::transport::Transport;
 
 /// Push/pull tasks (both directions) allowed at once; more incoming streams
 /// are closed, more outgoing exchanges are skipped, and both are counted.
 const MAX_STREAM_TASKS: usize = 128;
+/// Least time between two snapshot writes.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 /// Capacity of the channel from push/pull tasks to the gossip task.
 const INTERNAL_CHANNEL: usize = 256;
 
@@ -53,6 +56,10 @@ enum Command {
     },
     Stats {
         reply: oneshot::Sender<GossipStats>,
+    },
+    RemoveFailed {
+        name: String,
+        reply: oneshot::Sender<bool>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -91,7 +98,19 @@ impl Gossip {
             .advertise_addr
             .unwrap_or_else(|| transport.local_addr());
         let name = config.name.clone();
-        let core = Core::new(config.clone(), addr, Instant::now());
+        let mut core = Core::new(config.clone(), addr, Instant::now());
+        let mut rejoin = Vec::new();
+        if let Some(snap) = config.snapshot_path.as_deref().and_then(snapshot::load) {
+            core.restore_event_ltime(snap.event_ltime);
+            if !snap.left || config.rejoin_after_leave {
+                rejoin = snap
+                    .alive
+                    .iter()
+                    .map(|(_, a)| *a)
+                    .filter(|a| *a != addr)
+                    .collect();
+            }
+        }
         let (tx, cmd_rx) = mpsc::channel(config.command_channel_capacity);
         let (members_tx, members) = watch::channel(Arc::new(core.members()));
         let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_CHANNEL);
@@ -108,6 +127,9 @@ impl Gossip {
             joins: HashMap::new(),
             next_op: 0,
             leave_waiters: Vec::new(),
+            rejoin,
+            snapshot_due: false,
+            snapshot_written: None,
             cfg: config,
         };
         let span = tracing::info_span!("gossip", node = %name);
@@ -238,6 +260,16 @@ impl Gossip {
         .await?
     }
 
+    /// Serf's `RemoveFailedNode` (force-leave): marks a failed member Left
+    /// on every node now, instead of waiting for it to be reaped, and stops
+    /// reconnect attempts to it. Returns false if `name` is not a failed
+    /// member here.
+    pub async fn remove_failed_node(&self, name: &str) -> Result<bool, GossipError> {
+        let name = name.to_string();
+        self.call(|reply| Command::RemoveFailed { name, reply })
+            .await
+    }
+
     /// Counters and timings.
     pub async fn stats(&self) -> Result<GossipStats, GossipError> {
         self.call(|reply| Command::Stats { reply }).await
@@ -288,6 +320,11 @@ struct Actor<T: Transport> {
     joins: HashMap<u64, JoinOp>,
     next_op: u64,
     leave_waiters: Vec<oneshot::Sender<()>>,
+    /// Peers from the snapshot, joined once at start.
+    rejoin: Vec<SocketAddr>,
+    /// Membership changed since the snapshot was last written.
+    snapshot_due: bool,
+    snapshot_written: Option<Instant>,
     cfg: GossipConfig,
 }
 
@@ -295,6 +332,17 @@ impl<T: Transport> Actor<T> {
     async fn run(mut self) {
         tracing::debug!(addr = %self.transport.local_addr(), "gossip started");
         let mut shutdown_reply = None;
+        if !self.rejoin.is_empty() {
+            tracing::info!(
+                peers = self.rejoin.len(),
+                "rejoining peers from the snapshot"
+            );
+            // Nobody waits for this join's result; the log tells.
+            let (reply, _) = oneshot::channel();
+            let addrs = std::mem::take(&mut self.rejoin);
+            self.on_command(Command::Join { addrs, reply });
+            self.flush().await;
+        }
         loop {
             let deadline = self.core.next_deadline();
             tokio::select! {
@@ -340,6 +388,9 @@ impl<T: Transport> Actor<T> {
             self.flush().await;
         }
         self.tasks.shutdown().await;
+        if self.snapshot_due {
+            self.write_snapshot(Instant::now());
+        }
         tracing::debug!("gossip stopped");
         if let Some(r) = shutdown_reply {
             let _ = r.send(());
@@ -394,6 +445,9 @@ impl<T: Transport> Actor<T> {
             }
             Command::Stats { reply } => {
                 let _ = reply.send(self.core.stats());
+            }
+            Command::RemoveFailed { name, reply } => {
+                let _ = reply.send(self.core.remove_failed(now, &name));
             }
             Command::Shutdown { reply } => {
                 // Handled in the loop; kept total here.
@@ -520,11 +574,37 @@ impl<T: Transport> Actor<T> {
         }
         if self.core.take_dirty() {
             self.members_tx.send_replace(Arc::new(self.core.members()));
+            self.snapshot_due = true;
         }
+        let now = Instant::now();
         if !self.leave_waiters.is_empty() && self.core.has_left() {
             for w in self.leave_waiters.drain(..) {
                 let _ = w.send(());
             }
+            // Record the leave at once: a restart must not rejoin.
+            self.write_snapshot(now);
+        }
+        let due = self
+            .snapshot_written
+            .is_none_or(|t| now >= t + SNAPSHOT_EVERY);
+        if self.snapshot_due && due {
+            self.write_snapshot(now);
+        }
+    }
+
+    fn write_snapshot(&mut self, now: Instant) {
+        self.snapshot_due = false;
+        self.snapshot_written = Some(now);
+        let Some(path) = self.cfg.snapshot_path.as_deref() else {
+            return;
+        };
+        let snap = Snapshot {
+            alive: self.core.live_peers(),
+            event_ltime: self.core.event_ltime(),
+            left: self.core.has_left(),
+        };
+        if let Err(e) = snapshot::save(path, &snap) {
+            tracing::warn!(path = %path.display(), error = %e, "could not write gossip snapshot");
         }
     }
 }

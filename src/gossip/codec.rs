@@ -584,4 +584,87 @@ mod tests {
             Err(StreamError::Codec(CodecError::TooLong(_)))
         ));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_msg() -> impl Strategy<Value = Msg> {
+            let s = || "[a-z0-9.:]{0,24}";
+            prop_oneof![
+                (any::<u64>(), s(), s(), s()).prop_map(|(seq, target, source, source_addr)| {
+                    Msg::Ping(pb::Ping {
+                        seq,
+                        target,
+                        source,
+                        source_addr,
+                    })
+                }),
+                any::<u64>().prop_map(|seq| Msg::Ack(pb::Ack { seq })),
+                any::<u64>().prop_map(|seq| Msg::Nack(pb::Nack { seq })),
+                (
+                    any::<u64>(),
+                    s(),
+                    s(),
+                    proptest::collection::hash_map(s(), s(), 0..4)
+                )
+                    .prop_map(|(incarnation, node, addr, tags)| Msg::Alive(
+                        pb::Alive {
+                            incarnation,
+                            node,
+                            addr,
+                            tags
+                        }
+                    )),
+                (any::<u64>(), s(), s()).prop_map(|(incarnation, node, from)| {
+                    Msg::Suspect(pb::Suspect {
+                        incarnation,
+                        node,
+                        from,
+                    })
+                }),
+                (any::<u64>(), s(), s()).prop_map(|(incarnation, node, from)| {
+                    Msg::Dead(pb::Dead {
+                        incarnation,
+                        node,
+                        from,
+                    })
+                }),
+                (
+                    any::<u64>(),
+                    s(),
+                    proptest::collection::vec(any::<u8>(), 0..32),
+                    any::<bool>()
+                )
+                    .prop_map(|(ltime, name, payload, coalesce)| Msg::UserEvent(
+                        pb::UserEvent {
+                            ltime,
+                            name,
+                            payload,
+                            coalesce
+                        }
+                    )),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_messages_roundtrip(msgs in proptest::collection::vec(arb_msg(), 1..8)) {
+                let parts: Vec<Bytes> = msgs.iter().map(Msg::encode_part).collect();
+                let d = decode_datagram(&encode_datagram(&parts, None), None).unwrap();
+                prop_assert_eq!(d.msgs, msgs);
+                prop_assert_eq!(d.skipped, 0);
+            }
+
+            #[test]
+            fn any_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = decode_datagram(&buf, None);
+                let _ = decode_stream_frame(&buf, None);
+                let mut framed = vec![b'c', b'f', PROTOCOL_VERSION];
+                framed.extend_from_slice(&buf);
+                let _ = decode_datagram(&framed, None);
+                let _ = decode_stream_frame(&framed, None);
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::ConfigError;
@@ -56,6 +57,13 @@ pub struct GossipConfig {
     pub gossip_nodes: usize,
     /// A dead member still receives gossip for this long, so it can refute.
     pub gossip_to_the_dead_time: Duration,
+    /// When set, newly queued broadcasts trigger a gossip round as soon as
+    /// this long has passed since the previous round, instead of waiting
+    /// for the next `gossip_interval` tick. News then travels a hop in tens
+    /// of milliseconds; the transmit limit still bounds how often each
+    /// broadcast is sent, so only the batching changes. `None` keeps
+    /// memberlist's purely periodic rounds.
+    pub eager_gossip: Option<Duration>,
     /// Interval of push/pull attempts with a random failed (not left) member,
     /// which heals partitions (Serf's `ReconnectInterval`). Zero disables.
     pub reconnect_interval: Duration,
@@ -81,6 +89,14 @@ pub struct GossipConfig {
     pub recent_user_events: usize,
     /// AES-256-GCM keys; `None` sends and accepts plaintext.
     pub keyring: Option<Keyring>,
+    /// File keeping the live peers and the event clock (Serf's
+    /// `SnapshotPath`), written at most once a second while membership
+    /// changes. At start a node rejoins the peers found there unless its
+    /// last run ended with a graceful leave. `None`: no snapshot.
+    pub snapshot_path: Option<PathBuf>,
+    /// Rejoin the snapshot's peers even after a graceful leave (Serf's
+    /// `RejoinAfterLeave`). Default false.
+    pub rejoin_after_leave: bool,
 }
 
 impl GossipConfig {
@@ -103,6 +119,7 @@ impl GossipConfig {
             gossip_interval: Duration::from_millis(200),
             gossip_nodes: 3,
             gossip_to_the_dead_time: Duration::from_secs(30),
+            eager_gossip: Some(Duration::from_millis(20)),
             reconnect_interval: Duration::from_secs(30),
             reap_failed_after: Duration::from_secs(24 * 3600),
             reap_left_after: Duration::from_secs(24 * 3600),
@@ -113,6 +130,8 @@ impl GossipConfig {
             max_user_event_size: 512,
             recent_user_events: 256,
             keyring: None,
+            snapshot_path: None,
+            rejoin_after_leave: false,
         }
     }
 
@@ -128,6 +147,7 @@ impl GossipConfig {
             gossip_nodes: 4,
             gossip_interval: Duration::from_millis(500),
             gossip_to_the_dead_time: Duration::from_secs(60),
+            eager_gossip: Some(Duration::from_millis(50)),
             ..Self::lan(name)
         }
     }
@@ -145,6 +165,7 @@ impl GossipConfig {
             probe_interval: Duration::from_secs(1),
             gossip_interval: Duration::from_millis(100),
             gossip_to_the_dead_time: Duration::from_secs(15),
+            eager_gossip: Some(Duration::from_millis(10)),
             reconnect_interval: Duration::from_secs(10),
             ..Self::lan(name)
         }
@@ -190,6 +211,9 @@ impl GossipConfig {
             if n == 0 {
                 return Err(ConfigError::ZeroCount(what));
             }
+        }
+        if self.eager_gossip.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::ZeroDuration("eager_gossip"));
         }
         if !(512..=65000).contains(&self.packet_size) {
             return Err(ConfigError::PacketSize(self.packet_size));

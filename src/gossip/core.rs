@@ -25,6 +25,12 @@ use super::stats::GossipStats;
 use super::suspicion::{suspicion_timeout, Awareness, Suspicion};
 use super::tags::check_tags;
 
+/// Most indirect probes relayed at once; more requests are dropped (a
+/// flood of them must not grow memory).
+const MAX_RELAYS: usize = 1024;
+/// Most event names remembered for coalescing.
+const MAX_COALESCED: usize = 1024;
+
 /// How often dead and left members are checked for reaping.
 const REAP_CHECK: Duration = Duration::from_secs(1);
 
@@ -111,9 +117,13 @@ enum LeaveState {
 pub(crate) struct Core {
     cfg: GossipConfig,
     name: String,
+    local_addr: SocketAddr,
     members: HashMap<String, NodeState>,
     probe_list: Vec<String>,
     probe_idx: usize,
+    /// Members that became suspect on someone else's word: probed next, so
+    /// independent confirmations (or an ack that clears them) come quickly.
+    probe_first: VecDeque<String>,
     seq: u64,
     probe: Option<Probe>,
     relays: HashMap<u64, Relay>,
@@ -123,6 +133,9 @@ pub(crate) struct Core {
     rng: StdRng,
     next_probe: Instant,
     next_gossip: Instant,
+    last_gossip: Instant,
+    /// Broadcasts were queued since the last gossip round.
+    news: bool,
     next_push_pull: Instant,
     next_reconnect: Instant,
     next_reap: Instant,
@@ -204,11 +217,13 @@ impl Core {
         let next_reconnect = now + jitter(&mut rng, cfg.reconnect_interval);
         let awareness = Awareness::new(cfg.awareness_max_multiplier);
         let queue = BroadcastQueue::new(cfg.max_broadcast_queue);
-        Core {
+        let mut core = Core {
             members: HashMap::from([(name.clone(), me)]),
             name,
+            local_addr: addr,
             probe_list: Vec::new(),
             probe_idx: 0,
+            probe_first: VecDeque::new(),
             seq: 0,
             probe: None,
             relays: HashMap::new(),
@@ -218,6 +233,8 @@ impl Core {
             rng,
             next_probe,
             next_gossip,
+            last_gossip: now,
+            news: false,
             next_push_pull,
             next_reconnect,
             next_reap: now + REAP_CHECK,
@@ -231,7 +248,13 @@ impl Core {
             out: Vec::new(),
             dirty: true,
             cfg,
-        }
+        };
+        // Announce ourselves: once we know anyone (after a join), our alive
+        // spreads from us as well as from the node we joined through.
+        let me = Msg::Alive(core.me().alive_msg());
+        let name = core.name.clone();
+        core.broadcast(&name, me, None);
+        core
     }
 
     fn me(&self) -> &NodeState {
@@ -240,10 +263,19 @@ impl Core {
     }
 
     fn me_mut(&mut self) -> &mut NodeState {
-        let name = self.name.clone();
+        // `members` always holds the local node (it is never reaped); the
+        // fallback only keeps this total.
+        let (name, addr) = (self.name.clone(), self.local_addr);
         self.members
-            .entry(name)
-            .or_insert_with(|| unreachable_local())
+            .entry(name.clone())
+            .or_insert_with(|| NodeState {
+                name,
+                addr,
+                incarnation: 1,
+                status: MemberStatus::Alive,
+                tags: BTreeMap::new(),
+                state_change: Instant::now(),
+            })
     }
 
     // ---- views -------------------------------------------------------
@@ -368,6 +400,17 @@ impl Core {
             msg.encode_part(),
             notify,
         );
+        self.news = true;
+    }
+
+    /// When news may trigger an early gossip round.
+    fn eager_gossip_at(&self) -> Option<Instant> {
+        match self.cfg.eager_gossip {
+            Some(d) if self.news && !self.cfg.gossip_interval.is_zero() => {
+                Some(self.last_gossip + d)
+            }
+            _ => None,
+        }
     }
 
     fn event(&mut self, kind: MemberEventKind, name: &str) {
@@ -421,6 +464,11 @@ impl Core {
                 if let Some(p) = self.probe.as_mut().filter(|p| p.seq == n.seq) {
                     p.nacks += 1;
                     self.stats.nacks_received += 1;
+                    if p.nacks >= p.expected_nacks {
+                        // Every helper has waited for the target in vain:
+                        // no ack is coming, conclude now.
+                        self.fail_probe(now);
+                    }
                 }
             }
             Msg::Alive(a) => self.on_alive(now, a),
@@ -444,6 +492,10 @@ impl Core {
             self.stats.bad_packets += 1;
             return;
         };
+        if self.relays.len() >= MAX_RELAYS {
+            self.stats.bad_packets += 1;
+            return;
+        }
         self.seq += 1;
         let seq = self.seq;
         self.relays.insert(
@@ -451,7 +503,7 @@ impl Core {
             Relay {
                 origin: from,
                 origin_seq: p.seq,
-                nack_at: now + self.cfg.probe_timeout,
+                nack_at: now + self.nack_timeout(),
                 nack: p.nack,
             },
         );
@@ -462,6 +514,20 @@ impl Core {
             source_addr: self.me().addr.to_string(),
         };
         self.send(target, &[Msg::Ping(ping)]);
+    }
+
+    /// How long a relay waits for the target before sending a nack. It is
+    /// the probe timeout, capped at 80% of the time the prober has left
+    /// after its own direct timeout (`probe_interval - probe_timeout`): with
+    /// memberlist's presets the nack would otherwise arrive just after the
+    /// prober stopped counting (LAN: 500 ms + 500 ms = the 1 s interval), and
+    /// every probe of a dead node would wrongly lower the prober's health.
+    fn nack_timeout(&self) -> Duration {
+        let room = self
+            .cfg
+            .probe_interval
+            .saturating_sub(self.cfg.probe_timeout);
+        self.cfg.probe_timeout.min(room * 4 / 5)
     }
 
     fn on_ack(&mut self, now: Instant, seq: u64) {
@@ -516,8 +582,11 @@ impl Core {
                 );
                 // Insert at a random place so new nodes are probed soon but
                 // not all by everyone at the same moment.
-                let pos = self.rng.gen_range(0..=self.probe_list.len());
-                self.probe_list.insert(pos, name.clone());
+                // (A forgotten node that comes back may still be listed.)
+                if !self.probe_list.contains(&name) {
+                    let pos = self.rng.gen_range(0..=self.probe_list.len());
+                    self.probe_list.insert(pos, name.clone());
+                }
                 (None, false)
             }
             Some(st) => {
@@ -599,6 +668,9 @@ impl Core {
             Suspicion::new(&s.from, s.incarnation, k, min, max, now),
         );
         self.stats.suspicions += 1;
+        if s.from != self.name && self.probe_first.len() < self.cfg.gossip_nodes.max(8) {
+            self.probe_first.push_back(name.clone());
+        }
         self.dirty = true;
         tracing::debug!(node = %self.name, suspect = %name, from = %s.from, "suspecting member");
         self.broadcast(&name, Msg::Suspect(s), None);
@@ -609,7 +681,10 @@ impl Core {
         let Some(st) = self.members.get(&d.node) else {
             return;
         };
-        if d.incarnation < st.incarnation || st.status.is_gone() {
+        // A failed node may still be turned into a left one (force-leave),
+        // nothing else changes a gone node.
+        let to_left = d.from == d.node && st.status == MemberStatus::Dead;
+        if d.incarnation < st.incarnation || (st.status.is_gone() && !to_left) {
             return;
         }
         if d.node == self.name {
@@ -680,6 +755,9 @@ impl Core {
         if !self.cfg.gossip_interval.is_zero() {
             consider(self.next_gossip);
         }
+        if let Some(t) = self.eager_gossip_at() {
+            consider(t);
+        }
         if !self.cfg.push_pull_interval.is_zero() && self.leave == LeaveState::Member {
             consider(self.next_push_pull);
         }
@@ -724,7 +802,8 @@ impl Core {
                 },
             );
         }
-        if !self.cfg.gossip_interval.is_zero() && now >= self.next_gossip {
+        let eager = self.eager_gossip_at().is_some_and(|t| now >= t);
+        if !self.cfg.gossip_interval.is_zero() && (now >= self.next_gossip || eager) {
             self.next_gossip = now + self.cfg.gossip_interval;
             self.gossip(now);
         }
@@ -787,6 +866,11 @@ impl Core {
     }
 
     fn next_probe_target(&mut self) -> Option<String> {
+        while let Some(name) = self.probe_first.pop_front() {
+            if self.members.get(&name).map(|n| n.status) == Some(MemberStatus::Suspect) {
+                return Some(name);
+            }
+        }
         for _ in 0..=self.probe_list.len() {
             if self.probe_idx >= self.probe_list.len() {
                 // End of a round: drop forgotten members, reshuffle.
@@ -920,6 +1004,8 @@ impl Core {
     }
 
     fn gossip(&mut self, now: Instant) {
+        self.last_gossip = now;
+        self.news = false;
         if self.queue.len() == 0 {
             return;
         }
@@ -1019,6 +1105,48 @@ impl Core {
         }
     }
 
+    /// Serf's `RemoveFailedNode` (force-leave): a failed member is marked
+    /// Left everywhere at once instead of waiting to be reaped, and is no
+    /// longer reconnected to. Returns false if `name` is not a failed member.
+    pub(crate) fn remove_failed(&mut self, now: Instant, name: &str) -> bool {
+        let Some(st) = self
+            .members
+            .get(name)
+            .filter(|m| m.status == MemberStatus::Dead)
+        else {
+            return false;
+        };
+        let d = pb::Dead {
+            incarnation: st.incarnation,
+            node: name.to_string(),
+            from: name.to_string(),
+        };
+        self.on_dead(now, d);
+        true
+    }
+
+    /// Addresses of the live members other than this node (for snapshots).
+    pub(crate) fn live_peers(&self) -> Vec<(String, SocketAddr)> {
+        let mut v: Vec<_> = self
+            .members
+            .values()
+            .filter(|n| n.name != self.name && !n.status.is_gone())
+            .map(|n| (n.name.clone(), n.addr))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub(crate) fn event_ltime(&self) -> u64 {
+        self.ltime
+    }
+
+    /// Restores the event clock (from a snapshot), so events seen before a
+    /// restart are not delivered again.
+    pub(crate) fn restore_event_ltime(&mut self, ltime: u64) {
+        self.ltime = self.ltime.max(ltime);
+    }
+
     /// Publishes new tags with a higher incarnation.
     pub(crate) fn set_tags(&mut self, tags: BTreeMap<String, String>) -> Result<(), TagsError> {
         check_tags(&tags)?;
@@ -1112,7 +1240,13 @@ impl Core {
             Msg::UserEvent(e.clone()).encode_part(),
             None,
         );
+        self.news = true;
         if e.coalesce {
+            if self.coalesced.len() >= MAX_COALESCED && !self.coalesced.contains_key(&e.name) {
+                // Forget names not seen within the de-duplication window.
+                let horizon = self.ltime.saturating_sub(window);
+                self.coalesced.retain(|_, t| *t >= horizon);
+            }
             let newest = self.coalesced.entry(e.name.clone()).or_insert(0);
             if *newest > e.ltime {
                 return; // A newer event of this name was already delivered.
@@ -1126,18 +1260,6 @@ impl Core {
             payload: e.payload,
             coalesce: e.coalesce,
         }));
-    }
-}
-
-fn unreachable_local() -> NodeState {
-    // `members` always holds the local node; this only keeps `me_mut` total.
-    NodeState {
-        name: String::new(),
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        incarnation: 0,
-        status: MemberStatus::Alive,
-        tags: BTreeMap::new(),
-        state_change: Instant::now(),
     }
 }
 
@@ -1203,7 +1325,8 @@ mod tests {
         let now = Instant::now();
         c.on_alive(now, alive("b", 2, 5));
         assert_eq!(events(&mut c), vec![(MemberEventKind::Join, "b".into())]);
-        assert_eq!(c.queue.len(), 1, "news is re-broadcast");
+        // Our own alive (queued at start) and the news about b.
+        assert_eq!(c.queue.len(), 2, "news is re-broadcast");
         // Same or older incarnation: ignored.
         let mut stale = alive("b", 2, 5);
         stale.tags.insert("x".into(), "y".into());
@@ -1410,6 +1533,47 @@ mod tests {
     }
 
     #[test]
+    fn force_leave_turns_failed_into_left() {
+        let mut c = core("a", 1);
+        let t0 = Instant::now();
+        c.on_alive(t0, alive("b", 2, 3));
+        assert!(!c.remove_failed(t0, "b"), "only failed members");
+        c.on_dead(
+            t0,
+            pb::Dead {
+                incarnation: 3,
+                node: "b".into(),
+                from: "c".into(),
+            },
+        );
+        c.take_outputs();
+        assert!(c.remove_failed(t0, "b"));
+        assert_eq!(status(&c, "b"), Some(MemberStatus::Left));
+        assert_eq!(events(&mut c), vec![(MemberEventKind::Leave, "b".into())]);
+        // Others apply it the same way from the broadcast.
+        let mut d = core("d", 4);
+        d.on_alive(t0, alive("b", 2, 3));
+        d.on_dead(
+            t0,
+            pb::Dead {
+                incarnation: 3,
+                node: "b".into(),
+                from: "c".into(),
+            },
+        );
+        d.on_dead(
+            t0,
+            pb::Dead {
+                incarnation: 3,
+                node: "b".into(),
+                from: "b".into(),
+            },
+        );
+        assert_eq!(status(&d, "b"), Some(MemberStatus::Left));
+        assert!(!c.remove_failed(t0, "nobody"));
+    }
+
+    #[test]
     fn probe_ack_and_failed_probe_with_nacks() {
         let mut c = core("a", 1);
         let t0 = Instant::now();
@@ -1463,7 +1627,13 @@ mod tests {
         let seq = p.seq;
         c2.tick(t + c2.cfg.probe_timeout);
         c2.handle_msg(t, addr(9), Msg::Nack(pb::Nack { seq }));
-        c2.tick(t + c2.cfg.probe_interval);
+        // The only helper said no: the probe is over at once, and the fault
+        // is the target's, not ours: no health change.
+        assert!(c2.probe.is_none());
+        assert!(c2
+            .members
+            .values()
+            .any(|m| m.status == MemberStatus::Suspect));
         assert_eq!(c2.awareness.score(), 0);
         assert_eq!(c2.stats.nacks_received, 1);
     }

@@ -31,6 +31,7 @@ mod member;
 pub mod node;
 mod pushpull;
 mod queue;
+mod snapshot;
 mod stats;
 mod suspicion;
 mod tags;

@@ -69,6 +69,8 @@ pub struct NodeOptions {
     pub tags: BTreeMap<String, String>,
     /// How long a graceful leave may take on shutdown.
     pub leave_timeout: Duration,
+    /// Snapshot file of known peers (rejoined at start).
+    pub snapshot: Option<std::path::PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -99,6 +101,7 @@ where
     let addr = transport.local_addr();
     let mut cfg = opts.preset.config(opts.name.clone());
     cfg.tags = opts.tags.clone();
+    cfg.snapshot_path = opts.snapshot.clone();
     let gossip = Gossip::start(cfg, transport)?;
     let mut events = gossip.subscribe().await?;
     out.write_all(format!("listening {addr}\n").as_bytes())

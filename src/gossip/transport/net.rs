@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -19,6 +20,8 @@ pub struct NetTransport {
     udp: UdpSocket,
     tcp: TcpListener,
     addr: SocketAddr,
+    /// Receive buffer, reused; locked only around a non-blocking read.
+    buf: Mutex<Vec<u8>>,
 }
 
 impl NetTransport {
@@ -35,6 +38,7 @@ impl NetTransport {
                         udp,
                         tcp,
                         addr: local,
+                        buf: Mutex::new(vec![0u8; MAX_DATAGRAM]),
                     })
                 }
                 Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => {
@@ -59,16 +63,19 @@ impl Transport for NetTransport {
     async fn recv(&self) -> io::Result<(Bytes, SocketAddr)> {
         loop {
             self.udp.readable().await?;
-            // The buffer lives only between awaits, so it is not kept in the
-            // future; try_recv_from keeps this cancel safe.
-            let mut buf = vec![0u8; MAX_DATAGRAM];
-            match self.udp.try_recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    buf.truncate(n);
-                    return Ok((Bytes::from(buf), from));
+            // try_recv_from never waits, so the lock is not held across an
+            // await, and taking the datagram synchronously keeps this cancel
+            // safe.
+            let got = {
+                let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+                match self.udp.try_recv_from(&mut buf) {
+                    Ok((n, from)) => Ok(Some((Bytes::copy_from_slice(&buf[..n]), from))),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) => Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+            };
+            if let Some(d) = got? {
+                return Ok(d);
             }
         }
     }
