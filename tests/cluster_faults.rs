@@ -97,7 +97,7 @@ fn names(nodes: &[&Cluster]) -> BTreeSet<String> {
     nodes.iter().map(|n| n.node_id().to_string()).collect()
 }
 
-fn leader_of<'a>(nodes: &'a [Cluster]) -> &'a Cluster {
+fn leader_of(nodes: &[Cluster]) -> &Cluster {
     let id = nodes[0].leader().expect("leader");
     nodes
         .iter()
