@@ -177,9 +177,12 @@ mod tests {
         let c = RaftConfig::default();
         c.validate().unwrap();
         let o = c.to_openraft().unwrap();
-        assert_eq!(o.heartbeat_interval, 50);
-        assert_eq!(o.election_timeout_min, 150);
-        assert_eq!(o.election_timeout_max, 300);
+        let ms = |d: Duration| d.as_millis() as u64;
+        assert_eq!(o.heartbeat_interval, ms(c.heartbeat_interval));
+        assert_eq!(o.election_timeout_min, ms(c.election_timeout_min));
+        assert_eq!(o.election_timeout_max, ms(c.election_timeout_max));
+        // An election can't come before a follower's lease ran out.
+        assert!(c.heartbeat_interval * 3 <= c.election_timeout_min);
         assert_eq!(
             o.snapshot_policy,
             openraft::SnapshotPolicy::LogsSinceLast(1000)
