@@ -6,64 +6,21 @@
 //! namespace (`unshare --net`, only `lo`); without root or `unshare` it is
 //! skipped with a message.
 
-use std::io::Write;
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
+
+use common::netns::{block_on, run_in_private_netns};
 
 use clusterfunk::management::ManagementConfig;
 use clusterfunk::{Cluster, Config, NodeState};
 
-const IN_NETNS: &str = "CLUSTERFUNK_CLI_ZERO_CONF_IN_NETNS";
-const OK_MARKER: &str = "CLI_ZERO_CONF_SCENARIO_OK";
 const TEST_NAME: &str = "status_finds_a_node_by_mdns";
 const WAIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn status_finds_a_node_by_mdns() {
-    if std::env::var_os(IN_NETNS).is_some() {
-        for args in [
-            &["link", "set", "lo", "up"][..],
-            &["link", "set", "lo", "multicast", "on"][..],
-        ] {
-            let st = Command::new("ip").args(args).status().expect("run ip");
-            assert!(st.success(), "ip {args:?} failed");
-        }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(scenario());
-        println!("{OK_MARKER}");
-        return;
-    }
-    let probe = Command::new("unshare")
-        .args(["--net", "ip", "link", "set", "lo", "up"])
-        .output();
-    if !matches!(&probe, Ok(o) if o.status.success()) {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {TEST_NAME}: needs root, `unshare --net` and `ip` to run mDNS in a private \
-             network namespace; probe: {probe:?}"
-        );
-        return;
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    let out = Command::new("unshare")
-        .arg("--net")
-        .arg("--")
-        .arg(exe)
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .output()
-        .expect("run the test inside a network namespace");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains(OK_MARKER),
-        "scenario failed in the namespace ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
+    run_in_private_netns(TEST_NAME, || block_on(scenario()));
 }
 
 async fn scenario() {

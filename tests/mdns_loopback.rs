@@ -11,11 +11,13 @@
 //! network namespace (`unshare --net`, which holds only `lo`). Without root
 //! or `unshare` it is skipped with a message.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
 use std::net::UdpSocket;
-use std::process::Command;
 use std::time::Duration;
+
+use common::netns::{block_on, run_in_private_netns};
 
 use clusterfunk::discovery::{
     discover_once, Announcement, DiscoveryEvent, Interfaces, MdnsConfig, MdnsDiscovery, PeerFilter,
@@ -25,68 +27,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Set in the child that runs inside the namespace.
-const IN_NETNS: &str = "CLUSTERFUNK_MDNS_LOOPBACK_IN_NETNS";
-/// Printed by the child when every assertion held.
-const OK_MARKER: &str = "MDNS_LOOPBACK_SCENARIO_OK";
 const TEST_NAME: &str = "three_nodes_of_a_find_each_other_on_loopback_never_b";
 const DEADLINE: Duration = Duration::from_secs(20);
 
 #[test]
 fn three_nodes_of_a_find_each_other_on_loopback_never_b() {
-    if std::env::var_os(IN_NETNS).is_some() {
-        prepare_loopback();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(scenario());
-        println!("{OK_MARKER}");
-        return;
-    }
-
-    let probe = Command::new("unshare")
-        .args(["--net", "ip", "link", "set", "lo", "up"])
-        .output();
-    if !matches!(&probe, Ok(o) if o.status.success()) {
-        // Straight to stderr: libtest captures eprintln! of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {TEST_NAME}: needs root, `unshare --net` (util-linux) and `ip` (iproute2) to run mDNS in a \
-             private network namespace; probe: {probe:?}"
-        );
-        return;
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    let out = Command::new("unshare")
-        .arg("--net")
-        .arg("--")
-        .arg(exe)
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .output()
-        .expect("run the test inside a network namespace");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains(OK_MARKER),
-        "scenario failed in the namespace ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-}
-
-/// A fresh namespace has `lo` down: bring it up. Linux loops multicast
-/// back on `lo` even without the MULTICAST device flag and with no route for
-/// 224.0.0.0/4 (`mdns-sd` sets `IP_MULTICAST_IF`; verified: the scenario
-/// passes without both), so the flag is set only as a harmless precaution.
-fn prepare_loopback() {
-    for args in [
-        &["link", "set", "lo", "up"][..],
-        &["link", "set", "lo", "multicast", "on"][..],
-    ] {
-        let st = Command::new("ip").args(args).status().expect("run ip");
-        assert!(st.success(), "ip {args:?} failed");
-    }
+    run_in_private_netns(TEST_NAME, || block_on(scenario()));
 }
 
 struct Node {

@@ -5,60 +5,21 @@
 //! itself in a private network namespace holding only `lo` (`unshare
 //! --net`); without root or `unshare` it is skipped with a message.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
+
+use common::netns::{block_on, run_in_private_netns};
 
 use clusterfunk::local::{owners, LocalCluster};
 
-const IN_NETNS: &str = "CLUSTERFUNK_ZEROCONF_IN_NETNS";
-const OK_MARKER: &str = "ZEROCONF_AGENTS_OK";
 const TEST_NAME: &str = "agents_without_join_form_one_cluster_over_mdns";
 
 #[test]
 fn agents_without_join_form_one_cluster_over_mdns() {
-    if std::env::var_os(IN_NETNS).is_some() {
-        let up = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status();
-        assert!(matches!(up, Ok(s) if s.success()), "lo up: {up:?}");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(scenario());
-        println!("{OK_MARKER}");
-        return;
-    }
-    let probe = Command::new("unshare")
-        .args(["--net", "ip", "link", "set", "lo", "up"])
-        .output();
-    if !matches!(&probe, Ok(o) if o.status.success()) {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {TEST_NAME}: needs root, `unshare --net` and `ip` to run mDNS in a private \
-             network namespace; probe: {probe:?}"
-        );
-        return;
-    }
-    let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(exe)
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .output()
-        .expect("run inside a namespace");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains(OK_MARKER),
-        "scenario failed in the namespace ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
+    run_in_private_netns(TEST_NAME, || block_on(scenario()));
 }
 
 async fn scenario() {

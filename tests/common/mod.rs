@@ -1,1 +1,4 @@
+//! Helpers shared by integration tests; each test uses part of them.
+#![allow(dead_code)]
+
 pub mod netns;

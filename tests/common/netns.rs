@@ -98,3 +98,66 @@ impl Drop for Lan {
         }
     }
 }
+
+/// Set in the copy of a test that runs inside the private namespace.
+const IN_PRIVATE_NETNS: &str = "CLUSTERFUNK_TEST_IN_PRIVATE_NETNS";
+/// Printed by that copy when the scenario held.
+const SCENARIO_OK: &str = "PRIVATE_NETNS_SCENARIO_OK";
+
+/// Runs `scenario` in a private network namespace that holds only `lo`
+/// (up, multicast on), so nothing it sends (mDNS, IGMP joins) reaches the
+/// machine's interfaces: the test binary re-runs test `test` under
+/// `unshare --net` and this asserts that the copy succeeded. Skips with a
+/// message without root, `unshare` or `ip`.
+pub fn run_in_private_netns(test: &str, scenario: impl FnOnce()) {
+    if std::env::var_os(IN_PRIVATE_NETNS).is_some() {
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["link", "set", "lo", "multicast", "on"][..],
+        ] {
+            if let Err(e) = ip(args) {
+                panic!("{e}");
+            }
+        }
+        scenario();
+        println!("{SCENARIO_OK}");
+        return;
+    }
+    let probe = Command::new("unshare")
+        .args(["--net", "ip", "link", "set", "lo", "up"])
+        .output();
+    if !matches!(&probe, Ok(o) if o.status.success()) {
+        // Straight to stderr: libtest captures eprintln! of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: needs root, `unshare --net` (util-linux) and `ip` (iproute2) to run \
+             in a private network namespace; probe: {probe:?}"
+        );
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = Command::new("unshare")
+        .args(["--net", "--"])
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(IN_PRIVATE_NETNS, "1")
+        .output()
+        .expect("run the test inside a network namespace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(SCENARIO_OK),
+        "scenario failed in the namespace ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+}
+
+/// A two-thread tokio runtime for a scenario run by [`run_in_private_netns`].
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
