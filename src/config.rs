@@ -145,7 +145,7 @@ const LOOPBACK_ANY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST)
 
 impl Config {
     /// LAN defaults: gossip uses memberlist's LAN preset; Raft and liveness
-    /// use their defaults (30 ms heartbeat, 100–200 ms elections, 100 ms
+    /// use their defaults (50 ms heartbeat, 100–200 ms elections, 100 ms
     /// liveness probes with 3 retries).
     pub fn lan(node_id: impl Into<String>) -> Config {
         let node_id = node_id.into();
