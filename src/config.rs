@@ -42,7 +42,8 @@ pub struct Config {
     /// Management gRPC bind address; `None` serves no management API.
     /// Default `Some(127.0.0.1:0)`.
     pub management_addr: Option<SocketAddr>,
-    /// TLS and token of the management API. Default: plaintext, no token.
+    /// TLS and token of the management API. Its certificate also secures
+    /// Raft RPCs (mutual TLS between nodes). Default: plaintext, no token.
     pub management: ManagementConfig,
     /// HTTP `/metrics`, `/healthz`, `/status` and `/` bind address; `None`
     /// serves nothing. Default `None`.

@@ -177,7 +177,15 @@ async fn reads_and_forwarded_writes_over_mutual_tls_with_a_token() {
         token: Some(TOKEN.into()),
     };
     let nodes = start(3, &mgmt).await;
+    // The cluster formed with Raft over mutual TLS too (same certificate);
+    // a plaintext peer gets no answer from a Raft port.
     let (li, fs) = formed(&nodes).await;
+    let plain = clusterfunk::raft::Network::grpc(&clusterfunk::raft::RaftConfig::default());
+    let raft_addr = nodes[li].local_endpoints()["raft"].to_string();
+    assert!(plain
+        .ack(&raft_addr, "intruder", 1, Duration::from_secs(1))
+        .await
+        .is_err());
     let (leader, f1, f2) = (&nodes[li], &nodes[fs[0]], &nodes[fs[1]]);
     let tls = ClientTls {
         ca: Some(certs.ca.clone()),

@@ -134,9 +134,10 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
             StorageConfig::Memory => Storage::Memory,
             StorageConfig::DataDir(p) => Storage::Sled(p.join("raft")),
         };
+        let (server_tls, client_tls) = raft_tls(&cfg).map_err(|e| start_err("raft tls")(&e))?;
         let network = match &seams.raft {
             Some(router) => Network::new(router.connector(&raft_addr.to_string())),
-            None => Network::grpc(&cfg.raft),
+            None => Network::grpc_tls(&cfg.raft, client_tls),
         };
         let node = RaftNode::start(
             raft_id(&me),
@@ -151,7 +152,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         if let Some(router) = &seams.raft {
             router.register(&raft_addr.to_string(), node.service());
         }
-        node.serve(listener)
+        node.serve_tls(listener, server_tls)
             .map_err(|e| start_err("raft server")(&e))?;
         raft = Some(Arc::new(node));
         let probe_from = SocketAddr::new(cfg.liveness_addr.ip(), 0);
@@ -339,6 +340,37 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
     Ok(Cluster {
         shared: Arc::new(shared),
     })
+}
+
+/// Raft RPCs use the management certificate when one is configured:
+/// mutual TLS, every node presenting it and trusting the CA (or, without
+/// a CA, the certificate itself: one shared self-signed cluster cert).
+fn raft_tls(
+    cfg: &Config,
+) -> std::io::Result<(
+    Option<tonic::transport::ServerTlsConfig>,
+    Option<tonic::transport::ClientTlsConfig>,
+)> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+    let Some(tls) = &cfg.management.tls else {
+        return Ok((None, None));
+    };
+    let cert = std::fs::read(&tls.cert)?;
+    let key = std::fs::read(&tls.key)?;
+    let ca = match &tls.ca {
+        Some(ca) => std::fs::read(ca)?,
+        None => cert.clone(),
+    };
+    let server = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&cert, &key))
+        .client_ca_root(Certificate::from_pem(&ca));
+    let mut client = ClientTlsConfig::new()
+        .identity(Identity::from_pem(&cert, &key))
+        .ca_certificate(Certificate::from_pem(&ca));
+    if let Some(name) = &tls.server_name {
+        client = client.domain_name(name.clone());
+    }
+    Ok((Some(server), Some(client)))
 }
 
 enum GossipTransport {

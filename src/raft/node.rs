@@ -380,6 +380,15 @@ impl RaftNode {
     /// Serves the Raft gRPC service on `listener` in a task this node owns
     /// (stopped by [`shutdown`](Self::shutdown)). Returns the bound address.
     pub fn serve(&self, listener: TcpListener) -> Result<SocketAddr, RaftNodeError> {
+        self.serve_tls(listener, None)
+    }
+
+    /// [`serve`](Self::serve), over TLS when `tls` is given.
+    pub fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Result<SocketAddr, RaftNodeError> {
         let addr = listener.local_addr()?;
         let mut slot = self.server.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_some() {
@@ -388,8 +397,12 @@ impl RaftNode {
         let (stop, stopped) = oneshot::channel::<()>();
         let service = self.service();
         let incoming = nodelay(listener);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
         let handle = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;

@@ -29,7 +29,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use tonic::codegen::{http, BoxFuture, Service, StdError};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use router::LocalChannel;
@@ -96,14 +96,21 @@ impl Service<http::Request<tonic::body::Body>> for RaftChannel {
 /// Lazily connected tonic channels, one per peer address, reused.
 pub struct GrpcConnector {
     connect_timeout: Duration,
+    tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl GrpcConnector {
     /// A connector whose TCP connects time out after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
+        Self::with_tls(connect_timeout, None)
+    }
+
+    /// The same over TLS (`https`) when `tls` is given.
+    pub fn with_tls(connect_timeout: Duration, tls: Option<ClientTlsConfig>) -> Self {
         Self {
             connect_timeout,
+            tls,
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -124,18 +131,23 @@ impl Connector for GrpcConnector {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone().into());
         }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
-            format!("http://{addr}")
+            format!("{scheme}://{addr}")
         };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| NetError::BadAddress {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?
+        let bad = |e: tonic::transport::Error| NetError::BadAddress {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        let mut endpoint = Endpoint::from_shared(uri)
+            .map_err(bad)?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
+        }
         // connect_lazy spawns the channel's worker: needs a tokio runtime,
         // which every caller (openraft's tasks) has.
         let channel = endpoint.connect_lazy();
@@ -169,7 +181,13 @@ impl Network {
 
     /// A network of lazy tonic channels configured from `config`.
     pub fn grpc(config: &RaftConfig) -> Self {
-        let mut n = Self::new(Arc::new(GrpcConnector::new(config.connect_timeout)));
+        Self::grpc_tls(config, None)
+    }
+
+    /// The same over TLS when `tls` is given (peers must serve TLS too).
+    pub fn grpc_tls(config: &RaftConfig, tls: Option<ClientTlsConfig>) -> Self {
+        let connector = GrpcConnector::with_tls(config.connect_timeout, tls);
+        let mut n = Self::new(Arc::new(connector));
         n.configure(0, config);
         n
     }
