@@ -463,7 +463,11 @@ mod tests {
         let parts = vec![
             ping(1).encode_part(),
             alive.encode_part(),
-            Msg::Ack(pb::Ack { seq: 9 }).encode_part(),
+            Msg::Ack(pb::Ack {
+                seq: 9,
+                checksum: 1,
+            })
+            .encode_part(),
         ];
         let expected_len = HEADER_LEN
             + parts
@@ -600,7 +604,8 @@ mod tests {
                         source_addr,
                     })
                 }),
-                any::<u64>().prop_map(|seq| Msg::Ack(pb::Ack { seq })),
+                (any::<u64>(), any::<u64>())
+                    .prop_map(|(seq, checksum)| Msg::Ack(pb::Ack { seq, checksum })),
                 any::<u64>().prop_map(|seq| Msg::Nack(pb::Nack { seq })),
                 (
                     any::<u64>(),

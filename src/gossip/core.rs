@@ -148,6 +148,9 @@ pub(crate) struct Core {
     stats: GossipStats,
     out: Vec<Output>,
     dirty: bool,
+    checksum_cache: std::cell::Cell<Option<u64>>,
+    /// No checksum-triggered push/pull before this.
+    next_checksum_sync: Instant,
 }
 
 fn jitter(rng: &mut StdRng, d: Duration) -> Duration {
@@ -247,6 +250,8 @@ impl Core {
             stats: GossipStats::default(),
             out: Vec::new(),
             dirty: true,
+            checksum_cache: std::cell::Cell::new(None),
+            next_checksum_sync: now,
             cfg,
         };
         // Announce ourselves: once we know anyone (after a join), our alive
@@ -295,7 +300,22 @@ impl Core {
             .count()
     }
 
+    /// Must follow every change of the member table.
+    fn mark_changed(&mut self) {
+        self.dirty = true;
+        self.checksum_cache.set(None);
+    }
+
     pub(crate) fn checksum(&self) -> u64 {
+        if let Some(c) = self.checksum_cache.get() {
+            return c;
+        }
+        let c = self.compute_checksum();
+        self.checksum_cache.set(Some(c));
+        c
+    }
+
+    fn compute_checksum(&self) -> u64 {
         membership_checksum(
             self.members
                 .values()
@@ -459,7 +479,7 @@ impl Core {
         match m {
             Msg::Ping(p) => self.on_ping(from, p),
             Msg::IndirectPing(p) => self.on_indirect_ping(now, from, p),
-            Msg::Ack(a) => self.on_ack(now, a.seq),
+            Msg::Ack(a) => self.on_ack(now, a),
             Msg::Nack(n) => {
                 if let Some(p) = self.probe.as_mut().filter(|p| p.seq == n.seq) {
                     p.nacks += 1;
@@ -484,7 +504,11 @@ impl Core {
             self.stats.bad_packets += 1;
             return;
         }
-        self.send(from, &[Msg::Ack(pb::Ack { seq: p.seq })]);
+        let ack = pb::Ack {
+            seq: p.seq,
+            checksum: self.checksum(),
+        };
+        self.send(from, &[Msg::Ack(ack)]);
     }
 
     fn on_indirect_ping(&mut self, now: Instant, from: SocketAddr, p: pb::IndirectPing) {
@@ -530,20 +554,51 @@ impl Core {
         self.cfg.probe_timeout.min(room * 4 / 5)
     }
 
-    fn on_ack(&mut self, now: Instant, seq: u64) {
+    fn on_ack(&mut self, now: Instant, ack: pb::Ack) {
+        let seq = ack.seq;
         if let Some(p) = self.probe.as_ref().filter(|p| p.seq == seq) {
             if !p.indirect_sent {
                 self.stats
                     .rtt
                     .record(now.saturating_duration_since(p.start));
             }
+            let target = p.target.clone();
             self.probe = None;
             self.awareness.apply(-1);
+            self.maybe_checksum_sync(now, &target, ack.checksum);
             return;
         }
         if let Some(r) = self.relays.remove(&seq) {
-            self.send(r.origin, &[Msg::Ack(pb::Ack { seq: r.origin_seq })]);
+            let fwd = pb::Ack {
+                seq: r.origin_seq,
+                checksum: 0,
+            };
+            self.send(r.origin, &[Msg::Ack(fwd)]);
         }
+    }
+
+    /// Ringpop's rule: when gossip has nothing left to say but the probed
+    /// node's checksum differs from ours, one of us missed an update; a
+    /// push/pull with it repairs that now. At most one per probe interval.
+    fn maybe_checksum_sync(&mut self, now: Instant, target: &str, theirs: u64) {
+        if theirs == 0
+            || self.queue.len() > 0
+            || now < self.next_checksum_sync
+            || self.leave != LeaveState::Member
+            || theirs == self.checksum()
+        {
+            return;
+        }
+        let Some(addr) = self.members.get(target).map(|n| n.addr) else {
+            return;
+        };
+        self.next_checksum_sync = now + self.cfg.probe_interval;
+        self.stats.checksum_syncs += 1;
+        self.out.push(Output::PushPull {
+            to: addr,
+            join: false,
+            op: None,
+        });
     }
 
     fn on_alive(&mut self, now: Instant, a: pb::Alive) {
@@ -606,7 +661,7 @@ impl Core {
             }
         };
         self.suspicions.remove(&name);
-        self.dirty = true;
+        self.mark_changed();
         let msg = Msg::Alive(self.members[&name].alive_msg());
         self.broadcast(&name, msg, None);
         match prev {
@@ -671,7 +726,7 @@ impl Core {
         if s.from != self.name && self.probe_first.len() < self.cfg.gossip_nodes.max(8) {
             self.probe_first.push_back(name.clone());
         }
-        self.dirty = true;
+        self.mark_changed();
         tracing::debug!(node = %self.name, suspect = %name, from = %s.from, "suspecting member");
         self.broadcast(&name, Msg::Suspect(s), None);
         self.event(MemberEventKind::Suspect, &name);
@@ -705,7 +760,7 @@ impl Core {
             st.state_change = now;
         }
         self.suspicions.remove(&name);
-        self.dirty = true;
+        self.mark_changed();
         tracing::debug!(node = %self.name, member = %name, left, "member gone");
         self.broadcast(&name, Msg::Dead(d), None);
         let kind = if left {
@@ -724,7 +779,7 @@ impl Core {
         let msg = Msg::Alive(me.alive_msg());
         self.stats.refutations += 1;
         self.awareness.apply(1);
-        self.dirty = true;
+        self.mark_changed();
         let name = self.name.clone();
         tracing::debug!(node = %name, incarnation = self.me().incarnation, "refuting");
         self.broadcast(&name, msg, None);
@@ -1049,7 +1104,7 @@ impl Core {
             }
         });
         if self.members.len() != before {
-            self.dirty = true;
+            self.mark_changed();
         }
     }
 
@@ -1155,7 +1210,7 @@ impl Core {
         me.incarnation += 1;
         let msg = Msg::Alive(me.alive_msg());
         let name = self.name.clone();
-        self.dirty = true;
+        self.mark_changed();
         self.broadcast(&name, msg, None);
         Ok(())
     }
@@ -1177,7 +1232,7 @@ impl Core {
             node: me.name.clone(),
             from: me.name.clone(),
         };
-        self.dirty = true;
+        self.mark_changed();
         self.probe = None;
         let name = self.name.clone();
         self.broadcast(&name, Msg::Dead(d), Some(id));
@@ -1589,7 +1644,13 @@ mod tests {
         };
         let target = p.target.clone();
         assert_eq!(*to, c.members[&target].addr);
-        c.on_ack(t + Duration::from_millis(3), p.seq);
+        c.on_ack(
+            t + Duration::from_millis(3),
+            pb::Ack {
+                seq: p.seq,
+                checksum: 0,
+            },
+        );
         assert!(c.probe.is_none());
         assert_eq!(c.stats.rtt.count, 1);
         assert_eq!(c.stats.rtt.last, Duration::from_millis(3));
@@ -1639,6 +1700,80 @@ mod tests {
     }
 
     #[test]
+    fn differing_checksum_in_ack_triggers_push_pull_once_quiet() {
+        let mut c = core("a", 1);
+        let t0 = Instant::now();
+        c.on_alive(t0, alive("b", 2, 1));
+        let probe = |c: &mut Core, t: Instant| {
+            c.tick(t);
+            let out = sends(c);
+            match &out[0].1[0] {
+                Msg::Ping(p) => p.seq,
+                m => panic!("expected a ping, got {m:?}"),
+            }
+        };
+        // News still queued: no sync, gossip will deliver it.
+        let t = c.next_probe;
+        let seq = probe(&mut c, t);
+        c.queue.push(
+            BroadcastKey::Node("zz".into()),
+            Bytes::from_static(b"x"),
+            None,
+        );
+        c.on_ack(
+            t,
+            pb::Ack {
+                seq,
+                checksum: 12345,
+            },
+        );
+        assert!(!c
+            .take_outputs()
+            .iter()
+            .any(|o| matches!(o, Output::PushPull { .. })));
+        // Nothing left to gossip: a differing checksum starts a push/pull.
+        c.queue = BroadcastQueue::new(16);
+        let t = c.next_probe;
+        let seq = probe(&mut c, t);
+        let mine = c.checksum();
+        c.on_ack(
+            t,
+            pb::Ack {
+                seq,
+                checksum: mine,
+            },
+        );
+        assert!(
+            c.take_outputs().is_empty(),
+            "equal checksums: nothing to do"
+        );
+        let t = c.next_probe;
+        let seq = probe(&mut c, t);
+        c.on_ack(
+            t,
+            pb::Ack {
+                seq,
+                checksum: mine ^ 1,
+            },
+        );
+        let pp: Vec<_> = c
+            .take_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::PushPull { to, join, .. } => Some((to, join)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pp, vec![(addr(2), false)]);
+        assert_eq!(c.stats.checksum_syncs, 1);
+        // The cache follows changes of the table.
+        let before = c.checksum();
+        c.on_alive(t, alive("b", 2, 2));
+        assert_ne!(c.checksum(), before);
+        assert_eq!(c.checksum(), c.compute_checksum());
+    }
+
+    #[test]
     fn awareness_slows_probing() {
         let mut c = core("a", 1);
         let t0 = Instant::now();
@@ -1669,10 +1804,16 @@ mod tests {
         let out = sends(&mut c);
         assert_eq!(out[0].0, addr(2));
         let Msg::Ping(p) = &out[0].1[0] else { panic!() };
-        c.on_ack(t0, p.seq);
+        c.on_ack(
+            t0,
+            pb::Ack {
+                seq: p.seq,
+                checksum: 0,
+            },
+        );
         let out = sends(&mut c);
         assert_eq!(out[0].0, addr(1));
-        assert!(matches!(out[0].1[0], Msg::Ack(pb::Ack { seq: 77 })));
+        assert!(matches!(out[0].1[0], Msg::Ack(pb::Ack { seq: 77, .. })));
         // No answer from the target: a nack after the probe timeout.
         c.handle_msg(t0, addr(1), Msg::IndirectPing(req));
         c.take_outputs();

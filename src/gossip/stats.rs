@@ -97,6 +97,9 @@ pub struct GossipStats {
     pub push_pulls: u64,
     /// Push/pull exchanges skipped because the checksums agreed.
     pub push_pulls_in_sync: u64,
+    /// Push/pulls started because a probed node's checksum differed while
+    /// nothing was left to gossip.
+    pub checksum_syncs: u64,
     /// Push/pull exchanges that failed.
     pub push_pull_failures: u64,
     /// Events dropped because a subscriber was full.
