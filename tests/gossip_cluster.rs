@@ -110,8 +110,16 @@ async fn fifty_nodes_converge_and_spread_tags() {
     big.insert("blob".to_string(), "x".repeat(1000));
     assert!(nodes[3].set_tags(big).await.is_err());
 
+    // Probes run and their round trips are measured.
+    let n0 = &nodes[0];
+    assert!(
+        poll(Duration::from_secs(10), || async move {
+            n0.stats().await.unwrap().rtt.count > 0
+        })
+        .await
+    );
     let stats = nodes[0].stats().await.unwrap();
-    assert!(stats.probes > 0 && stats.rtt.count > 0);
+    assert!(stats.probes > 0 && stats.sent["ping"].messages > 0 && stats.received["ack"].bytes > 0);
     assert_eq!(stats.alive, N);
     for g in &nodes {
         g.shutdown().await.unwrap();

@@ -443,6 +443,7 @@ mod tests {
             target: "b".into(),
             source: "a".into(),
             source_addr: "127.0.0.1:1".into(),
+            checksum: 5,
         })
     }
 
@@ -596,14 +597,17 @@ mod tests {
         fn arb_msg() -> impl Strategy<Value = Msg> {
             let s = || "[a-z0-9.:]{0,24}";
             prop_oneof![
-                (any::<u64>(), s(), s(), s()).prop_map(|(seq, target, source, source_addr)| {
-                    Msg::Ping(pb::Ping {
-                        seq,
-                        target,
-                        source,
-                        source_addr,
-                    })
-                }),
+                (any::<u64>(), s(), s(), s(), any::<u64>()).prop_map(
+                    |(seq, target, source, source_addr, checksum)| {
+                        Msg::Ping(pb::Ping {
+                            seq,
+                            target,
+                            source,
+                            source_addr,
+                            checksum,
+                        })
+                    }
+                ),
                 (any::<u64>(), any::<u64>())
                     .prop_map(|(seq, checksum)| Msg::Ack(pb::Ack { seq, checksum })),
                 any::<u64>().prop_map(|seq| Msg::Nack(pb::Nack { seq })),

@@ -477,7 +477,7 @@ impl Core {
 
     fn handle_msg(&mut self, now: Instant, from: SocketAddr, m: Msg) {
         match m {
-            Msg::Ping(p) => self.on_ping(from, p),
+            Msg::Ping(p) => self.on_ping(now, from, p),
             Msg::IndirectPing(p) => self.on_indirect_ping(now, from, p),
             Msg::Ack(a) => self.on_ack(now, a),
             Msg::Nack(n) => {
@@ -498,12 +498,13 @@ impl Core {
         }
     }
 
-    fn on_ping(&mut self, from: SocketAddr, p: pb::Ping) {
+    fn on_ping(&mut self, now: Instant, from: SocketAddr, p: pb::Ping) {
         if !p.target.is_empty() && p.target != self.name {
             // Meant for a node that used to live at this address.
             self.stats.bad_packets += 1;
             return;
         }
+        self.maybe_checksum_sync(now, from, p.checksum);
         let ack = pb::Ack {
             seq: p.seq,
             checksum: self.checksum(),
@@ -536,6 +537,7 @@ impl Core {
             target: p.target,
             source: self.name.clone(),
             source_addr: self.me().addr.to_string(),
+            checksum: self.checksum(),
         };
         self.send(target, &[Msg::Ping(ping)]);
     }
@@ -562,10 +564,12 @@ impl Core {
                     .rtt
                     .record(now.saturating_duration_since(p.start));
             }
-            let target = p.target.clone();
+            let target = self.members.get(&p.target).map(|n| n.addr);
             self.probe = None;
             self.awareness.apply(-1);
-            self.maybe_checksum_sync(now, &target, ack.checksum);
+            if let Some(addr) = target {
+                self.maybe_checksum_sync(now, addr, ack.checksum);
+            }
             return;
         }
         if let Some(r) = self.relays.remove(&seq) {
@@ -580,7 +584,7 @@ impl Core {
     /// Ringpop's rule: when gossip has nothing left to say but the probed
     /// node's checksum differs from ours, one of us missed an update; a
     /// push/pull with it repairs that now. At most one per probe interval.
-    fn maybe_checksum_sync(&mut self, now: Instant, target: &str, theirs: u64) {
+    fn maybe_checksum_sync(&mut self, now: Instant, addr: SocketAddr, theirs: u64) {
         if theirs == 0
             || self.queue.len() > 0
             || now < self.next_checksum_sync
@@ -589,9 +593,6 @@ impl Core {
         {
             return;
         }
-        let Some(addr) = self.members.get(target).map(|n| n.addr) else {
-            return;
-        };
         self.next_checksum_sync = now + self.cfg.probe_interval;
         self.stats.checksum_syncs += 1;
         self.out.push(Output::PushPull {
@@ -963,6 +964,7 @@ impl Core {
             target: target.clone(),
             source: self.name.clone(),
             source_addr: self.me().addr.to_string(),
+            checksum: self.checksum(),
         })];
         if status == MemberStatus::Suspect {
             // Tell it, so it can refute right away.
@@ -1521,6 +1523,7 @@ mod tests {
         c.on_alive(t0, alive("b", 2, 1));
         c.take_outputs();
         c.on_ping(
+            Instant::now(),
             addr(2),
             pb::Ping {
                 seq: 1,
@@ -1828,6 +1831,7 @@ mod tests {
     fn misdirected_ping_is_dropped() {
         let mut c = core("a", 1);
         c.on_ping(
+            Instant::now(),
             addr(2),
             pb::Ping {
                 seq: 1,
@@ -1850,6 +1854,7 @@ mod tests {
         }
         c.take_outputs();
         c.on_ping(
+            Instant::now(),
             addr(2),
             pb::Ping {
                 seq: 1,
