@@ -58,10 +58,12 @@ pub struct GossipConfig {
     /// A dead member still receives gossip for this long, so it can refute.
     pub gossip_to_the_dead_time: Duration,
     /// When set, newly queued broadcasts trigger a gossip round as soon as
-    /// this long has passed since the previous round, instead of waiting
-    /// for the next `gossip_interval` tick. News then travels a hop in tens
-    /// of milliseconds; the transmit limit still bounds how often each
-    /// broadcast is sent, so only the batching changes. `None` keeps
+    /// this long has passed since the previous round, and rounds go on at
+    /// this pace until the queue has used up its transmits, instead of one
+    /// round per `gossip_interval`. News then travels a hop in tens of
+    /// milliseconds; the transmit limit still bounds how often each
+    /// broadcast is sent, so only the batching changes (more, smaller
+    /// packets while news spreads; nothing extra when idle). `None` keeps
     /// memberlist's purely periodic rounds.
     pub eager_gossip: Option<Duration>,
     /// Interval of push/pull attempts with a random failed (not left) member,

@@ -423,7 +423,8 @@ impl Core {
         self.news = true;
     }
 
-    /// When news may trigger an early gossip round.
+    /// When news (or broadcasts not yet sent their full number of times)
+    /// may trigger an early gossip round.
     fn eager_gossip_at(&self) -> Option<Instant> {
         match self.cfg.eager_gossip {
             Some(d) if self.news && !self.cfg.gossip_interval.is_zero() => {
@@ -1080,6 +1081,7 @@ impl Core {
         targets.shuffle(&mut self.rng);
         targets.truncate(self.cfg.gossip_nodes);
         let budget = self.packet_budget();
+        let mut sent = false;
         for to in targets {
             let limit = self.retransmit_limit();
             let parts = self.queue.take(budget, limit, codec::compound_part_cost);
@@ -1087,7 +1089,12 @@ impl Core {
                 break;
             }
             self.emit(to, parts);
+            sent = true;
         }
+        // With eager gossip, keep going at the eager pace until the queue
+        // has used up its transmits: each broadcast is still sent
+        // `retransmit_limit` times in all, only sooner.
+        self.news = sent && self.queue.len() > 0;
     }
 
     fn reap(&mut self, now: Instant) {
