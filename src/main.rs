@@ -1,4 +1,3 @@
-//! clusterfunk: a Raft-plus-gossip cluster coordinator for sharded services.
 //! The `clusterfunk` command: parses flags and calls the library.
 
 use clap::{Parser, Subcommand};
