@@ -912,7 +912,7 @@ impl Core {
             return;
         };
         if !p.indirect_sent && now >= p.timeout_at && now < p.end_at {
-            self.send_indirect(now);
+            self.send_indirect();
         }
         if self.probe.as_ref().is_some_and(|p| now >= p.end_at) {
             self.fail_probe(now);
@@ -989,7 +989,7 @@ impl Core {
         });
     }
 
-    fn send_indirect(&mut self, _now: Instant) {
+    fn send_indirect(&mut self) {
         let Some(p) = self.probe.as_mut() else {
             return;
         };
