@@ -299,6 +299,21 @@ impl Gossip {
     }
 }
 
+/// Offers `ev` to every subscriber without waiting: a full channel drops it
+/// (returned as a count), a closed one is forgotten.
+fn fan_out<E: Clone>(subs: &mut Vec<mpsc::Sender<E>>, ev: &E) -> u64 {
+    let mut dropped = 0;
+    subs.retain(|s| match s.try_send(ev.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            dropped += 1;
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    });
+    dropped
+}
+
 struct JoinOp {
     remaining: usize,
     ok: usize,
@@ -521,28 +536,10 @@ impl<T: Transport> Actor<T> {
                     }
                 }
                 Output::Event(ev) => {
-                    let mut dropped = 0;
-                    self.subs.retain(|s| match s.try_send(ev.clone()) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            dropped += 1;
-                            true
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
-                    });
-                    self.core.stats_mut().events_dropped += dropped;
+                    self.core.stats_mut().events_dropped += fan_out(&mut self.subs, &ev);
                 }
                 Output::User(ev) => {
-                    let mut dropped = 0;
-                    self.user_subs.retain(|s| match s.try_send(ev.clone()) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            dropped += 1;
-                            true
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
-                    });
-                    self.core.stats_mut().events_dropped += dropped;
+                    self.core.stats_mut().events_dropped += fan_out(&mut self.user_subs, &ev);
                 }
                 Output::PushPull { to, join, op } => {
                     if self.tasks.len() >= MAX_STREAM_TASKS {

@@ -85,23 +85,7 @@ pub(crate) async fn initiate<T: Transport>(
         Ok(Some(resp.state.unwrap_or_default()))
     }
     .await;
-    let decrypt_failure = matches!(result, Err(StreamError::Codec(CodecError::Decrypt)));
-    let result = match result {
-        Ok(Some(state)) => {
-            let _ = tx.send(Internal::Merge(state)).await;
-            Ok(false)
-        }
-        Ok(None) => Ok(true),
-        Err(e) => Err(e.to_string()),
-    };
-    let _ = tx
-        .send(Internal::Done {
-            op,
-            to: Some(to),
-            result,
-            decrypt_failure,
-        })
-        .await;
+    report(&tx, op, Some(to), result).await;
 }
 
 /// Runs the responder side on an accepted stream.
@@ -144,6 +128,20 @@ pub(crate) async fn respond(
         }
     }
     .await;
+    if let Err(e) = &result {
+        tracing::debug!(peer = %from, error = %e, "push/pull from peer failed");
+    }
+    report(&tx, None, None, result).await;
+}
+
+/// Hands a received state to the gossip task for merging, then reports how
+/// the exchange ended.
+async fn report(
+    tx: &mpsc::Sender<Internal>,
+    op: Option<u64>,
+    to: Option<SocketAddr>,
+    result: Result<Option<pb::PushPullState>, StreamError>,
+) {
     let decrypt_failure = matches!(result, Err(StreamError::Codec(CodecError::Decrypt)));
     let result = match result {
         Ok(Some(state)) => {
@@ -151,15 +149,12 @@ pub(crate) async fn respond(
             Ok(false)
         }
         Ok(None) => Ok(true),
-        Err(e) => {
-            tracing::debug!(peer = %from, error = %e, "push/pull from peer failed");
-            Err(e.to_string())
-        }
+        Err(e) => Err(e.to_string()),
     };
     let _ = tx
         .send(Internal::Done {
-            op: None,
-            to: None,
+            op,
+            to,
             result,
             decrypt_failure,
         })
