@@ -384,6 +384,7 @@ impl<T: Transport> Actor<T> {
                             let fut = pushpull::respond(
                                 stream,
                                 from,
+                                self.cfg.name.clone(),
                                 self.cfg.keyring.clone(),
                                 self.cfg.stream_timeout,
                                 self.internal_tx.clone(),
@@ -477,6 +478,9 @@ impl<T: Transport> Actor<T> {
                 let _ = reply.send((self.core.checksum(), self.core.local_state()));
             }
             Internal::Merge(state) => self.core.merge_remote(Instant::now(), state),
+            Internal::StreamPingDone { seq, ok } => {
+                self.core.stream_ping_done(Instant::now(), seq, ok)
+            }
             Internal::Done {
                 op,
                 to,
@@ -540,6 +544,22 @@ impl<T: Transport> Actor<T> {
                 }
                 Output::User(ev) => {
                     self.core.stats_mut().events_dropped += fan_out(&mut self.user_subs, &ev);
+                }
+                Output::StreamPing { to, ping } => {
+                    if self.tasks.len() >= MAX_STREAM_TASKS {
+                        let seq = ping.seq;
+                        self.core.stream_ping_done(Instant::now(), seq, false);
+                        continue;
+                    }
+                    let fut = pushpull::stream_ping(
+                        self.transport.clone(),
+                        to,
+                        ping,
+                        self.cfg.keyring.clone(),
+                        self.cfg.probe_interval.min(self.cfg.stream_timeout),
+                        self.internal_tx.clone(),
+                    );
+                    self.tasks.spawn(fut.in_current_span());
                 }
                 Output::PushPull { to, join, op } => {
                     if self.tasks.len() >= MAX_STREAM_TASKS {

@@ -296,6 +296,9 @@ pub(crate) fn decode_datagram(
 /// One message of the push/pull stream protocol.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum StreamMsg {
+    /// Fallback probe over a stream (when datagrams went unanswered).
+    Ping(pb::Ping),
+    Ack(pb::Ack),
     Request(pb::PushPullRequest),
     Response(pb::PushPullResponse),
     State(pb::PushPullState),
@@ -304,6 +307,8 @@ pub(crate) enum StreamMsg {
 impl StreamMsg {
     fn encode(&self) -> (MsgType, Vec<u8>) {
         match self {
+            StreamMsg::Ping(m) => (MsgType::Ping, m.encode_to_vec()),
+            StreamMsg::Ack(m) => (MsgType::Ack, m.encode_to_vec()),
             StreamMsg::Request(m) => (MsgType::PushPullRequest, m.encode_to_vec()),
             StreamMsg::Response(m) => (MsgType::PushPullResponse, m.encode_to_vec()),
             StreamMsg::State(m) => (MsgType::PushPullState, m.encode_to_vec()),
@@ -313,6 +318,8 @@ impl StreamMsg {
     fn decode(ty: MsgType, body: &[u8]) -> Result<Self, CodecError> {
         let bad = |_| CodecError::Body(ty as u8);
         Ok(match ty {
+            MsgType::Ping => StreamMsg::Ping(pb::Ping::decode(body).map_err(bad)?),
+            MsgType::Ack => StreamMsg::Ack(pb::Ack::decode(body).map_err(bad)?),
             MsgType::PushPullRequest => {
                 StreamMsg::Request(pb::PushPullRequest::decode(body).map_err(bad)?)
             }

@@ -46,6 +46,11 @@ pub struct GossipConfig {
     /// Time to wait for a direct ack before asking others to probe; about
     /// the 99th percentile RTT. Scaled by the local health score.
     pub probe_timeout: Duration,
+    /// When a direct probe times out, also probe the member over a stream
+    /// (TCP), alongside the indirect probes; if that answers, the member is
+    /// not suspected (its datagrams are being lost, not the member).
+    /// memberlist's TCP fallback ping (`DisableTcpPings = false`).
+    pub stream_fallback_ping: bool,
     /// Lifeguard local health: the score ranges over `0..max`, and probe
     /// interval and timeout are multiplied by `score + 1`.
     pub awareness_max_multiplier: u32,
@@ -115,6 +120,7 @@ impl GossipConfig {
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(500),
             awareness_max_multiplier: 8,
+            stream_fallback_ping: true,
             gossip_interval: Duration::from_millis(200),
             gossip_nodes: 3,
             gossip_to_the_dead_time: Duration::from_secs(30),

@@ -43,6 +43,8 @@ pub(crate) enum Output {
     Event(MemberEvent),
     /// A user event for subscribers.
     User(UserEvent),
+    /// Probe `to` over a stream with `ping`; report with `stream_ping_done`.
+    StreamPing { to: SocketAddr, ping: pb::Ping },
     /// Start a push/pull with `to`; `op` ties it to a pending join.
     PushPull {
         to: SocketAddr,
@@ -96,6 +98,8 @@ struct Probe {
     indirect_sent: bool,
     expected_nacks: usize,
     nacks: usize,
+    /// A fallback stream probe is under way.
+    stream_pending: bool,
 }
 
 #[derive(Debug)]
@@ -485,7 +489,7 @@ impl Core {
                 if let Some(p) = self.probe.as_mut().filter(|p| p.seq == n.seq) {
                     p.nacks += 1;
                     self.stats.nacks_received += 1;
-                    if p.nacks >= p.expected_nacks {
+                    if p.nacks >= p.expected_nacks && !p.stream_pending {
                         // Every helper has waited for the target in vain:
                         // no ack is coming, conclude now.
                         self.fail_probe(now);
@@ -986,6 +990,7 @@ impl Core {
             indirect_sent: false,
             expected_nacks: 0,
             nacks: 0,
+            stream_pending: false,
         });
     }
 
@@ -1022,6 +1027,48 @@ impl Core {
                 source_addr: source_addr.clone(),
             };
             self.send(h, &[Msg::IndirectPing(req)]);
+        }
+        if self.cfg.stream_fallback_ping {
+            if let Some(p) = self.probe.as_mut() {
+                p.stream_pending = true;
+            }
+            self.stats.stream_probes += 1;
+            let ping = pb::Ping {
+                seq,
+                target: target.clone(),
+                source: self.name.clone(),
+                source_addr: source_addr.clone(),
+                checksum: 0,
+            };
+            if let Ok(to) = target_addr.parse() {
+                self.out.push(Output::StreamPing { to, ping });
+            }
+        }
+    }
+
+    /// Result of a fallback stream probe. An answer ends the probe without
+    /// suspicion; a failure lets the probe conclude as soon as the nacks
+    /// are in.
+    pub(crate) fn stream_ping_done(&mut self, now: Instant, seq: u64, ok: bool) {
+        let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) else {
+            return;
+        };
+        p.stream_pending = false;
+        if ok {
+            let p = self.probe.take();
+            if let Some(p) = p {
+                self.stats.stream_probe_acks += 1;
+                tracing::warn!(
+                    node = %self.name,
+                    member = %p.target,
+                    "member answered over a stream but not over datagrams: the network may drop UDP"
+                );
+                // Our datagrams went unanswered: health still counts missing nacks.
+                let delta = p.expected_nacks.saturating_sub(p.nacks) as i32;
+                self.awareness.apply(delta);
+            }
+        } else if p.indirect_sent && p.nacks >= p.expected_nacks && p.expected_nacks > 0 {
+            self.fail_probe(now);
         }
     }
 
@@ -1697,9 +1744,20 @@ mod tests {
         let Msg::Ping(p) = &out[0].1[0] else { panic!() };
         let seq = p.seq;
         c2.tick(t + c2.cfg.probe_timeout);
+        let stream: Vec<_> = c2
+            .take_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::StreamPing { ping, .. } => Some(ping.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stream, vec![seq], "a fallback stream probe goes along");
         c2.handle_msg(t, addr(9), Msg::Nack(pb::Nack { seq }));
-        // The only helper said no: the probe is over at once, and the fault
-        // is the target's, not ours: no health change.
+        assert!(c2.probe.is_some(), "waits for the stream probe");
+        c2.stream_ping_done(t, seq, false);
+        // The only helper said no and the stream failed: the probe is over
+        // at once, and the fault is the target's, not ours: no health change.
         assert!(c2.probe.is_none());
         assert!(c2
             .members
@@ -1707,6 +1765,28 @@ mod tests {
             .any(|m| m.status == MemberStatus::Suspect));
         assert_eq!(c2.awareness.score(), 0);
         assert_eq!(c2.stats.nacks_received, 1);
+    }
+
+    #[test]
+    fn stream_answer_prevents_suspicion() {
+        let mut c = core("a", 1);
+        let t0 = Instant::now();
+        c.on_alive(t0, alive("b", 2, 1));
+        c.take_outputs();
+        let t = c.next_probe;
+        c.tick(t);
+        c.take_outputs();
+        let seq = c.probe.as_ref().map(|p| p.seq).unwrap();
+        c.tick(t + c.cfg.probe_timeout);
+        c.stream_ping_done(t, seq + 1, true);
+        assert!(c.probe.is_some(), "a result for another probe is ignored");
+        c.stream_ping_done(t, seq, true);
+        assert!(c.probe.is_none());
+        c.tick(t + c.cfg.probe_interval);
+        assert_eq!(status(&c, "b"), Some(MemberStatus::Alive));
+        assert_eq!(c.stats.stream_probe_acks, 1);
+        // No helper existed, so no nacks were expected: health unchanged.
+        assert_eq!(c.awareness.score(), 0);
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //! health); a probe ends as soon as every helper has nacked; members others
 //! suspect are probed next; and, as in ringpop, pings and acks carry the
 //! membership checksum so a node with nothing left to gossip repairs a
-//! divergent view with a push/pull at once. Not built: TCP fallback pings,
-//! a compression codec (the frame type is reserved), name-conflict
+//! divergent view with a push/pull at once. As in memberlist, a probe that
+//! times out is also tried over a stream (TCP), so a member whose datagrams
+//! are lost is not declared failed. Not built: a compression codec (the frame type is reserved), name-conflict
 //! resolution, and Serf's time-based coalescing of member events.
 //!
 //! Layout: `codec` frames messages (magic, version, type; compound
