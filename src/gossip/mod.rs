@@ -19,8 +19,9 @@
 //! membership checksum so a node with nothing left to gossip repairs a
 //! divergent view with a push/pull at once. As in memberlist, a probe that
 //! times out is also tried over a stream (TCP), so a member whose datagrams
-//! are lost is not declared failed. Not built: a compression codec (the frame type is reserved), name-conflict
-//! resolution, and Serf's time-based coalescing of member events.
+//! are lost is not declared failed. Not built: a compression codec (the
+//! frame type is reserved), name-conflict resolution, and Serf's time-based
+//! coalescing of member events.
 //!
 //! Layout: `codec` frames messages (magic, version, type; compound
 //! datagrams; AES-256-GCM envelope with a [`Keyring`]), `core` is the sans-IO
