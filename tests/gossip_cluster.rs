@@ -22,8 +22,16 @@ fn config(name: String) -> GossipConfig {
 }
 
 async fn cluster(net: &MemNetwork, n: usize) -> Vec<Gossip> {
+    cluster_with(net, n, config).await
+}
+
+async fn cluster_with(
+    net: &MemNetwork,
+    n: usize,
+    cfg: impl Fn(String) -> GossipConfig,
+) -> Vec<Gossip> {
     let nodes: Vec<Gossip> = (0..n)
-        .map(|i| Gossip::start(config(format!("n{i:02}")), net.bind()).unwrap())
+        .map(|i| Gossip::start(cfg(format!("n{i:02}")), net.bind()).unwrap())
         .collect();
     let seed = nodes[0].addr();
     for g in &nodes[1..] {
@@ -110,8 +118,16 @@ async fn fifty_nodes_converge_and_spread_tags() {
     big.insert("blob".to_string(), "x".repeat(1000));
     assert!(nodes[3].set_tags(big).await.is_err());
 
+    // Probes run and their round trips are measured.
+    let n0 = &nodes[0];
+    assert!(
+        poll(Duration::from_secs(10), || async move {
+            n0.stats().await.unwrap().rtt.count > 0
+        })
+        .await
+    );
     let stats = nodes[0].stats().await.unwrap();
-    assert!(stats.probes > 0 && stats.rtt.count > 0);
+    assert!(stats.probes > 0 && stats.sent["ping"].messages > 0 && stats.received["ack"].bytes > 0);
     assert_eq!(stats.alive, N);
     for g in &nodes {
         g.shutdown().await.unwrap();
@@ -159,7 +175,14 @@ async fn stopped_node_is_marked_failed_by_everyone() {
 #[tokio::test(start_paused = true)]
 async fn slow_node_refutes_suspicion_and_stays_alive() {
     let net = MemNetwork::new();
-    let nodes = cluster(&net, N).await;
+    // In-memory streams are not slowed down by link delays, so the
+    // fallback stream probe would answer for the slow node and nobody would
+    // suspect it: without it, the suspicion and refutation path is tested.
+    let nodes = cluster_with(&net, N, |name| GossipConfig {
+        stream_fallback_ping: false,
+        ..config(name)
+    })
+    .await;
     converge(&nodes).await;
     let mut events = nodes[0].subscribe().await.unwrap();
 
@@ -533,4 +556,69 @@ async fn remove_failed_node_marks_it_left_everywhere() {
     for g in rest {
         g.shutdown().await.unwrap();
     }
+}
+
+/// Five nodes; every datagram to or from n04 is dropped while streams
+/// still connect. Returns whether n00 ever saw n04 fail within a minute,
+/// and how many fallback stream probes were answered cluster-wide.
+async fn udp_blocked_node(fallback: bool) -> (bool, u64) {
+    let net = MemNetwork::new();
+    let cfg = |name: String| GossipConfig {
+        stream_fallback_ping: fallback,
+        // Only probes decide here: no anti-entropy to refute through.
+        push_pull_interval: Duration::ZERO,
+        reconnect_interval: Duration::ZERO,
+        ..config(name)
+    };
+    let nodes: Vec<Gossip> = (0..5)
+        .map(|i| Gossip::start(cfg(format!("n{i:02}")), net.bind()).unwrap())
+        .collect();
+    for g in &nodes[1..] {
+        g.join(&[nodes[0].addr()]).await.unwrap();
+    }
+    let all: Vec<&Gossip> = nodes.iter().collect();
+    assert!(
+        wait_all(&all, Duration::from_secs(30), |m| count(
+            m,
+            MemberStatus::Alive
+        ) == 5)
+        .await
+    );
+    let mut events = nodes[0].subscribe().await.unwrap();
+    for g in &nodes[..4] {
+        net.cut_datagrams(g.addr(), nodes[4].addr());
+    }
+    let failed = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(ev) = events.recv().await {
+            if ev.member.name == "n04" && ev.kind == MemberEventKind::Failed {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    let mut answered = 0;
+    for g in &nodes {
+        answered += g.stats().await.unwrap().stream_probe_acks;
+        g.shutdown().await.unwrap();
+    }
+    (failed, answered)
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_fallback_probe_keeps_a_udp_blocked_node_alive() {
+    let (failed, answered) = udp_blocked_node(true).await;
+    assert!(
+        !failed,
+        "n04 was declared failed although it answers over streams"
+    );
+    assert!(answered > 0);
+    // Control: without the fallback the same node is declared failed.
+    let (failed, answered) = udp_blocked_node(false).await;
+    assert!(
+        failed,
+        "control run: n04 should have failed without stream probes"
+    );
+    assert_eq!(answered, 0);
 }

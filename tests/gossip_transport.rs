@@ -135,6 +135,17 @@ async fn mem_network_cut_delay_restore() {
         .await
         .is_err());
 
+    // Datagram-only cut: datagrams lost, streams still connect.
+    net.heal();
+    net.cut_datagrams(aa, ba);
+    a.send_to(b"udp", ba).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(100), b.recv())
+        .await
+        .is_err());
+    assert!(a.connect(ba).await.is_ok());
+    let (_s, peer) = b.accept().await.unwrap();
+    assert_eq!(peer, aa);
+
     // A dropped transport leaves the network.
     net.heal();
     drop(b);

@@ -299,6 +299,21 @@ impl Gossip {
     }
 }
 
+/// Offers `ev` to every subscriber without waiting: a full channel drops it
+/// (returned as a count), a closed one is forgotten.
+fn fan_out<E: Clone>(subs: &mut Vec<mpsc::Sender<E>>, ev: &E) -> u64 {
+    let mut dropped = 0;
+    subs.retain(|s| match s.try_send(ev.clone()) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            dropped += 1;
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    });
+    dropped
+}
+
 struct JoinOp {
     remaining: usize,
     ok: usize,
@@ -369,6 +384,7 @@ impl<T: Transport> Actor<T> {
                             let fut = pushpull::respond(
                                 stream,
                                 from,
+                                self.cfg.name.clone(),
                                 self.cfg.keyring.clone(),
                                 self.cfg.stream_timeout,
                                 self.internal_tx.clone(),
@@ -462,6 +478,9 @@ impl<T: Transport> Actor<T> {
                 let _ = reply.send((self.core.checksum(), self.core.local_state()));
             }
             Internal::Merge(state) => self.core.merge_remote(Instant::now(), state),
+            Internal::StreamPingDone { seq, ok } => {
+                self.core.stream_ping_done(Instant::now(), seq, ok)
+            }
             Internal::Done {
                 op,
                 to,
@@ -521,28 +540,26 @@ impl<T: Transport> Actor<T> {
                     }
                 }
                 Output::Event(ev) => {
-                    let mut dropped = 0;
-                    self.subs.retain(|s| match s.try_send(ev.clone()) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            dropped += 1;
-                            true
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
-                    });
-                    self.core.stats_mut().events_dropped += dropped;
+                    self.core.stats_mut().events_dropped += fan_out(&mut self.subs, &ev);
                 }
                 Output::User(ev) => {
-                    let mut dropped = 0;
-                    self.user_subs.retain(|s| match s.try_send(ev.clone()) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            dropped += 1;
-                            true
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
-                    });
-                    self.core.stats_mut().events_dropped += dropped;
+                    self.core.stats_mut().events_dropped += fan_out(&mut self.user_subs, &ev);
+                }
+                Output::StreamPing { to, ping } => {
+                    if self.tasks.len() >= MAX_STREAM_TASKS {
+                        let seq = ping.seq;
+                        self.core.stream_ping_done(Instant::now(), seq, false);
+                        continue;
+                    }
+                    let fut = pushpull::stream_ping(
+                        self.transport.clone(),
+                        to,
+                        ping,
+                        self.cfg.keyring.clone(),
+                        self.cfg.probe_interval.min(self.cfg.stream_timeout),
+                        self.internal_tx.clone(),
+                    );
+                    self.tasks.spawn(fut.in_current_span());
                 }
                 Output::PushPull { to, join, op } => {
                     if self.tasks.len() >= MAX_STREAM_TASKS {

@@ -296,6 +296,9 @@ pub(crate) fn decode_datagram(
 /// One message of the push/pull stream protocol.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum StreamMsg {
+    /// Fallback probe over a stream (when datagrams went unanswered).
+    Ping(pb::Ping),
+    Ack(pb::Ack),
     Request(pb::PushPullRequest),
     Response(pb::PushPullResponse),
     State(pb::PushPullState),
@@ -304,6 +307,8 @@ pub(crate) enum StreamMsg {
 impl StreamMsg {
     fn encode(&self) -> (MsgType, Vec<u8>) {
         match self {
+            StreamMsg::Ping(m) => (MsgType::Ping, m.encode_to_vec()),
+            StreamMsg::Ack(m) => (MsgType::Ack, m.encode_to_vec()),
             StreamMsg::Request(m) => (MsgType::PushPullRequest, m.encode_to_vec()),
             StreamMsg::Response(m) => (MsgType::PushPullResponse, m.encode_to_vec()),
             StreamMsg::State(m) => (MsgType::PushPullState, m.encode_to_vec()),
@@ -313,6 +318,8 @@ impl StreamMsg {
     fn decode(ty: MsgType, body: &[u8]) -> Result<Self, CodecError> {
         let bad = |_| CodecError::Body(ty as u8);
         Ok(match ty {
+            MsgType::Ping => StreamMsg::Ping(pb::Ping::decode(body).map_err(bad)?),
+            MsgType::Ack => StreamMsg::Ack(pb::Ack::decode(body).map_err(bad)?),
             MsgType::PushPullRequest => {
                 StreamMsg::Request(pb::PushPullRequest::decode(body).map_err(bad)?)
             }
@@ -443,6 +450,7 @@ mod tests {
             target: "b".into(),
             source: "a".into(),
             source_addr: "127.0.0.1:1".into(),
+            checksum: 5,
         })
     }
 
@@ -463,7 +471,11 @@ mod tests {
         let parts = vec![
             ping(1).encode_part(),
             alive.encode_part(),
-            Msg::Ack(pb::Ack { seq: 9 }).encode_part(),
+            Msg::Ack(pb::Ack {
+                seq: 9,
+                checksum: 1,
+            })
+            .encode_part(),
         ];
         let expected_len = HEADER_LEN
             + parts
@@ -592,15 +604,19 @@ mod tests {
         fn arb_msg() -> impl Strategy<Value = Msg> {
             let s = || "[a-z0-9.:]{0,24}";
             prop_oneof![
-                (any::<u64>(), s(), s(), s()).prop_map(|(seq, target, source, source_addr)| {
-                    Msg::Ping(pb::Ping {
-                        seq,
-                        target,
-                        source,
-                        source_addr,
-                    })
-                }),
-                any::<u64>().prop_map(|seq| Msg::Ack(pb::Ack { seq })),
+                (any::<u64>(), s(), s(), s(), any::<u64>()).prop_map(
+                    |(seq, target, source, source_addr, checksum)| {
+                        Msg::Ping(pb::Ping {
+                            seq,
+                            target,
+                            source,
+                            source_addr,
+                            checksum,
+                        })
+                    }
+                ),
+                (any::<u64>(), any::<u64>())
+                    .prop_map(|(seq, checksum)| Msg::Ack(pb::Ack { seq, checksum })),
                 any::<u64>().prop_map(|seq| Msg::Nack(pb::Nack { seq })),
                 (
                     any::<u64>(),

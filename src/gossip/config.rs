@@ -46,6 +46,11 @@ pub struct GossipConfig {
     /// Time to wait for a direct ack before asking others to probe; about
     /// the 99th percentile RTT. Scaled by the local health score.
     pub probe_timeout: Duration,
+    /// When a direct probe times out, also probe the member over a stream
+    /// (TCP), alongside the indirect probes; if that answers, the member is
+    /// not suspected (its datagrams are being lost, not the member).
+    /// memberlist's TCP fallback ping (`DisableTcpPings = false`).
+    pub stream_fallback_ping: bool,
     /// Lifeguard local health: the score ranges over `0..max`, and probe
     /// interval and timeout are multiplied by `score + 1`.
     pub awareness_max_multiplier: u32,
@@ -58,10 +63,12 @@ pub struct GossipConfig {
     /// A dead member still receives gossip for this long, so it can refute.
     pub gossip_to_the_dead_time: Duration,
     /// When set, newly queued broadcasts trigger a gossip round as soon as
-    /// this long has passed since the previous round, instead of waiting
-    /// for the next `gossip_interval` tick. News then travels a hop in tens
-    /// of milliseconds; the transmit limit still bounds how often each
-    /// broadcast is sent, so only the batching changes. `None` keeps
+    /// this long has passed since the previous round, and rounds go on at
+    /// this pace until the queue has used up its transmits, instead of one
+    /// round per `gossip_interval`. News then travels a hop in tens of
+    /// milliseconds; the transmit limit still bounds how often each
+    /// broadcast is sent, so only the batching changes (more, smaller
+    /// packets while news spreads; nothing extra when idle). `None` keeps
     /// memberlist's purely periodic rounds.
     pub eager_gossip: Option<Duration>,
     /// Interval of push/pull attempts with a random failed (not left) member,
@@ -116,6 +123,7 @@ impl GossipConfig {
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(500),
             awareness_max_multiplier: 8,
+            stream_fallback_ping: true,
             gossip_interval: Duration::from_millis(200),
             gossip_nodes: 3,
             gossip_to_the_dead_time: Duration::from_secs(30),

@@ -43,6 +43,8 @@ pub(crate) enum Output {
     Event(MemberEvent),
     /// A user event for subscribers.
     User(UserEvent),
+    /// Probe `to` over a stream with `ping`; report with `stream_ping_done`.
+    StreamPing { to: SocketAddr, ping: pb::Ping },
     /// Start a push/pull with `to`; `op` ties it to a pending join.
     PushPull {
         to: SocketAddr,
@@ -96,6 +98,8 @@ struct Probe {
     indirect_sent: bool,
     expected_nacks: usize,
     nacks: usize,
+    /// A fallback stream probe is under way.
+    stream_pending: bool,
 }
 
 #[derive(Debug)]
@@ -148,6 +152,9 @@ pub(crate) struct Core {
     stats: GossipStats,
     out: Vec<Output>,
     dirty: bool,
+    checksum_cache: std::cell::Cell<Option<u64>>,
+    /// No checksum-triggered push/pull before this.
+    next_checksum_sync: Instant,
 }
 
 fn jitter(rng: &mut StdRng, d: Duration) -> Duration {
@@ -247,6 +254,8 @@ impl Core {
             stats: GossipStats::default(),
             out: Vec::new(),
             dirty: true,
+            checksum_cache: std::cell::Cell::new(None),
+            next_checksum_sync: now,
             cfg,
         };
         // Announce ourselves: once we know anyone (after a join), our alive
@@ -295,7 +304,22 @@ impl Core {
             .count()
     }
 
+    /// Must follow every change of the member table.
+    fn mark_changed(&mut self) {
+        self.dirty = true;
+        self.checksum_cache.set(None);
+    }
+
     pub(crate) fn checksum(&self) -> u64 {
+        if let Some(c) = self.checksum_cache.get() {
+            return c;
+        }
+        let c = self.compute_checksum();
+        self.checksum_cache.set(Some(c));
+        c
+    }
+
+    fn compute_checksum(&self) -> u64 {
         membership_checksum(
             self.members
                 .values()
@@ -403,7 +427,8 @@ impl Core {
         self.news = true;
     }
 
-    /// When news may trigger an early gossip round.
+    /// When news (or broadcasts not yet sent their full number of times)
+    /// may trigger an early gossip round.
     fn eager_gossip_at(&self) -> Option<Instant> {
         match self.cfg.eager_gossip {
             Some(d) if self.news && !self.cfg.gossip_interval.is_zero() => {
@@ -457,14 +482,14 @@ impl Core {
 
     fn handle_msg(&mut self, now: Instant, from: SocketAddr, m: Msg) {
         match m {
-            Msg::Ping(p) => self.on_ping(from, p),
+            Msg::Ping(p) => self.on_ping(now, from, p),
             Msg::IndirectPing(p) => self.on_indirect_ping(now, from, p),
-            Msg::Ack(a) => self.on_ack(now, a.seq),
+            Msg::Ack(a) => self.on_ack(now, a),
             Msg::Nack(n) => {
                 if let Some(p) = self.probe.as_mut().filter(|p| p.seq == n.seq) {
                     p.nacks += 1;
                     self.stats.nacks_received += 1;
-                    if p.nacks >= p.expected_nacks {
+                    if p.nacks >= p.expected_nacks && !p.stream_pending {
                         // Every helper has waited for the target in vain:
                         // no ack is coming, conclude now.
                         self.fail_probe(now);
@@ -478,13 +503,18 @@ impl Core {
         }
     }
 
-    fn on_ping(&mut self, from: SocketAddr, p: pb::Ping) {
+    fn on_ping(&mut self, now: Instant, from: SocketAddr, p: pb::Ping) {
         if !p.target.is_empty() && p.target != self.name {
             // Meant for a node that used to live at this address.
             self.stats.bad_packets += 1;
             return;
         }
-        self.send(from, &[Msg::Ack(pb::Ack { seq: p.seq })]);
+        self.maybe_checksum_sync(now, from, p.checksum);
+        let ack = pb::Ack {
+            seq: p.seq,
+            checksum: self.checksum(),
+        };
+        self.send(from, &[Msg::Ack(ack)]);
     }
 
     fn on_indirect_ping(&mut self, now: Instant, from: SocketAddr, p: pb::IndirectPing) {
@@ -512,6 +542,7 @@ impl Core {
             target: p.target,
             source: self.name.clone(),
             source_addr: self.me().addr.to_string(),
+            checksum: self.checksum(),
         };
         self.send(target, &[Msg::Ping(ping)]);
     }
@@ -530,20 +561,50 @@ impl Core {
         self.cfg.probe_timeout.min(room * 4 / 5)
     }
 
-    fn on_ack(&mut self, now: Instant, seq: u64) {
+    fn on_ack(&mut self, now: Instant, ack: pb::Ack) {
+        let seq = ack.seq;
         if let Some(p) = self.probe.as_ref().filter(|p| p.seq == seq) {
             if !p.indirect_sent {
                 self.stats
                     .rtt
                     .record(now.saturating_duration_since(p.start));
             }
+            let target = self.members.get(&p.target).map(|n| n.addr);
             self.probe = None;
             self.awareness.apply(-1);
+            if let Some(addr) = target {
+                self.maybe_checksum_sync(now, addr, ack.checksum);
+            }
             return;
         }
         if let Some(r) = self.relays.remove(&seq) {
-            self.send(r.origin, &[Msg::Ack(pb::Ack { seq: r.origin_seq })]);
+            let fwd = pb::Ack {
+                seq: r.origin_seq,
+                checksum: 0,
+            };
+            self.send(r.origin, &[Msg::Ack(fwd)]);
         }
+    }
+
+    /// Ringpop's rule: when gossip has nothing left to say but the probed
+    /// node's checksum differs from ours, one of us missed an update; a
+    /// push/pull with it repairs that now. At most one per probe interval.
+    fn maybe_checksum_sync(&mut self, now: Instant, addr: SocketAddr, theirs: u64) {
+        if theirs == 0
+            || self.queue.len() > 0
+            || now < self.next_checksum_sync
+            || self.leave != LeaveState::Member
+            || theirs == self.checksum()
+        {
+            return;
+        }
+        self.next_checksum_sync = now + self.cfg.probe_interval;
+        self.stats.checksum_syncs += 1;
+        self.out.push(Output::PushPull {
+            to: addr,
+            join: false,
+            op: None,
+        });
     }
 
     fn on_alive(&mut self, now: Instant, a: pb::Alive) {
@@ -606,7 +667,7 @@ impl Core {
             }
         };
         self.suspicions.remove(&name);
-        self.dirty = true;
+        self.mark_changed();
         let msg = Msg::Alive(self.members[&name].alive_msg());
         self.broadcast(&name, msg, None);
         match prev {
@@ -671,7 +732,7 @@ impl Core {
         if s.from != self.name && self.probe_first.len() < self.cfg.gossip_nodes.max(8) {
             self.probe_first.push_back(name.clone());
         }
-        self.dirty = true;
+        self.mark_changed();
         tracing::debug!(node = %self.name, suspect = %name, from = %s.from, "suspecting member");
         self.broadcast(&name, Msg::Suspect(s), None);
         self.event(MemberEventKind::Suspect, &name);
@@ -705,7 +766,7 @@ impl Core {
             st.state_change = now;
         }
         self.suspicions.remove(&name);
-        self.dirty = true;
+        self.mark_changed();
         tracing::debug!(node = %self.name, member = %name, left, "member gone");
         self.broadcast(&name, Msg::Dead(d), None);
         let kind = if left {
@@ -724,7 +785,7 @@ impl Core {
         let msg = Msg::Alive(me.alive_msg());
         self.stats.refutations += 1;
         self.awareness.apply(1);
-        self.dirty = true;
+        self.mark_changed();
         let name = self.name.clone();
         tracing::debug!(node = %name, incarnation = self.me().incarnation, "refuting");
         self.broadcast(&name, msg, None);
@@ -855,7 +916,7 @@ impl Core {
             return;
         };
         if !p.indirect_sent && now >= p.timeout_at && now < p.end_at {
-            self.send_indirect(now);
+            self.send_indirect();
         }
         if self.probe.as_ref().is_some_and(|p| now >= p.end_at) {
             self.fail_probe(now);
@@ -908,6 +969,7 @@ impl Core {
             target: target.clone(),
             source: self.name.clone(),
             source_addr: self.me().addr.to_string(),
+            checksum: self.checksum(),
         })];
         if status == MemberStatus::Suspect {
             // Tell it, so it can refute right away.
@@ -928,10 +990,11 @@ impl Core {
             indirect_sent: false,
             expected_nacks: 0,
             nacks: 0,
+            stream_pending: false,
         });
     }
 
-    fn send_indirect(&mut self, _now: Instant) {
+    fn send_indirect(&mut self) {
         let Some(p) = self.probe.as_mut() else {
             return;
         };
@@ -964,6 +1027,48 @@ impl Core {
                 source_addr: source_addr.clone(),
             };
             self.send(h, &[Msg::IndirectPing(req)]);
+        }
+        if self.cfg.stream_fallback_ping {
+            if let Some(p) = self.probe.as_mut() {
+                p.stream_pending = true;
+            }
+            self.stats.stream_probes += 1;
+            let ping = pb::Ping {
+                seq,
+                target: target.clone(),
+                source: self.name.clone(),
+                source_addr: source_addr.clone(),
+                checksum: 0,
+            };
+            if let Ok(to) = target_addr.parse() {
+                self.out.push(Output::StreamPing { to, ping });
+            }
+        }
+    }
+
+    /// Result of a fallback stream probe. An answer ends the probe without
+    /// suspicion; a failure lets the probe conclude as soon as the nacks
+    /// are in.
+    pub(crate) fn stream_ping_done(&mut self, now: Instant, seq: u64, ok: bool) {
+        let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) else {
+            return;
+        };
+        p.stream_pending = false;
+        if ok {
+            let p = self.probe.take();
+            if let Some(p) = p {
+                self.stats.stream_probe_acks += 1;
+                tracing::warn!(
+                    node = %self.name,
+                    member = %p.target,
+                    "member answered over a stream but not over datagrams: the network may drop UDP"
+                );
+                // Our datagrams went unanswered: health still counts missing nacks.
+                let delta = p.expected_nacks.saturating_sub(p.nacks) as i32;
+                self.awareness.apply(delta);
+            }
+        } else if p.indirect_sent && p.nacks >= p.expected_nacks && p.expected_nacks > 0 {
+            self.fail_probe(now);
         }
     }
 
@@ -1023,6 +1128,7 @@ impl Core {
         targets.shuffle(&mut self.rng);
         targets.truncate(self.cfg.gossip_nodes);
         let budget = self.packet_budget();
+        let mut sent = false;
         for to in targets {
             let limit = self.retransmit_limit();
             let parts = self.queue.take(budget, limit, codec::compound_part_cost);
@@ -1030,7 +1136,12 @@ impl Core {
                 break;
             }
             self.emit(to, parts);
+            sent = true;
         }
+        // With eager gossip, keep going at the eager pace until the queue
+        // has used up its transmits: each broadcast is still sent
+        // `retransmit_limit` times in all, only sooner.
+        self.news = sent && self.queue.len() > 0;
     }
 
     fn reap(&mut self, now: Instant) {
@@ -1049,7 +1160,7 @@ impl Core {
             }
         });
         if self.members.len() != before {
-            self.dirty = true;
+            self.mark_changed();
         }
     }
 
@@ -1155,7 +1266,7 @@ impl Core {
         me.incarnation += 1;
         let msg = Msg::Alive(me.alive_msg());
         let name = self.name.clone();
-        self.dirty = true;
+        self.mark_changed();
         self.broadcast(&name, msg, None);
         Ok(())
     }
@@ -1177,7 +1288,7 @@ impl Core {
             node: me.name.clone(),
             from: me.name.clone(),
         };
-        self.dirty = true;
+        self.mark_changed();
         self.probe = None;
         let name = self.name.clone();
         self.broadcast(&name, Msg::Dead(d), Some(id));
@@ -1466,6 +1577,7 @@ mod tests {
         c.on_alive(t0, alive("b", 2, 1));
         c.take_outputs();
         c.on_ping(
+            Instant::now(),
             addr(2),
             pb::Ping {
                 seq: 1,
@@ -1589,7 +1701,13 @@ mod tests {
         };
         let target = p.target.clone();
         assert_eq!(*to, c.members[&target].addr);
-        c.on_ack(t + Duration::from_millis(3), p.seq);
+        c.on_ack(
+            t + Duration::from_millis(3),
+            pb::Ack {
+                seq: p.seq,
+                checksum: 0,
+            },
+        );
         assert!(c.probe.is_none());
         assert_eq!(c.stats.rtt.count, 1);
         assert_eq!(c.stats.rtt.last, Duration::from_millis(3));
@@ -1626,9 +1744,20 @@ mod tests {
         let Msg::Ping(p) = &out[0].1[0] else { panic!() };
         let seq = p.seq;
         c2.tick(t + c2.cfg.probe_timeout);
+        let stream: Vec<_> = c2
+            .take_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::StreamPing { ping, .. } => Some(ping.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stream, vec![seq], "a fallback stream probe goes along");
         c2.handle_msg(t, addr(9), Msg::Nack(pb::Nack { seq }));
-        // The only helper said no: the probe is over at once, and the fault
-        // is the target's, not ours: no health change.
+        assert!(c2.probe.is_some(), "waits for the stream probe");
+        c2.stream_ping_done(t, seq, false);
+        // The only helper said no and the stream failed: the probe is over
+        // at once, and the fault is the target's, not ours: no health change.
         assert!(c2.probe.is_none());
         assert!(c2
             .members
@@ -1636,6 +1765,102 @@ mod tests {
             .any(|m| m.status == MemberStatus::Suspect));
         assert_eq!(c2.awareness.score(), 0);
         assert_eq!(c2.stats.nacks_received, 1);
+    }
+
+    #[test]
+    fn stream_answer_prevents_suspicion() {
+        let mut c = core("a", 1);
+        let t0 = Instant::now();
+        c.on_alive(t0, alive("b", 2, 1));
+        c.take_outputs();
+        let t = c.next_probe;
+        c.tick(t);
+        c.take_outputs();
+        let seq = c.probe.as_ref().map(|p| p.seq).unwrap();
+        c.tick(t + c.cfg.probe_timeout);
+        c.stream_ping_done(t, seq + 1, true);
+        assert!(c.probe.is_some(), "a result for another probe is ignored");
+        c.stream_ping_done(t, seq, true);
+        assert!(c.probe.is_none());
+        c.tick(t + c.cfg.probe_interval);
+        assert_eq!(status(&c, "b"), Some(MemberStatus::Alive));
+        assert_eq!(c.stats.stream_probe_acks, 1);
+        // No helper existed, so no nacks were expected: health unchanged.
+        assert_eq!(c.awareness.score(), 0);
+    }
+
+    #[test]
+    fn differing_checksum_in_ack_triggers_push_pull_once_quiet() {
+        let mut c = core("a", 1);
+        let t0 = Instant::now();
+        c.on_alive(t0, alive("b", 2, 1));
+        let probe = |c: &mut Core, t: Instant| {
+            c.tick(t);
+            let out = sends(c);
+            match &out[0].1[0] {
+                Msg::Ping(p) => p.seq,
+                m => panic!("expected a ping, got {m:?}"),
+            }
+        };
+        // News still queued: no sync, gossip will deliver it.
+        let t = c.next_probe;
+        let seq = probe(&mut c, t);
+        c.queue.push(
+            BroadcastKey::Node("zz".into()),
+            Bytes::from_static(b"x"),
+            None,
+        );
+        c.on_ack(
+            t,
+            pb::Ack {
+                seq,
+                checksum: 12345,
+            },
+        );
+        assert!(!c
+            .take_outputs()
+            .iter()
+            .any(|o| matches!(o, Output::PushPull { .. })));
+        // Nothing left to gossip: a differing checksum starts a push/pull.
+        c.queue = BroadcastQueue::new(16);
+        let t = c.next_probe;
+        let seq = probe(&mut c, t);
+        let mine = c.checksum();
+        c.on_ack(
+            t,
+            pb::Ack {
+                seq,
+                checksum: mine,
+            },
+        );
+        assert!(
+            c.take_outputs().is_empty(),
+            "equal checksums: nothing to do"
+        );
+        let t = c.next_probe;
+        let seq = probe(&mut c, t);
+        c.on_ack(
+            t,
+            pb::Ack {
+                seq,
+                checksum: mine ^ 1,
+            },
+        );
+        let pp: Vec<_> = c
+            .take_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::PushPull { to, join, .. } => Some((to, join)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pp, vec![(addr(2), false)]);
+        assert_eq!(c.stats.checksum_syncs, 1);
+        // The cache follows changes of the table.
+        let before = c.checksum();
+        c.on_alive(t, alive("b", 2, 2));
+        assert_ne!(c.checksum(), before);
+        assert_eq!(c.checksum(), c.compute_checksum());
     }
 
     #[test]
@@ -1669,10 +1894,16 @@ mod tests {
         let out = sends(&mut c);
         assert_eq!(out[0].0, addr(2));
         let Msg::Ping(p) = &out[0].1[0] else { panic!() };
-        c.on_ack(t0, p.seq);
+        c.on_ack(
+            t0,
+            pb::Ack {
+                seq: p.seq,
+                checksum: 0,
+            },
+        );
         let out = sends(&mut c);
         assert_eq!(out[0].0, addr(1));
-        assert!(matches!(out[0].1[0], Msg::Ack(pb::Ack { seq: 77 })));
+        assert!(matches!(out[0].1[0], Msg::Ack(pb::Ack { seq: 77, .. })));
         // No answer from the target: a nack after the probe timeout.
         c.handle_msg(t0, addr(1), Msg::IndirectPing(req));
         c.take_outputs();
@@ -1687,6 +1918,7 @@ mod tests {
     fn misdirected_ping_is_dropped() {
         let mut c = core("a", 1);
         c.on_ping(
+            Instant::now(),
             addr(2),
             pb::Ping {
                 seq: 1,
@@ -1709,6 +1941,7 @@ mod tests {
         }
         c.take_outputs();
         c.on_ping(
+            Instant::now(),
             addr(2),
             pb::Ping {
                 seq: 1,

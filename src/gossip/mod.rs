@@ -10,11 +10,25 @@
 //! a push/pull of the full state over a stream runs on join and
 //! periodically, skipped when the membership checksums agree.
 //!
-//! Layout: [`codec`](self) frames messages (magic, version, type; compound
-//! datagrams; AES-256-GCM envelope), `core` is the sans-IO state machine,
-//! `actor` runs it on tokio behind the [`Gossip`] handle, [`transport`]
-//! holds the UDP/TCP and in-memory networks, [`node`] the standalone runner
-//! behind `clusterfunk gossip-node`.
+//! Where it departs from memberlist, and why: news triggers gossip rounds
+//! at once (`eager_gossip`) rather than on the next tick; relays send nacks
+//! early enough to reach the prober within its probe interval (memberlist's
+//! LAN values make them arrive just too late, wrongly hurting the prober's
+//! health); a probe ends as soon as every helper has nacked; members others
+//! suspect are probed next; and, as in ringpop, pings and acks carry the
+//! membership checksum so a node with nothing left to gossip repairs a
+//! divergent view with a push/pull at once. As in memberlist, a probe that
+//! times out is also tried over a stream (TCP), so a member whose datagrams
+//! are lost is not declared failed. Not built: a compression codec (the
+//! frame type is reserved), name-conflict resolution, and Serf's time-based
+//! coalescing of member events.
+//!
+//! Layout: `codec` frames messages (magic, version, type; compound
+//! datagrams; AES-256-GCM envelope with a [`Keyring`]), `core` is the sans-IO
+//! state machine, `actor` runs it on tokio behind the [`Gossip`] handle,
+//! `pushpull` is the stream exchange, [`transport`] holds the UDP/TCP and
+//! in-memory networks, [`node`] the standalone runner behind
+//! `clusterfunk gossip-node`.
 //!
 //! Imports: std, tokio, prost (its generated types stay private here),
 //! serde, rand, aes-gcm, tracing. Independent of `raft` and `liveness`: it

@@ -26,6 +26,8 @@ pub(crate) enum Internal {
     },
     /// A remote state to merge (from either side of an exchange).
     Merge(pb::PushPullState),
+    /// A fallback stream probe ended; `ok` if the member answered.
+    StreamPingDone { seq: u64, ok: bool },
     /// An exchange ended: `Ok(true)` if checksums agreed and nothing was
     /// exchanged.
     Done {
@@ -85,39 +87,49 @@ pub(crate) async fn initiate<T: Transport>(
         Ok(Some(resp.state.unwrap_or_default()))
     }
     .await;
-    let decrypt_failure = matches!(result, Err(StreamError::Codec(CodecError::Decrypt)));
-    let result = match result {
-        Ok(Some(state)) => {
-            let _ = tx.send(Internal::Merge(state)).await;
-            Ok(false)
-        }
-        Ok(None) => Ok(true),
-        Err(e) => Err(e.to_string()),
-    };
-    let _ = tx
-        .send(Internal::Done {
-            op,
-            to: Some(to),
-            result,
-            decrypt_failure,
-        })
-        .await;
+    report(&tx, op, Some(to), result).await;
 }
 
-/// Runs the responder side on an accepted stream.
+/// Serves an accepted stream: a fallback probe (answered at once, if it is
+/// meant for `name`) or the responder side of a push/pull.
 pub(crate) async fn respond(
     mut s: BoxStream,
     from: SocketAddr,
+    name: String,
     keyring: Option<Keyring>,
     timeout: Duration,
     tx: mpsc::Sender<Internal>,
 ) {
+    let k = keyring.as_ref();
+    let req = match with_timeout(timeout, read_stream_msg(&mut s, k)).await {
+        Ok(StreamMsg::Request(req)) => req,
+        Ok(StreamMsg::Ping(p)) => {
+            if p.target.is_empty() || p.target == name {
+                let ack = StreamMsg::Ack(pb::Ack {
+                    seq: p.seq,
+                    checksum: 0,
+                });
+                let _ = with_timeout(timeout, write_stream_msg(&mut s, &ack, k)).await;
+            }
+            return;
+        }
+        Ok(_) => {
+            report(
+                &tx,
+                None,
+                None,
+                Err(StreamError::Codec(CodecError::Unexpected(0))),
+            )
+            .await;
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(peer = %from, error = %e, "bad first stream frame");
+            report(&tx, None, None, Err(e)).await;
+            return;
+        }
+    };
     let result = async {
-        let k = keyring.as_ref();
-        let StreamMsg::Request(req) = with_timeout(timeout, read_stream_msg(&mut s, k)).await?
-        else {
-            return Err(StreamError::Codec(CodecError::Unexpected(0)));
-        };
         let (reply, rx) = oneshot::channel();
         if tx.send(Internal::Snapshot { reply }).await.is_err() {
             return Err(StreamError::Io(std::io::ErrorKind::BrokenPipe.into()));
@@ -144,6 +156,46 @@ pub(crate) async fn respond(
         }
     }
     .await;
+    if let Err(e) = &result {
+        tracing::debug!(peer = %from, error = %e, "push/pull from peer failed");
+    }
+    report(&tx, None, None, result).await;
+}
+
+/// Probes `to` over a stream and reports `StreamPingDone`.
+pub(crate) async fn stream_ping<T: Transport>(
+    transport: Arc<T>,
+    to: SocketAddr,
+    ping: pb::Ping,
+    keyring: Option<Keyring>,
+    timeout: Duration,
+    tx: mpsc::Sender<Internal>,
+) {
+    let seq = ping.seq;
+    let answered = async {
+        let mut s: BoxStream = tokio::time::timeout(timeout, transport.connect(to))
+            .await
+            .map_err(|_| StreamError::Timeout)??;
+        let k = keyring.as_ref();
+        with_timeout(timeout, write_stream_msg(&mut s, &StreamMsg::Ping(ping), k)).await?;
+        match with_timeout(timeout, read_stream_msg(&mut s, k)).await? {
+            StreamMsg::Ack(a) => Ok::<bool, StreamError>(a.seq == seq),
+            _ => Ok(false),
+        }
+    }
+    .await;
+    let ok = matches!(answered, Ok(true));
+    let _ = tx.send(Internal::StreamPingDone { seq, ok }).await;
+}
+
+/// Hands a received state to the gossip task for merging, then reports how
+/// the exchange ended.
+async fn report(
+    tx: &mpsc::Sender<Internal>,
+    op: Option<u64>,
+    to: Option<SocketAddr>,
+    result: Result<Option<pb::PushPullState>, StreamError>,
+) {
     let decrypt_failure = matches!(result, Err(StreamError::Codec(CodecError::Decrypt)));
     let result = match result {
         Ok(Some(state)) => {
@@ -151,15 +203,12 @@ pub(crate) async fn respond(
             Ok(false)
         }
         Ok(None) => Ok(true),
-        Err(e) => {
-            tracing::debug!(peer = %from, error = %e, "push/pull from peer failed");
-            Err(e.to_string())
-        }
+        Err(e) => Err(e.to_string()),
     };
     let _ = tx
         .send(Internal::Done {
-            op: None,
-            to: None,
+            op,
+            to,
             result,
             decrypt_failure,
         })

@@ -52,7 +52,7 @@ mod tests {
         let p = dir.path().join("peers.json");
         assert_eq!(load(&p), None);
         let s = Snapshot {
-            alive: vec![("b".into(), "127.0.0.1:7946".parse().unwrap())],
+            alive: vec![("b".into(), "10.1.2.3:7946".parse().unwrap())],
             event_ltime: 9,
             left: false,
         };

@@ -65,6 +65,11 @@ pub struct GossipStats {
     pub probe_failures: u64,
     /// Indirect probe requests sent.
     pub indirect_probes: u64,
+    /// Fallback probes sent over a stream.
+    pub stream_probes: u64,
+    /// Fallback stream probes answered while datagram probes were not (the
+    /// member is reachable, its datagrams are lost: a network problem).
+    pub stream_probe_acks: u64,
     /// Nacks received for our indirect probes.
     pub nacks_received: u64,
     /// RTT of direct probes.
@@ -97,6 +102,9 @@ pub struct GossipStats {
     pub push_pulls: u64,
     /// Push/pull exchanges skipped because the checksums agreed.
     pub push_pulls_in_sync: u64,
+    /// Push/pulls started because a probed node's checksum differed while
+    /// nothing was left to gossip.
+    pub checksum_syncs: u64,
     /// Push/pull exchanges that failed.
     pub push_pull_failures: u64,
     /// Events dropped because a subscriber was full.

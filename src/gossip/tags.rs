@@ -59,12 +59,12 @@ mod tests {
     #[test]
     fn size_limit_and_endpoints() {
         let mut t = BTreeMap::new();
-        t.insert(endpoint_key("raft"), "127.0.0.1:7000".to_string());
+        t.insert(endpoint_key("raft"), "10.1.2.3:7000".to_string());
         t.insert("zone".into(), "a".into());
         assert!(check_tags(&t).is_ok());
         let eps = endpoints(&t);
         assert_eq!(eps.len(), 1);
-        assert_eq!(eps["raft"], "127.0.0.1:7000");
+        assert_eq!(eps["raft"], "10.1.2.3:7000");
         t.insert("blob".into(), "x".repeat(MAX_TAGS_SIZE));
         assert!(matches!(check_tags(&t), Err(TagsError::TooLarge { .. })));
     }

@@ -29,6 +29,8 @@ const STREAM_BUFFER: usize = 256 * 1024;
 #[derive(Debug, Clone, Copy, Default)]
 struct Link {
     cut: bool,
+    /// Datagrams dropped, streams still work.
+    datagrams_cut: bool,
     delay: Duration,
     drop_rate: f64,
 }
@@ -241,6 +243,12 @@ impl MemNetwork {
         self.edit(a, b, |l| l.cut = true);
     }
 
+    /// Drops every datagram between `a` and `b`, both ways, while streams
+    /// still connect (a firewall that blocks UDP only).
+    pub fn cut_datagrams(&self, a: SocketAddr, b: SocketAddr) {
+        self.edit(a, b, |l| l.datagrams_cut = true);
+    }
+
     /// Cuts only the direction `from` → `to`.
     pub fn cut_one_way(&self, from: SocketAddr, to: SocketAddr) {
         self.lock().links.entry((from, to)).or_default().cut = true;
@@ -305,6 +313,7 @@ impl MemNetwork {
             (s.link(from, to), node.datagrams.clone())
         };
         if link.cut
+            || link.datagrams_cut
             || (link.drop_rate > 0.0 && rand::thread_rng().gen_bool(link.drop_rate.min(1.0)))
         {
             self.count(|c| c.dropped_by_link += 1);
