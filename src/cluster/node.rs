@@ -65,7 +65,8 @@ pub struct NodeStats {
     pub write_failures: u64,
     /// Membership changes that failed.
     pub membership_failures: u64,
-    /// Events dropped because a subscriber lagged (broadcast overflow).
+    /// Events published while nobody subscribed (lagging subscribers see
+    /// `RecvError::Lagged` instead).
     pub events_without_receivers: u64,
 }
 
