@@ -9,7 +9,8 @@
 //! [`liveness`] (UDP echo failure detection), [`raft`] (openraft with sled),
 //! [`discovery`] (mDNS), [`metrics`] (Prometheus and status page),
 //! [`cluster`] (the coordinator that joins them), [`management`] (the
-//! operators' gRPC API and its client).
+//! operators' gRPC API and its client), [`routing`] (key -> local or
+//! forward, for sharded services; see `examples/kv`).
 
 pub mod cluster;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod local;
 pub mod management;
 pub mod metrics;
 pub mod raft;
+pub mod routing;
 pub mod shards;
 
 pub use cluster::{Cluster, ClusterError, ClusterEvent, NodeState, Role};

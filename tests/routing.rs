@@ -1,0 +1,61 @@
+//! Key routing over a 3-node cluster: every key is local on exactly one
+//! node and forwarded to that node's endpoint by the others.
+
+use std::time::Duration;
+
+use clusterfunk::routing::{Route, Routes};
+use clusterfunk::{Cluster, Config, NodeState};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_key_is_served_by_exactly_one_node_and_forwarded_there() {
+    let mut nodes: Vec<Cluster> = Vec::new();
+    for i in 0..3 {
+        let mut c = Config::local(format!("r{i}"));
+        c.cluster_name = "routing".into();
+        c.shard_count = 64;
+        c.management_addr = None;
+        if let Some(first) = nodes.first() {
+            c.join = vec![first.local_endpoints()["gossip"].to_string()];
+        }
+        let node = Cluster::start(c).await.expect("start");
+        node.set_endpoint("kv", format!("kv-of-r{i}:1"))
+            .await
+            .expect("endpoint");
+        nodes.push(node);
+    }
+    let routes: Vec<Routes> = nodes.iter().map(|n| Routes::new(n.clone(), "kv")).collect();
+    let ready = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let all_operational = nodes.iter().all(|n| n.state() == NodeState::Operational);
+            let all_published = routes.iter().all(|r| r.endpoints().len() == 3);
+            if all_operational && all_published {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(ready.is_ok(), "cluster did not become operational");
+    for k in 0..200 {
+        let key = format!("key-{k}");
+        let owner = nodes[0].owner_of(key.as_bytes()).expect("owner");
+        let mut local = 0;
+        for (node, r) in nodes.iter().zip(&routes) {
+            match r.route(key.as_bytes()) {
+                Route::Local { .. } => {
+                    assert_eq!(node.node_id(), owner);
+                    local += 1;
+                }
+                Route::Forward { node: to, addr, .. } => {
+                    assert_eq!(to, owner);
+                    assert_eq!(addr, format!("kv-of-{owner}:1"));
+                }
+                Route::Unavailable { reason, .. } => panic!("{key} unavailable: {reason}"),
+            }
+        }
+        assert_eq!(local, 1, "{key} is local on exactly one node");
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
