@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use clusterfunk::cluster::Seams;
 use clusterfunk::gossip::MemNetwork;
 use clusterfunk::raft::Router;
 use clusterfunk::{Cluster, Config, NodeState};
+use common::wait::wait_until;
 
 const SHARDS: u32 = 256;
-const WAIT: Duration = Duration::from_secs(20);
 
 struct Net {
     seams: Seams,
@@ -61,17 +63,6 @@ fn ep(c: &Cluster, name: &str) -> String {
 
 fn gossip_addr(c: &Cluster) -> SocketAddr {
     c.local_endpoints()["gossip"]
-}
-
-/// Polls `pred` until it holds; panics after `WAIT` with `what`.
-async fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
-    let ok = tokio::time::timeout(WAIT, async {
-        while !pred() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(ok.is_ok(), "timed out waiting for {what}");
 }
 
 fn owners(c: &Cluster) -> BTreeSet<String> {

@@ -2,6 +2,8 @@
 //! through a tonic client, forwarding from a follower to the leader (over
 //! mutual TLS with a token), the error cases, health and reflection.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,9 +12,9 @@ use clusterfunk::management::{
     Client, ClientTls, EventKind, Health, ManagementConfig, ManagementTls, NodeFilter,
 };
 use clusterfunk::{Cluster, Config, NodeState};
+use common::wait::{wait_until, wait_until_async, WAIT};
 use tonic::Code;
 
-const WAIT: Duration = Duration::from_secs(20);
 const TOKEN: &str = "let-me-in";
 
 // A test CA and a node certificate it signed (P-256, SAN 127.0.0.1 and
@@ -100,17 +102,6 @@ async fn start(n: usize, mgmt: &ManagementConfig) -> Vec<Cluster> {
 
 fn mgmt_addr(c: &Cluster) -> String {
     c.local_endpoints()["management"].to_string()
-}
-
-/// Waits until `pred` holds, polling every 10 ms, at most `WAIT`.
-async fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
-    let ok = tokio::time::timeout(WAIT, async {
-        while !pred() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(ok.is_ok(), "timed out waiting for {what}");
 }
 
 /// Shard counts of the committed map of `node`, owners only.
@@ -504,7 +495,10 @@ async fn health_serves_only_while_operational() {
     b.bootstrap_expect = 2;
     let b = Cluster::start(b).await.expect("start");
     formed(&[a.clone(), b.clone()]).await;
-    wait_until_async(|| async { client.health().await.ok() == Some(Health::Serving) }).await;
+    wait_until_async("health SERVING", || async {
+        client.health().await.ok() == Some(Health::Serving)
+    })
+    .await;
 
     // Watch health, then stop the node: NOT_SERVING arrives before the end.
     let mut h = HealthClient::new(channel(&mgmt_addr(&a)).await);
@@ -538,20 +532,6 @@ async fn health_serves_only_while_operational() {
     );
     stopping.await.expect("stop");
     b.stop().await;
-}
-
-async fn wait_until_async<F, Fut>(mut pred: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let ok = tokio::time::timeout(WAIT, async {
-        while !pred().await {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(ok.is_ok(), "timed out");
 }
 
 async fn channel(addr: &str) -> tonic::transport::Channel {

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+
+mod common;
 
 use clusterfunk::{Cluster, Config};
+use common::wait::wait_until_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SHARDS: u32 = 500;
@@ -52,16 +54,6 @@ async fn scrape(nodes: &[Cluster], name: &str) -> BTreeMap<String, f64> {
     all
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let ok = tokio::time::timeout(Duration::from_secs(20), async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(ok.is_ok(), "timed out waiting for {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_follow_the_cluster() {
     let mut nodes: Vec<Cluster> = Vec::new();
@@ -76,7 +68,7 @@ async fn metrics_follow_the_cluster() {
         nodes.push(Cluster::start(c).await.expect("start"));
     }
     // The status refresh runs every 500 ms; wait for every gauge to catch up.
-    wait_for("shards owned to add up", async || {
+    wait_until_async("shards owned to add up", || async {
         let owned = scrape(&nodes, "clusterfunk_shards_owned").await;
         owned.len() == 3 && owned.values().sum::<f64>() == f64::from(SHARDS)
     })
@@ -103,7 +95,7 @@ async fn metrics_follow_the_cluster() {
     // One node leaves: the others' epoch grows and they own everything.
     let gone = nodes.pop().expect("node");
     gone.stop().await;
-    wait_for("a newer epoch without the leaver", async || {
+    wait_until_async("a newer epoch without the leaver", || async {
         let epochs = scrape(&nodes, "clusterfunk_shard_map_epoch").await;
         let owned = scrape(&nodes, "clusterfunk_shards_owned").await;
         epochs.values().all(|e| *e > first_epoch)

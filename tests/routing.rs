@@ -1,10 +1,11 @@
 //! Key routing over a 3-node cluster: every key is local on exactly one
 //! node and forwarded to that node's endpoint by the others.
 
-use std::time::Duration;
+mod common;
 
 use clusterfunk::routing::{Route, Routes};
 use clusterfunk::{Cluster, Config, NodeState};
+use common::wait::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_key_is_served_by_exactly_one_node_and_forwarded_there() {
@@ -24,18 +25,14 @@ async fn every_key_is_served_by_exactly_one_node_and_forwarded_there() {
         nodes.push(node);
     }
     let routes: Vec<Routes> = nodes.iter().map(|n| Routes::new(n.clone(), "kv")).collect();
-    let ready = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let all_operational = nodes.iter().all(|n| n.state() == NodeState::Operational);
-            let all_published = routes.iter().all(|r| r.endpoints().len() == 3);
-            if all_operational && all_published {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
+    wait_until(
+        "an operational cluster with every endpoint published",
+        || {
+            nodes.iter().all(|n| n.state() == NodeState::Operational)
+                && routes.iter().all(|r| r.endpoints().len() == 3)
+        },
+    )
     .await;
-    assert!(ready.is_ok(), "cluster did not become operational");
     for k in 0..200 {
         let key = format!("key-{k}");
         let owner = nodes[0].owner_of(key.as_bytes()).expect("owner");

@@ -1,7 +1,7 @@
 //! The operator subcommands (`status`, `members`, `shards`, `endpoints`,
 //! `step-down`, `add`, `remove`, `drain`, `weight`, `watch`, `event`,
 //! `health`): each talks to one node's management API, given by
-//! `--rpc-addr` (default 127.0.0.1:7947) or found with `--zero-conf`.
+//! `--rpc-addr` (default: port 7947 on this host) or found with `--zero-conf`.
 //!
 //! Output is aligned columns for people, or `--format json` for scripts
 //! (one JSON document; `watch` prints one JSON object per line). On failure

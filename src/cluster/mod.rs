@@ -238,9 +238,9 @@ struct Shared {
 /// # async fn demo() -> Result<(), clusterfunk::cluster::ClusterError> {
 /// use clusterfunk::{Cluster, Config};
 /// let mut config = Config::local("node-1");
-/// config.join = vec!["127.0.0.1:7946".into()];
+/// config.join = vec!["10.0.0.2:7946".into()]; // any member's gossip address
 /// let cluster = Cluster::start(config).await?;
-/// cluster.set_endpoint("kv", "127.0.0.1:9000").await?;
+/// cluster.set_endpoint("kv", "10.0.0.1:9000").await?;
 /// let mut maps = cluster.shard_map();
 /// while maps.changed().await.is_ok() {
 ///     let mine = cluster.local_shards();

@@ -336,7 +336,7 @@ mod tests {
         Announcement {
             cluster: cluster.into(),
             node_id: node.into(),
-            gossip_addr: "127.0.0.1:7000".parse().unwrap(),
+            gossip_addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
             protocol_version: proto,
         }
     }
@@ -377,7 +377,7 @@ mod tests {
         // A changed address is reported again.
         let _ = rx.try_recv();
         let mut moved = ann("a", "n2", 1);
-        moved.gossip_addr = "127.0.0.1:7001".parse().unwrap();
+        moved.gossip_addr = SocketAddr::from(([127, 0, 0, 1], 7001));
         assert!(matches!(
             t.seen("k2", moved, &counters),
             TableAction::Send(_)

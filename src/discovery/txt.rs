@@ -402,7 +402,7 @@ mod tests {
             dec(&p, &[IpAddr::V4(Ipv4Addr::LOCALHOST)])
                 .unwrap()
                 .gossip_addr,
-            "127.0.0.1:7946".parse::<SocketAddr>().unwrap()
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7946)
         );
         // Nothing to substitute: rejected.
         assert!(matches!(dec(&p, &[]), Err(TxtError::UnusableAddress(_))));

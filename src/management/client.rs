@@ -28,7 +28,9 @@ pub(crate) type RawClient = pb::management_client::ManagementClient<Channelled>;
 /// ```no_run
 /// # async fn demo() -> Result<(), clusterfunk::management::ManagementError> {
 /// use clusterfunk::management::Client;
-/// let client = Client::connect("127.0.0.1:7947", Some("secret"), None).await?;
+/// // An agent's management address (its default port is 7947).
+/// let addr = std::env::var("CLUSTERFUNK_RPC_ADDR").unwrap_or_default();
+/// let client = Client::connect(&addr, Some("secret"), None).await?;
 /// let status = client.status().await?;
 /// println!("{} sees leader {:?}", status.node_id, status.leader);
 /// # Ok(()) }

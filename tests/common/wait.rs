@@ -1,0 +1,36 @@
+//! Waiting for a state with a deadline, instead of sleeping a fixed time.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a test waits for a state before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+/// How often the state is looked at.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Waits until `pred` holds; panics naming `what` after [`WAIT`].
+pub async fn wait_until(what: &str, mut pred: impl FnMut() -> bool) {
+    let ok = tokio::time::timeout(WAIT, async {
+        while !pred() {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "timed out waiting for {what}");
+}
+
+/// [`wait_until`] with an async predicate (e.g. one that scrapes or calls
+/// an RPC).
+pub async fn wait_until_async<F, Fut>(what: &str, mut pred: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let ok = tokio::time::timeout(WAIT, async {
+        while !pred().await {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "timed out waiting for {what}");
+}
