@@ -2,11 +2,14 @@
 //! process against an in-process cluster: text and JSON output, filters,
 //! and one-line errors with a non-zero exit code.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use clusterfunk::management::ManagementConfig;
 use clusterfunk::{Cluster, Config, NodeState};
+use common::wait::wait_until;
 
 const WAIT: Duration = Duration::from_secs(20);
 const TOKEN: &str = "cli-token";
@@ -29,22 +32,15 @@ async fn start_cluster() -> Vec<Cluster> {
         }
         nodes.push(Cluster::start(c).await.expect("start"));
     }
-    let ok = tokio::time::timeout(WAIT, async {
-        loop {
-            let epochs: BTreeSet<Option<u64>> = nodes.iter().map(|n| n.epoch()).collect();
-            let formed = epochs.len() == 1
-                && nodes
-                    .iter()
-                    .all(|n| n.state() == NodeState::Operational && !n.local_shards().is_empty())
-                && nodes.iter().all(|n| n.leader().is_some());
-            if formed {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    wait_until("the cluster to form", || {
+        let epochs: BTreeSet<Option<u64>> = nodes.iter().map(|n| n.epoch()).collect();
+        epochs.len() == 1
+            && nodes
+                .iter()
+                .all(|n| n.state() == NodeState::Operational && !n.local_shards().is_empty())
+            && nodes.iter().all(|n| n.leader().is_some())
     })
     .await;
-    assert!(ok.is_ok(), "the cluster did not form");
     nodes
 }
 

@@ -1,6 +1,8 @@
 //! Liveness checker and responder over real UDP sockets on 127.0.0.1, plus
 //! one run over an in-memory socket with paused time.
 
+mod common;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -13,6 +15,7 @@ use clusterfunk::liveness::{
     Checker, DatagramSocket, LivenessConfig, LivenessEvent, LivenessSnapshot, Responder,
     TargetStatus,
 };
+use common::wait::wait_until_async;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
@@ -48,21 +51,6 @@ async fn wait_state(
 ) {
     let r = timeout(WAIT, rx.wait_for(|s| pred(s))).await;
     assert!(matches!(r, Ok(Ok(_))), "state never reached: {what}");
-}
-
-/// Polls `f` until it returns true, failing after `WAIT`.
-async fn wait_until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let r = timeout(WAIT, async {
-        while !f().await {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(r.is_ok(), "condition never met: {what}");
 }
 
 /// An address where nothing listens (bound, read back, closed).
@@ -169,7 +157,7 @@ async fn responder_echoes_probes_and_counts_garbage() {
     for g in garbage {
         client.send_to(g, to).await.expect("send");
     }
-    wait_until("responder counted 5 bad", || async {
+    wait_until_async("responder counted 5 bad", || async {
         responder.stats().bad == 5
     })
     .await;
@@ -215,7 +203,7 @@ async fn checker_counts_garbage_and_strangers() {
     let mut foreign = probe.into_reply();
     foreign.nonce ^= 1;
     fake.send_to(&foreign.to_bytes(), to).await.expect("send");
-    wait_until("checker counted it all", || async {
+    wait_until_async("checker counted it all", || async {
         let s = checker.stats().await.expect("stats");
         s.bad_packets == 3 && s.unknown_source == 1 && s.foreign_nonce == 1
     })
