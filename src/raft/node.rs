@@ -256,8 +256,9 @@ impl RaftNode {
     }
 
     /// When this node last accepted an AppendEntries (heartbeats included)
-    /// from the leader of the current term; `None` if it has not since the
-    /// term began (e.g. an election is running).
+    /// from the leader of the current term that left it holding every
+    /// committed entry; `None` if it has not since the term began (e.g. an
+    /// election is running).
     pub fn last_leader_contact(&self) -> Option<Instant> {
         let term = self.current_term();
         self.contact

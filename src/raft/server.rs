@@ -71,10 +71,20 @@ impl pb::raft_server::Raft for Handler {
         let received = Instant::now();
         let req = codec::append_request_from_pb(request.into_inner()).map_err(bad_request)?;
         let vote = req.vote;
+        // The serving lease is renewed only by a leader whose request leaves
+        // this node holding every entry the leader has committed: a node
+        // that hears heartbeats but lags behind (and so may not have applied
+        // a proposal that takes shards away from it) lets its lease lapse.
+        let matched = req
+            .entries
+            .last()
+            .map(|e| e.log_id.index)
+            .or(req.prev_log_id.map(|l| l.index));
+        let caught_up = req
+            .leader_commit
+            .is_none_or(|c| matched.is_some_and(|m| m >= c.index));
         let resp = self.raft.append_entries(req).await.map_err(stopped)?;
-        // Anything but HigherVote means we accepted the sender as the
-        // leader of the current term: that is leader contact.
-        if !matches!(resp, AppendEntriesResponse::HigherVote(_)) && vote.committed {
+        if matches!(resp, AppendEntriesResponse::Success) && vote.committed && caught_up {
             self.record_contact(received, &vote);
         }
         Ok(GrpcResponse::new(codec::append_response_to_pb(&resp)))
