@@ -105,7 +105,8 @@ pub struct AgentArgs {
     /// Serving lease in ms (default 250).
     #[arg(long, env = "CLUSTERFUNK_LEASE_MS")]
     pub lease_ms: Option<u64>,
-    /// Log filter, RUST_LOG style (default info; RUST_LOG wins).
+    /// Log filter, RUST_LOG style (default `info,openraft=warn`; RUST_LOG
+    /// wins).
     #[arg(long, env = "CLUSTERFUNK_LOG")]
     pub log: Option<String>,
     /// Log format: text or json.
@@ -288,7 +289,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .unwrap_or("text")
         .parse()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    clusterfunk::metrics::init_tracing(args.log.as_deref().unwrap_or("info"), format)?;
+    // openraft narrates every RPC at info; operators want its warnings.
+    let filter = args.log.as_deref().unwrap_or("info,openraft=warn");
+    clusterfunk::metrics::init_tracing(filter, format)?;
     let config = args.to_config()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
