@@ -575,7 +575,22 @@ async fn router_cutting_the_leader_elects_a_new_one() -> anyhow::Result<()> {
         s.proposed_epoch() == Some(2)
     })
     .await?;
-    assert!(leader.lease_valid(lease) || leader.last_leader_contact().is_some());
+    // Once caught up, the next request from the new leader renews the
+    // old leader's (now follower's) lease.
+    let mut contact = leader.leader_contact();
+    let renewed = tokio::time::timeout(WAIT, async {
+        while !leader.lease_valid(lease) {
+            if contact.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        matches!(renewed, Ok(true)),
+        "healed follower never renewed its lease"
+    );
     for n in &nodes {
         n.shutdown().await?;
     }
