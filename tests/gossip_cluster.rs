@@ -61,6 +61,15 @@ async fn wait_all(nodes: &[&Gossip], timeout: Duration, pred: impl Fn(&[Member])
     true
 }
 
+/// Asserts that every node in `nodes` sees `n` members alive within
+/// `timeout` of (virtual) time.
+async fn assert_all_alive(nodes: &[&Gossip], n: usize, timeout: Duration) {
+    assert!(
+        wait_all(nodes, timeout, |m| count(m, MemberStatus::Alive) == n).await,
+        "not every node saw {n} members alive"
+    );
+}
+
 /// Polls `check` every 50 ms (virtual time) until it holds or `timeout`
 /// passes; returns whether it held.
 async fn poll<F, Fut>(timeout: Duration, check: F) -> bool
@@ -275,13 +284,7 @@ async fn graceful_leave_is_left_not_failed() {
     let net = MemNetwork::new();
     let nodes = cluster(&net, 10).await;
     let all: Vec<&Gossip> = nodes.iter().collect();
-    assert!(
-        wait_all(&all, Duration::from_secs(30), |m| count(
-            m,
-            MemberStatus::Alive
-        ) == 10)
-        .await
-    );
+    assert_all_alive(&all, 10, Duration::from_secs(30)).await;
     let mut events = nodes[0].subscribe().await.unwrap();
 
     nodes[4].leave(Duration::from_secs(5)).await.unwrap();
@@ -417,13 +420,7 @@ async fn garbage_is_counted_and_slow_subscribers_never_block() {
         g.join(&[nodes[0].addr()]).await.unwrap();
     }
     let all: Vec<&Gossip> = nodes.iter().collect();
-    assert!(
-        wait_all(&all, Duration::from_secs(30), |m| count(
-            m,
-            MemberStatus::Alive
-        ) == 6)
-        .await
-    );
+    assert_all_alive(&all, 6, Duration::from_secs(30)).await;
     let stats = nodes[0].stats().await.unwrap();
     assert!(stats.events_dropped >= 4, "{stats:?}");
 
@@ -485,13 +482,7 @@ async fn snapshot_rejoins_after_restart_but_not_after_leave() {
     let s = Gossip::start(with_snapshot("s"), net.bind()).unwrap();
     s.join(&[others[2].addr()]).await.unwrap();
     let refs: Vec<&Gossip> = others.iter().chain([&s]).collect();
-    assert!(
-        wait_all(&refs, Duration::from_secs(30), |m| count(
-            m,
-            MemberStatus::Alive
-        ) == 4)
-        .await
-    );
+    assert_all_alive(&refs, 4, Duration::from_secs(30)).await;
     s.shutdown().await.unwrap();
 
     // Restart at another address with no join: the snapshot brings it back,
@@ -529,13 +520,7 @@ async fn remove_failed_node_marks_it_left_everywhere() {
     let net = MemNetwork::new();
     let nodes = cluster(&net, 5).await;
     let all: Vec<&Gossip> = nodes.iter().collect();
-    assert!(
-        wait_all(&all, Duration::from_secs(30), |m| count(
-            m,
-            MemberStatus::Alive
-        ) == 5)
-        .await
-    );
+    assert_all_alive(&all, 5, Duration::from_secs(30)).await;
     nodes[4].shutdown().await.unwrap();
     let rest: Vec<&Gossip> = nodes[..4].iter().collect();
     assert!(
@@ -577,13 +562,7 @@ async fn udp_blocked_node(fallback: bool) -> (bool, u64) {
         g.join(&[nodes[0].addr()]).await.unwrap();
     }
     let all: Vec<&Gossip> = nodes.iter().collect();
-    assert!(
-        wait_all(&all, Duration::from_secs(30), |m| count(
-            m,
-            MemberStatus::Alive
-        ) == 5)
-        .await
-    );
+    assert_all_alive(&all, 5, Duration::from_secs(30)).await;
     let mut events = nodes[0].subscribe().await.unwrap();
     for g in &nodes[..4] {
         net.cut_datagrams(g.addr(), nodes[4].addr());
