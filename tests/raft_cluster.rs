@@ -18,6 +18,7 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+mod common;
 const WAIT: Duration = Duration::from_secs(15);
 
 fn name(id: u64) -> String {
@@ -198,9 +199,18 @@ async fn grpc_cluster_replicates_fails_over_and_rejoins() -> anyhow::Result<()> 
         }
         other => bail!("expected ForwardToLeader, got {other:?}"),
     }
-    // Followers hear from the leader: lease contact is fresh.
+    // Followers hear from the leader, and a quorum confirms the leader:
+    // both hold a serving lease for what they applied.
     assert!(follower.last_leader_contact().is_some());
-    assert!(leader.last_quorum_ack().is_some());
+    let applied = |n: &RaftNode| n.state().borrow().last_applied.map_or(0, |l| l.index);
+    common::wait::wait_until("leader lease", || {
+        leader.serving_until(applied(leader)).is_some()
+    })
+    .await;
+    common::wait::wait_until("follower lease", || {
+        follower.serving_until(applied(follower)).is_some()
+    })
+    .await;
 
     // --- Ack RPC: a follower acknowledges epoch 1 to the leader.
     follower.ack_to(&leader.info().addr, 1).await?;
@@ -546,17 +556,10 @@ async fn router_cutting_the_leader_elects_a_new_one() -> anyhow::Result<()> {
     );
     assert!(router.refused() > 0);
     // The isolated leader loses its lease (no quorum acknowledges it).
-    let lease = Duration::from_millis(300);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut m = leader.metrics();
-    while leader.lease_valid(lease) {
-        if tokio::time::timeout_at(deadline, m.changed())
-            .await
-            .is_err()
-        {
-            bail!("isolated leader kept its lease");
-        }
-    }
+    common::wait::wait_until("isolated leader loses its lease", || {
+        leader.serving_until(u64::MAX).is_none()
+    })
+    .await;
     // ...and cannot apply the new proposal.
     assert_eq!(leader.state().borrow().proposed_epoch(), Some(1));
 
@@ -575,22 +578,14 @@ async fn router_cutting_the_leader_elects_a_new_one() -> anyhow::Result<()> {
         s.proposed_epoch() == Some(2)
     })
     .await?;
-    // Once caught up, the next request from the new leader renews the
-    // old leader's (now follower's) lease.
-    let mut contact = leader.leader_contact();
-    let renewed = tokio::time::timeout(WAIT, async {
-        while !leader.lease_valid(lease) {
-            if contact.changed().await.is_err() {
-                return false;
-            }
-        }
-        true
+    // Once caught up, the new leader's grants give the old leader (now a
+    // follower) a lease for what it applied.
+    common::wait::wait_until("healed follower renews its lease", || {
+        leader
+            .serving_until(leader.state().borrow().last_applied.map_or(0, |l| l.index))
+            .is_some()
     })
     .await;
-    assert!(
-        matches!(renewed, Ok(true)),
-        "healed follower never renewed its lease"
-    );
     for n in &nodes {
         n.shutdown().await?;
     }

@@ -140,10 +140,12 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
             Some(router) => Network::new(router.connector(&raft_addr.to_string())),
             None => Network::grpc_tls(&cfg.raft, client_tls),
         };
+        let mut raft_cfg = cfg.raft.clone();
+        raft_cfg.serving_lease = cfg.lease;
         let node = RaftNode::start(
             raft_id(&me),
             RaftNodeInfo::new(me.clone(), raft_addr.to_string()),
-            cfg.raft.clone(),
+            raft_cfg,
             storage,
             network,
             Some(ack_tx),
@@ -292,6 +294,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         committed: None,
         pending: None,
         acked: 0,
+        applied: 0,
         boot_seen: None,
         bootstrapping: false,
         tracker: Tracker::default(),
@@ -311,18 +314,13 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         stats: NodeStats::default(),
         cfg,
     };
-    let (cluster_name, shard_count, lease) = (
-        node.cfg.cluster_name.clone(),
-        node.cfg.shard_count,
-        node.cfg.lease,
-    );
+    let (cluster_name, shard_count) = (node.cfg.cluster_name.clone(), node.cfg.shard_count);
     let span = tracing::info_span!("node", node = %me);
     let task = tokio::spawn(node.run().instrument(span));
     let shared = Shared {
         node_id: me,
         cluster_name,
         shard_count,
-        lease,
         requests: req_tx,
         events,
         state: state_rx,
@@ -439,6 +437,8 @@ struct Node {
     pending: Option<Arc<ShardMap>>,
     /// Highest epoch this node acknowledged.
     acked: u64,
+    /// Raft log index of the replicated state last seen.
+    applied: u64,
     boot_seen: Option<(Vec<String>, Instant)>,
     bootstrapping: bool,
 
@@ -465,6 +465,10 @@ struct Node {
 impl Node {
     async fn run(mut self) {
         self.set_state(NodeState::Joining);
+        // The state loaded from disk (a restart) is the starting point: the
+        // watch announces only later changes.
+        self.on_raft_metrics().await;
+        self.on_cluster_state().await;
         self.start_join();
         let mut stop_reply = None;
         let mut stop_by = None;
@@ -735,10 +739,7 @@ impl Node {
         // as leader only while a quorum acknowledged us within the lease.
         self.is_leader = m.current_leader == Some(my_id)
             && m.state == openraft::ServerState::Leader
-            && self
-                .raft
-                .as_ref()
-                .is_some_and(|r| r.lease_valid(self.cfg.lease));
+            && self.any_lease();
         let role = if self.is_leader {
             Role::Leader
         } else if membership.voter_ids().any(|id| id == my_id) {
@@ -834,6 +835,7 @@ impl Node {
             return;
         };
         let st = rx.borrow_and_update().clone();
+        self.applied = st.last_applied.map_or(0, |l| l.index);
         if st.cluster_id != self.cluster_id {
             self.cluster_id = st.cluster_id.clone();
             if let Some(id) = st.cluster_id.clone() {
@@ -855,6 +857,7 @@ impl Node {
                 match ShardMap::decode(bytes) {
                     Ok(map) => {
                         self.pending = Some(Arc::new(map.with_epoch(*epoch)));
+                        // Stop serving what it takes away, then acknowledge.
                         self.update_serving();
                         self.acknowledge(*epoch);
                     }
@@ -863,11 +866,12 @@ impl Node {
             }
             Some(_) => {}
             None => {
-                if self.pending.take().is_some() {
-                    self.update_serving();
-                }
+                self.pending = None;
             }
         }
+        // Every applied batch: the set names the index it reflects, which
+        // lets leases granted for that index count.
+        self.update_serving();
         if self.is_leader {
             self.mark_dirty();
         }
@@ -889,7 +893,6 @@ impl Node {
             self.pending = None;
         }
         self.map_tx.send_replace(Some(map));
-        self.update_serving();
         self.metrics.committed_epoch.set(epoch as i64);
         self.metrics.shards.set(i64::from(shard_count));
         self.metrics.shards_owned.set(mine as i64);
@@ -904,7 +907,12 @@ impl Node {
     }
 
     fn update_serving(&mut self) {
-        let set = ServingSet::compute(&self.me, self.committed.as_deref(), self.pending.as_deref());
+        let set = ServingSet::compute(
+            &self.me,
+            self.committed.as_deref(),
+            self.pending.as_deref(),
+            self.applied,
+        );
         self.serving_tx.send_if_modified(|cur| {
             if **cur != set {
                 *cur = Arc::new(set);
@@ -913,6 +921,22 @@ impl Node {
                 false
             }
         });
+    }
+
+    /// Whether a serving lease holds for the state this node serves from.
+    fn serving_lease(&self) -> bool {
+        let applied = self.serving_tx.borrow().applied();
+        self.raft
+            .as_ref()
+            .is_some_and(|r| r.serving_until(applied).is_some())
+    }
+
+    /// Whether any serving lease holds (as leader: a quorum confirmed this
+    /// node within the lease), whatever state it was granted for.
+    fn any_lease(&self) -> bool {
+        self.raft
+            .as_ref()
+            .is_some_and(|r| r.serving_until(u64::MAX).is_some())
     }
 
     /// Acknowledges a proposal this node applied (after it stopped serving
@@ -954,7 +978,7 @@ impl Node {
             return;
         }
         debug!(from = node, epoch, "ack");
-        if let Step::Commit(e) = self.tracker.on_ack(node, epoch) {
+        if let Step::Commit(e) = self.tracker.on_ack(node, epoch, Instant::now()) {
             self.commit(e);
         }
     }
@@ -1070,12 +1094,7 @@ impl Node {
         let now = Instant::now();
         // Leadership also ends when the quorum lease runs out, which no
         // metrics change announces.
-        if self.is_leader
-            && !self
-                .raft
-                .as_ref()
-                .is_some_and(|r| r.lease_valid(self.cfg.lease))
-        {
+        if self.is_leader && !self.any_lease() {
             self.on_raft_metrics().await;
         }
         if !self.suspected.is_empty() {
@@ -1391,10 +1410,16 @@ impl Node {
                 return;
             }
         };
-        let expected: BTreeSet<String> = owners.iter().map(|(n, _)| n.clone()).collect();
-        info!(epoch, owners = owners.len(), "proposing shard map");
+        let (expected, lapse) = self.who_must_ack(&map, &owners, now);
+        info!(
+            epoch,
+            owners = owners.len(),
+            waiting = expected.len(),
+            lapsing = lapse.len(),
+            "proposing shard map"
+        );
         self.tracker
-            .proposed(epoch, expected, now, self.cfg.ack_timeout);
+            .proposed(epoch, expected, lapse, now, self.cfg.ack_timeout);
         self.proposed_at.insert(epoch, now);
         self.emit(ClusterEvent::MapProposed { epoch });
         self.write(
@@ -1404,6 +1429,61 @@ impl Node {
                 map: map.encode().into(),
             },
         );
+    }
+
+    /// The complete hand-over: every owner in the new map must acknowledge,
+    /// and so must every live owner of the committed map that loses a shard
+    /// (it confirms it stopped serving it). A losing owner that is not live
+    /// (gone, dead, excluded, removed) is not waited for, but the commit
+    /// waits until its lease has certainly ended.
+    fn who_must_ack(
+        &self,
+        map: &ShardMap,
+        owners: &[(String, u32)],
+        now: Instant,
+    ) -> (BTreeSet<String>, BTreeMap<String, Instant>) {
+        let mut expected: BTreeSet<String> = owners.iter().map(|(n, _)| n.clone()).collect();
+        let mut lapse = BTreeMap::new();
+        let Some(committed) = &self.committed else {
+            return (expected, lapse);
+        };
+        for node in committed.nodes() {
+            let name = &node.id;
+            if expected.contains(name) {
+                continue;
+            }
+            let loses = committed
+                .shards_of(name)
+                .iter()
+                .any(|s| map.owner_of(*s) != Some(name.as_str()));
+            if !loses {
+                continue;
+            }
+            if self.is_live(name, now) {
+                expected.insert(name.clone());
+            } else {
+                let bound = self
+                    .raft
+                    .as_ref()
+                    .and_then(|r| r.lease_bound(raft_id(name)))
+                    .unwrap_or(now + self.cfg.lease * 2);
+                lapse.insert(name.clone(), bound);
+            }
+        }
+        (expected, lapse)
+    }
+
+    /// Whether `name` is believed to be running: known to gossip and not
+    /// gone there, not found dead by liveness, not excluded or removed.
+    fn is_live(&self, name: &str, now: Instant) -> bool {
+        name == self.me
+            || (self
+                .members
+                .iter()
+                .any(|m| m.name == name && !m.status.is_gone())
+                && !self.dead_since.contains_key(name)
+                && !self.tracker.is_excluded(name, now)
+                && !self.removed.contains(name))
     }
 
     fn update_state(&mut self) {
@@ -1426,12 +1506,7 @@ impl Node {
             .is_none_or(|m| m.get_node(&raft_id(&self.me)).is_none())
         {
             NodeState::Joining
-        } else if self.committed.is_none()
-            || !self
-                .raft
-                .as_ref()
-                .is_some_and(|r| r.lease_valid(self.cfg.lease))
-        {
+        } else if self.committed.is_none() || !self.serving_lease() {
             // No map yet, or no leader within the lease: not serving.
             NodeState::Voting
         } else if self.pending.is_some() {

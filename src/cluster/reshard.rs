@@ -2,11 +2,13 @@
 //!
 //! After the leader appends `Propose{epoch, map}` it waits until every node
 //! that must act on the map has acknowledged that epoch: the owners in the
-//! new map and the live owners of the previous one (they must confirm they
-//! stopped serving what they lose). Then it appends `Commit{epoch}`. If some
-//! stay silent past `ack_timeout`, they are excluded for a back-off period
-//! and a new proposal without them follows; a silent node has stopped
-//! serving by then, because its serving lease is shorter than `ack_timeout`.
+//! new map and the live owners of the committed one that lose shards (they
+//! confirm they stopped serving what they lose). An owner that loses shards
+//! but is not live (dead, gone, excluded) is not waited for, but the commit
+//! still waits until its serving lease has certainly ended (its bound, from
+//! `RaftNode::lease_bound`). Then it appends `Commit{epoch}`. If some stay
+//! silent past `ack_timeout`, they are excluded for a back-off period and a
+//! new proposal without them follows, which again waits out their leases.
 
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::time::{Duration, Instant};
@@ -15,8 +17,17 @@ use tokio::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
     pub epoch: u64,
+    /// Nodes that must still acknowledge.
     pub waiting: BTreeSet<String>,
+    /// Nodes not waited for, with the instant their lease certainly ended.
+    lapse: BTreeMap<String, Instant>,
     deadline: Instant,
+}
+
+impl Pending {
+    fn ready(&self, now: Instant) -> bool {
+        self.waiting.is_empty() && self.lapse.values().all(|t| *t <= now)
+    }
 }
 
 /// What the leader does next.
@@ -38,17 +49,20 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    /// Records a new proposal (replacing any older one).
+    /// Records a new proposal (replacing any older one): `expected` must
+    /// acknowledge; `lapse` are not waited for beyond their lease bounds.
     pub fn proposed(
         &mut self,
         epoch: u64,
         expected: BTreeSet<String>,
+        lapse: BTreeMap<String, Instant>,
         now: Instant,
         ack_timeout: Duration,
     ) {
         self.pending = Some(Pending {
             epoch,
             waiting: expected,
+            lapse,
             deadline: now + ack_timeout,
         });
     }
@@ -59,11 +73,12 @@ impl Tracker {
     }
 
     /// An acknowledgement arrived; acks for other epochs are ignored.
-    pub fn on_ack(&mut self, node: &str, epoch: u64) -> Step {
+    pub fn on_ack(&mut self, node: &str, epoch: u64, now: Instant) -> Step {
         match &mut self.pending {
             Some(p) if p.epoch == epoch => {
                 p.waiting.remove(node);
-                if p.waiting.is_empty() {
+                p.lapse.remove(node);
+                if p.ready(now) {
                     Step::Commit(epoch)
                 } else {
                     Step::Wait
@@ -77,8 +92,8 @@ impl Tracker {
     pub fn on_tick(&mut self, now: Instant, backoff: Duration) -> Step {
         self.excluded.retain(|_, until| *until > now);
         match &self.pending {
-            Some(p) if p.waiting.is_empty() => Step::Commit(p.epoch),
-            Some(p) if now >= p.deadline => {
+            Some(p) if p.ready(now) => Step::Commit(p.epoch),
+            Some(p) if now >= p.deadline && !p.waiting.is_empty() => {
                 let silent = p.waiting.clone();
                 for n in &silent {
                     self.excluded.insert(n.clone(), now + backoff);
@@ -114,7 +129,8 @@ impl Tracker {
 
     /// When the tracker next needs a tick.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.as_ref().map(|p| p.deadline)
+        let p = self.pending.as_ref()?;
+        Some(p.lapse.values().copied().fold(p.deadline, Instant::min))
     }
 }
 
@@ -130,10 +146,11 @@ mod tests {
     fn commits_when_every_node_acked() {
         let now = Instant::now();
         let mut t = Tracker::default();
-        t.proposed(7, set(&["a", "b"]), now, Duration::from_millis(500));
-        assert_eq!(t.on_ack("a", 7), Step::Wait);
-        assert_eq!(t.on_ack("b", 6), Step::Wait, "old epoch ignored");
-        assert_eq!(t.on_ack("b", 7), Step::Commit(7));
+        let none = BTreeMap::new();
+        t.proposed(7, set(&["a", "b"]), none, now, Duration::from_millis(500));
+        assert_eq!(t.on_ack("a", 7, now), Step::Wait);
+        assert_eq!(t.on_ack("b", 6, now), Step::Wait, "old epoch ignored");
+        assert_eq!(t.on_ack("b", 7, now), Step::Commit(7));
         t.committed(7);
         assert!(t.pending().is_none());
     }
@@ -142,8 +159,15 @@ mod tests {
     fn silent_nodes_are_dropped_after_the_timeout() {
         let now = Instant::now();
         let mut t = Tracker::default();
-        t.proposed(3, set(&["a", "b", "c"]), now, Duration::from_millis(500));
-        t.on_ack("a", 3);
+        let none = BTreeMap::new();
+        t.proposed(
+            3,
+            set(&["a", "b", "c"]),
+            none,
+            now,
+            Duration::from_millis(500),
+        );
+        t.on_ack("a", 3, now);
         let backoff = Duration::from_secs(5);
         assert_eq!(
             t.on_tick(now + Duration::from_millis(499), backoff),
@@ -162,10 +186,29 @@ mod tests {
     fn a_newer_proposal_replaces_the_old_one() {
         let now = Instant::now();
         let mut t = Tracker::default();
-        t.proposed(1, set(&["a"]), now, Duration::from_millis(500));
-        t.proposed(2, set(&["a", "b"]), now, Duration::from_millis(500));
-        assert_eq!(t.on_ack("a", 1), Step::Wait);
-        assert_eq!(t.on_ack("a", 2), Step::Wait);
-        assert_eq!(t.on_ack("b", 2), Step::Commit(2));
+        let ms = Duration::from_millis;
+        t.proposed(1, set(&["a"]), BTreeMap::new(), now, ms(500));
+        t.proposed(2, set(&["a", "b"]), BTreeMap::new(), now, ms(500));
+        assert_eq!(t.on_ack("a", 1, now), Step::Wait);
+        assert_eq!(t.on_ack("a", 2, now), Step::Wait);
+        assert_eq!(t.on_ack("b", 2, now), Step::Commit(2));
+    }
+
+    #[test]
+    fn a_losing_owner_that_is_not_waited_for_still_has_its_lease_waited_out() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut t = Tracker::default();
+        let lapse = BTreeMap::from([("dead".to_string(), now + ms(120))]);
+        t.proposed(4, set(&["a"]), lapse, now, ms(500));
+        assert_eq!(t.next_deadline(), Some(now + ms(120)));
+        assert_eq!(t.on_ack("a", 4, now + ms(10)), Step::Wait, "lease runs");
+        assert_eq!(t.on_tick(now + ms(119), ms(5000)), Step::Wait);
+        assert_eq!(t.on_tick(now + ms(120), ms(5000)), Step::Commit(4));
+        // An acknowledgement from it ends the wait at once.
+        let lapse = BTreeMap::from([("slow".to_string(), now + ms(120))]);
+        t.proposed(5, set(&["a"]), lapse, now, ms(500));
+        t.on_ack("a", 5, now);
+        assert_eq!(t.on_ack("slow", 5, now + ms(1)), Step::Commit(5));
     }
 }

@@ -2,6 +2,11 @@
 //! away by a pending proposal. Gains wait for the commit; losses take effect
 //! when the proposal is applied, before the node acknowledges it, so that at
 //! no instant two nodes serve one shard.
+//!
+//! Each set names the Raft log index its state reflects: a serving lease
+//! counts for it only when the lease's required index is at most that
+//! (`RaftNode::serving_until`), so a lease granted after a proposal was
+//! appended never lets a set from before the proposal serve.
 
 use serde::Serialize;
 
@@ -12,16 +17,22 @@ use crate::shards::ShardMap;
 pub struct ServingSet {
     bits: Vec<u64>,
     len: u32,
+    applied: u64,
 }
 
 impl ServingSet {
-    /// Shards `node` owns in `committed` and keeps in `pending` (if any).
+    /// Shards `node` owns in `committed` and keeps in `pending` (if any),
+    /// from the replicated state as of log index `applied`.
     pub(crate) fn compute(
         node: &str,
         committed: Option<&ShardMap>,
         pending: Option<&ShardMap>,
+        applied: u64,
     ) -> Self {
-        let mut set = ServingSet::default();
+        let mut set = ServingSet {
+            applied,
+            ..ServingSet::default()
+        };
         let Some(committed) = committed else {
             return set;
         };
@@ -37,6 +48,11 @@ impl ServingSet {
             }
         }
         set
+    }
+
+    /// The Raft log index whose state this set reflects.
+    pub fn applied(&self) -> u64 {
+        self.applied
     }
 
     /// Whether `shard` is in the set.
@@ -74,15 +90,15 @@ mod tests {
         let empty = ShardMap::new(100).expect("map");
         let committed = rebalance(&empty, &[("a", 1), ("b", 1)]).expect("map");
         let pending = rebalance(&committed, &[("a", 1), ("b", 1), ("c", 1)]).expect("map");
-        let a = ServingSet::compute("a", Some(&committed), Some(&pending));
+        let a = ServingSet::compute("a", Some(&committed), Some(&pending), 0);
         let a_kept = pending.shards_of("a");
         assert_eq!(a.len() as usize, a_kept.len());
         assert!(a_kept.iter().all(|s| a.contains(*s)));
-        let c = ServingSet::compute("c", Some(&committed), Some(&pending));
+        let c = ServingSet::compute("c", Some(&committed), Some(&pending), 0);
         assert!(c.is_empty(), "c gains nothing before the commit");
-        let c = ServingSet::compute("c", Some(&pending), None);
+        let c = ServingSet::compute("c", Some(&pending), None, 0);
         assert_eq!(c.iter().collect::<Vec<_>>(), pending.shards_of("c"));
-        assert!(ServingSet::compute("a", None, None).is_empty());
+        assert!(ServingSet::compute("a", None, None, 0).is_empty());
     }
 
     #[test]
@@ -93,7 +109,7 @@ mod tests {
         for shard in 0..64 {
             let servers = ["a", "b", "c"]
                 .iter()
-                .filter(|n| ServingSet::compute(n, Some(&m1), Some(&m2)).contains(shard))
+                .filter(|n| ServingSet::compute(n, Some(&m1), Some(&m2), 0).contains(shard))
                 .count();
             assert!(servers <= 1);
         }

@@ -12,6 +12,7 @@ use openraft::raft::{
 use openraft::{CommittedLeaderId, EntryPayload, LeaderId, SnapshotMeta, SnapshotSegmentId, Vote};
 use prost::Message;
 
+use super::lease::{Grant, Stamp};
 use super::types::{ClusterState, Command, MemberRecord, RaftNodeInfo};
 use super::{Entry, LogId, Membership, NodeId, StoredMembership, TypeConfig};
 
@@ -235,6 +236,7 @@ pub(crate) fn append_request_to_pb(
         prev_log_id: opt_log_id_to_pb(&r.prev_log_id),
         entries: r.entries.iter().map(entry_to_pb).collect(),
         leader_commit: opt_log_id_to_pb(&r.leader_commit),
+        lease: None,
     }
 }
 
@@ -267,6 +269,7 @@ pub(crate) fn append_response_to_pb(
     };
     pb::AppendEntriesResponse {
         result: Some(result),
+        stamp: None,
     }
 }
 
@@ -644,4 +647,35 @@ mod tests {
         assert!(append_request_from_pb(pb::AppendEntriesRequest::default()).is_err());
         assert!(command_from_pb(pb::Command::default()).is_err());
     }
+}
+
+pub(crate) fn stamp_to_pb(s: &Stamp) -> pb::LeaseStamp {
+    pb::LeaseStamp {
+        incarnation: s.incarnation,
+        micros: s.micros,
+    }
+}
+
+pub(crate) fn stamp_from_pb(s: &pb::LeaseStamp) -> Stamp {
+    Stamp {
+        incarnation: s.incarnation,
+        micros: s.micros,
+    }
+}
+
+pub(crate) fn grant_to_pb(g: &Grant) -> pb::LeaseGrant {
+    pb::LeaseGrant {
+        echo: Some(stamp_to_pb(&g.echo)),
+        remaining_micros: g.remaining.as_micros() as u64,
+        required_index: g.required,
+    }
+}
+
+/// A grant without an echo is no grant.
+pub(crate) fn grant_from_pb(g: &pb::LeaseGrant) -> Option<Grant> {
+    Some(Grant {
+        echo: stamp_from_pb(g.echo.as_ref()?),
+        remaining: std::time::Duration::from_micros(g.remaining_micros),
+        required: g.required_index,
+    })
 }

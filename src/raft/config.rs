@@ -67,6 +67,10 @@ pub struct RaftConfig {
     /// sled page cache size in bytes. Default 8 MiB: a coordinator's log and
     /// state are small.
     pub sled_cache_capacity: u64,
+    /// How long a serving lease lasts from the quorum round that confirmed
+    /// it (see the `lease` module). Default 250 ms; the coordinator sets
+    /// it from its own `Config::lease`.
+    pub serving_lease: Duration,
 }
 
 impl Default for RaftConfig {
@@ -86,6 +90,7 @@ impl Default for RaftConfig {
             connect_timeout: Duration::from_millis(500),
             max_message_size: 64 * 1024 * 1024,
             sled_cache_capacity: 8 * 1024 * 1024,
+            serving_lease: Duration::from_millis(250),
         }
     }
 }
@@ -161,6 +166,8 @@ impl RaftConfig {
             max_payload_entries: self.max_payload_entries,
             replication_lag_threshold: self.replication_lag_threshold,
             snapshot_max_chunk_size: self.snapshot_max_chunk_size,
+            // Elections start from the pre-vote elector in `node`.
+            enable_elect: false,
             ..Default::default()
         };
         config

@@ -20,6 +20,7 @@
 mod codec;
 pub mod config;
 pub mod error;
+mod lease;
 pub mod network;
 pub mod node;
 mod server;

@@ -1,9 +1,13 @@
 //! [`RaftNode`]: one running Raft member, the handle the coordinator uses.
 //!
 //! It owns the openraft instance, the state machine's `watch`, the tonic
-//! service (and optionally the server task), and a small task that turns
-//! openraft's `millis_since_quorum_ack` into an instant for the leader's
-//! serving lease. [`RaftNode::shutdown`] stops and awaits all of them.
+//! service (and optionally the server task), the serving lease (see
+//! `lease`), and the elector: openraft's own election timer is off, and a
+//! voter that has not heard from a leader for an election timeout first
+//! asks the other voters (pre-vote) and starts an election only when a
+//! quorum of them has not heard from one either. A node back from a pause
+//! or a partition so never deposes a leader that still holds its quorum.
+//! [`RaftNode::shutdown`] stops and awaits all of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -22,6 +26,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
 use super::error::{RaftApiError, RaftNodeError};
+use super::lease::LeaseState;
 use super::network::Network;
 use super::server::{Handler, RaftService};
 use super::store::{self, ClosedSignal, StateMachineStore, Storage};
@@ -56,12 +61,12 @@ pub struct RaftNode {
     raft: Raft,
     state: watch::Receiver<Arc<ClusterState>>,
     contact: Arc<watch::Sender<Option<LeaderContact>>>,
-    quorum_ack: watch::Receiver<Option<Instant>>,
+    lease: Arc<LeaseState>,
     service: RaftService,
     network: Network,
     acks_dropped: Arc<AtomicU64>,
     server: Mutex<Option<ServerTask>>,
-    quorum_task: Mutex<Option<JoinHandle<()>>>,
+    elector: Mutex<Option<JoinHandle<()>>>,
     closed: Mutex<Option<ClosedSignal>>,
 }
 
@@ -84,11 +89,28 @@ impl RaftNode {
         acks: Option<mpsc::Sender<Ack>>,
     ) -> Result<RaftNode, RaftNodeError> {
         let raft_config = Arc::new(config.to_openraft()?);
-        network.configure(id, &config);
+        let lease = Arc::new(LeaseState::new(
+            id,
+            config.serving_lease,
+            config.election_timeout_max,
+        ));
+        network.configure(id, &config, Some(lease.clone()));
         match storage {
             Storage::Memory => {
                 let (log, sm) = store::open_memory();
-                Self::launch(id, info, config, raft_config, network, acks, log, sm, None).await
+                Self::launch(
+                    id,
+                    info,
+                    config,
+                    raft_config,
+                    network,
+                    acks,
+                    lease,
+                    log,
+                    sm,
+                    None,
+                )
+                .await
             }
             Storage::Sled(path) => {
                 let (log, sm, closed) = store::open_sled(&path, config.sled_cache_capacity)?;
@@ -99,6 +121,7 @@ impl RaftNode {
                     raft_config,
                     network,
                     acks,
+                    lease,
                     log,
                     sm,
                     Some(closed),
@@ -116,12 +139,14 @@ impl RaftNode {
         raft_config: Arc<openraft::Config>,
         network: Network,
         acks: Option<mpsc::Sender<Ack>>,
+        lease: Arc<LeaseState>,
         log: LS,
         sm: StateMachineStore,
         closed: Option<ClosedSignal>,
     ) -> Result<RaftNode, RaftNodeError> {
         let state = sm.subscribe();
         let raft = Raft::new(id, raft_config, network.clone(), log, sm).await?;
+        lease.attach(raft.metrics());
         let (contact, _) = watch::channel(None);
         let contact = Arc::new(contact);
         let acks_dropped = Arc::new(AtomicU64::new(0));
@@ -131,10 +156,17 @@ impl RaftNode {
             contact: contact.clone(),
             acks,
             acks_dropped: acks_dropped.clone(),
+            lease: lease.clone(),
+            election_timeout_max: config.election_timeout_max,
         };
         let service = RaftService::new(handler, config.max_message_size);
-        let (quorum_tx, quorum_ack) = watch::channel(None);
-        let quorum_task = tokio::spawn(track_quorum_ack(raft.metrics(), quorum_tx));
+        let elector = tokio::spawn(elect_when_quiet(
+            raft.clone(),
+            network.clone(),
+            contact.subscribe(),
+            id,
+            config.clone(),
+        ));
         tracing::info!(node = id, name = %info.name, addr = %info.addr, "raft node started");
         Ok(RaftNode {
             id,
@@ -143,12 +175,12 @@ impl RaftNode {
             raft,
             state,
             contact,
-            quorum_ack,
+            lease,
             service,
             network,
             acks_dropped,
             server: Mutex::new(None),
-            quorum_task: Mutex::new(Some(quorum_task)),
+            elector: Mutex::new(Some(elector)),
             closed: Mutex::new(closed),
         })
     }
@@ -255,10 +287,8 @@ impl RaftNode {
         self.raft.metrics().borrow().current_term
     }
 
-    /// When this node last accepted an AppendEntries (heartbeats included)
-    /// from the leader of the current term that left it holding every
-    /// committed entry; `None` if it has not since the term began (e.g. an
-    /// election is running).
+    /// When this node last heard from a leader of the current term (an
+    /// accepted AppendEntries or snapshot chunk), or granted a vote in it.
     pub fn last_leader_contact(&self) -> Option<Instant> {
         let term = self.current_term();
         self.contact
@@ -272,25 +302,19 @@ impl RaftNode {
         self.contact.subscribe()
     }
 
-    /// On the leader: when a quorum last acknowledged it (from openraft's
-    /// `millis_since_quorum_ack`); `None` on other nodes.
-    pub fn last_quorum_ack(&self) -> Option<Instant> {
-        if !self.is_leader() {
-            return None;
-        }
-        *self.quorum_ack.borrow()
+    /// Until when this node may serve, if what it serves reflects the log
+    /// up to index `applied`: the end of the newest serving lease (from a
+    /// leader that a quorum confirmed, or its own quorum as leader) whose
+    /// required index is at most `applied`. `None`: no lease holds now.
+    pub fn serving_until(&self, applied: u64) -> Option<Instant> {
+        self.lease.valid_until(applied)
     }
 
-    /// Whether this node may still serve under a lease of `lease`: a leader
-    /// that a quorum acknowledged within `lease`, or a follower/learner that
-    /// heard from the current leader within `lease`.
-    pub fn lease_valid(&self, lease: Duration) -> bool {
-        let last = if self.is_leader() {
-            self.last_quorum_ack()
-        } else {
-            self.last_leader_contact()
-        };
-        last.is_some_and(|t| t.elapsed() < lease)
+    /// On the leader: the instant after which node `target` serves under
+    /// no lease granted so far, by this leader or an earlier one (margin
+    /// for clock drift included). `None` when this node does not lead.
+    pub fn lease_bound(&self, target: NodeId) -> Option<Instant> {
+        self.lease.bound(target)
     }
 
     /// Appends `cmd` on the leader wherever it is: locally when this node
@@ -448,12 +472,12 @@ impl RaftNode {
                 }
             }
         }
-        let quorum = self
-            .quorum_task
+        let elector = self
+            .elector
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(task) = quorum {
+        if let Some(task) = elector {
             task.abort();
             let _ = task.await;
         }
@@ -484,12 +508,12 @@ impl Drop for RaftNode {
         if let Some(ServerTask { handle, .. }) = server {
             handle.abort();
         }
-        let quorum = self
-            .quorum_task
+        let elector = self
+            .elector
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(task) = quorum {
+        if let Some(task) = elector {
             task.abort();
         }
     }
@@ -507,25 +531,81 @@ fn nodelay(
     })
 }
 
-/// Converts openraft's "milliseconds since a quorum acknowledged the
-/// leader" into an instant, each time metrics change.
-async fn track_quorum_ack(
-    mut metrics: watch::Receiver<RaftMetrics>,
-    tx: watch::Sender<Option<Instant>>,
+/// The elector (openraft's own election timer is off, see the module doc):
+/// a voter that heard from no leader for `election_timeout_max` plus a
+/// random part of the election timeout asks the other voters whether they
+/// would vote (pre-vote) and starts an election only with a quorum of yeses
+/// in every voter configuration.
+async fn elect_when_quiet(
+    raft: Raft,
+    network: Network,
+    contact: watch::Receiver<Option<LeaderContact>>,
+    me: NodeId,
+    config: RaftConfig,
 ) {
+    let tick = config.heartbeat_interval / 2;
+    let jitter = || {
+        let (lo, hi) = (config.election_timeout_min, config.election_timeout_max);
+        lo + (hi.saturating_sub(lo)).mul_f64(rand::random::<f64>())
+    };
+    let mut since = Instant::now();
+    let mut wait = config.election_timeout_max + jitter();
     loop {
-        let at = {
-            let m = metrics.borrow_and_update();
-            match (m.state, m.millis_since_quorum_ack) {
-                (ServerState::Leader, Some(ms)) => {
-                    Instant::now().checked_sub(Duration::from_millis(ms))
-                }
-                _ => None,
-            }
+        tokio::time::sleep(tick).await;
+        let (state, membership) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (m.state, m.membership_config.membership().clone())
         };
-        tx.send_replace(at);
-        if metrics.changed().await.is_err() {
-            return;
+        let voter = membership.voter_ids().any(|id| id == me);
+        if !voter || matches!(state, ServerState::Leader | ServerState::Learner) {
+            since = Instant::now();
+            continue;
         }
+        if let Some(c) = *contact.borrow() {
+            if c.at > since {
+                since = c.at;
+                wait = config.election_timeout_max + jitter();
+            }
+        }
+        if since.elapsed() < wait {
+            continue;
+        }
+        let last = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (m.last_applied, m.last_log_index.unwrap_or(0))
+        };
+        let asks = membership
+            .voter_ids()
+            .filter(|id| *id != me)
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+            .map(|(id, addr)| {
+                let network = network.clone();
+                async move {
+                    let yes = network
+                        .pre_vote(&addr, me, last, config.election_timeout_min)
+                        .await;
+                    (id, yes)
+                }
+            });
+        let mut yes: BTreeSet<NodeId> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(|(id, y)| y.then_some(id))
+            .collect();
+        yes.insert(me);
+        let quorum = membership
+            .get_joint_config()
+            .iter()
+            .all(|c| c.iter().filter(|id| yes.contains(id)).count() * 2 > c.len());
+        tracing::debug!(node = me, ?yes, quorum, "pre-vote round");
+        if quorum {
+            if raft.trigger().elect().await.is_err() {
+                return;
+            }
+        }
+        since = Instant::now();
+        wait = config.election_timeout_max + jitter();
     }
 }

@@ -1,5 +1,6 @@
 //! The server side of the Raft gRPC service: decodes requests, hands them to
-//! openraft, records leader contact for the serving lease, and forwards
+//! openraft, takes serving-lease grants and stamps answers (see `lease`),
+//! records leader contact for the pre-vote, answers pre-votes, and forwards
 //! acknowledgements to the coordinator's bounded queue.
 
 use std::convert::Infallible;
@@ -16,6 +17,7 @@ use tonic::server::NamedService;
 use tonic::{Request, Response as GrpcResponse, Status};
 
 use super::codec::{self, pb};
+use super::lease::LeaseState;
 use super::node::LeaderContact;
 use super::types::Ack;
 use super::{NodeId, Raft};
@@ -28,6 +30,8 @@ pub(crate) struct Handler {
     pub(crate) contact: Arc<watch::Sender<Option<LeaderContact>>>,
     pub(crate) acks: Option<mpsc::Sender<Ack>>,
     pub(crate) acks_dropped: Arc<AtomicU64>,
+    pub(crate) lease: Arc<LeaseState>,
+    pub(crate) election_timeout_max: std::time::Duration,
 }
 
 fn bad_request(e: codec::DecodeError) -> Status {
@@ -44,9 +48,11 @@ fn stopped<E: std::error::Error>(e: RaftError<NodeId, E>) -> Status {
 }
 
 impl Handler {
-    fn record_contact(&self, received: Instant, vote: &openraft::Vote<NodeId>) {
+    /// Records that a leader (or a candidate this node voted for) of `term`
+    /// was heard from now: the pre-vote and election timers restart.
+    fn record_contact(&self, vote: &openraft::Vote<NodeId>) {
         let contact = LeaderContact {
-            at: received,
+            at: Instant::now(),
             term: vote.leader_id.term,
             leader: vote.leader_id.voted_for(),
         };
@@ -68,26 +74,24 @@ impl pb::raft_server::Raft for Handler {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<GrpcResponse<pb::AppendEntriesResponse>, Status> {
-        let received = Instant::now();
-        let req = codec::append_request_from_pb(request.into_inner()).map_err(bad_request)?;
+        let mut pbreq = request.into_inner();
+        let grant = pbreq.lease.take();
+        let req = codec::append_request_from_pb(pbreq).map_err(bad_request)?;
         let vote = req.vote;
-        // The serving lease is renewed only by a leader whose request leaves
-        // this node holding every entry the leader has committed: a node
-        // that hears heartbeats but lags behind (and so may not have applied
-        // a proposal that takes shards away from it) lets its lease lapse.
-        let matched = req
-            .entries
-            .last()
-            .map(|e| e.log_id.index)
-            .or(req.prev_log_id.map(|l| l.index));
-        let caught_up = req
-            .leader_commit
-            .is_none_or(|c| matched.is_some_and(|m| m >= c.index));
         let resp = self.raft.append_entries(req).await.map_err(stopped)?;
-        if matches!(resp, AppendEntriesResponse::Success) && vote.committed && caught_up {
-            self.record_contact(received, &vote);
+        let mut out = codec::append_response_to_pb(&resp);
+        if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+            // This node accepted the sender as leader: take its lease grant
+            // (see `lease`) and stamp the answer for the next one.
+            if let Some(g) = grant.as_ref().and_then(codec::grant_from_pb) {
+                self.lease.accept(&g);
+            }
+            out.stamp = Some(codec::stamp_to_pb(&self.lease.stamp()));
+            if vote.committed {
+                self.record_contact(&vote);
+            }
         }
-        Ok(GrpcResponse::new(codec::append_response_to_pb(&resp)))
+        Ok(GrpcResponse::new(out))
     }
 
     async fn vote(
@@ -95,21 +99,54 @@ impl pb::raft_server::Raft for Handler {
         request: Request<pb::VoteRequest>,
     ) -> Result<GrpcResponse<pb::VoteResponse>, Status> {
         let req = codec::vote_request_from_pb(request.into_inner()).map_err(bad_request)?;
+        let vote = req.vote;
         let resp = self.raft.vote(req).await.map_err(stopped)?;
+        if resp.vote_granted {
+            // As in Raft: granting a vote restarts this node's own timer.
+            self.record_contact(&vote);
+        }
         Ok(GrpcResponse::new(codec::vote_response_to_pb(&resp)))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<pb::PreVoteRequest>,
+    ) -> Result<GrpcResponse<pb::PreVoteResponse>, Status> {
+        let req = request.into_inner();
+        let theirs = (
+            req.last_applied.map(codec::log_id_from_pb),
+            req.last_log_index,
+        );
+        let mine = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.last_applied, m.last_log_index.unwrap_or(0))
+        };
+        let quiet = self
+            .contact
+            .borrow()
+            .is_none_or(|c| c.at.elapsed() > self.election_timeout_max);
+        let leading = self.raft.metrics().borrow().state == openraft::ServerState::Leader;
+        let granted = quiet && !leading && theirs.0 >= mine.0 && theirs.1 >= mine.1;
+        tracing::debug!(
+            node = self.id,
+            candidate = req.candidate,
+            granted,
+            "pre-vote"
+        );
+        Ok(GrpcResponse::new(pb::PreVoteResponse { granted }))
     }
 
     async fn install_snapshot(
         &self,
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<GrpcResponse<pb::InstallSnapshotResponse>, Status> {
-        let received = Instant::now();
         let req = codec::install_request_from_pb(request.into_inner()).map_err(bad_request)?;
         let vote = req.vote;
         let outcome = match self.raft.install_snapshot(req).await {
             Ok(resp) => {
                 if resp.vote == vote {
-                    self.record_contact(received, &vote);
+                    self.record_contact(&vote);
                 }
                 Ok(resp)
             }

@@ -37,6 +37,7 @@ pub use router::Router;
 
 use super::codec::{self, pb};
 use super::error::NetError;
+use super::lease::LeaseState;
 use super::{NodeId, RaftConfig, RaftNodeInfo, TypeConfig};
 
 /// Turns a peer's Raft address into a channel. The seam between the Raft
@@ -161,6 +162,7 @@ impl Connector for GrpcConnector {
 #[derive(Clone)]
 pub struct Network {
     connector: Arc<dyn Connector>,
+    lease: Option<Arc<LeaseState>>,
     self_id: NodeId,
     backoff: Duration,
     max_message_size: usize,
@@ -173,6 +175,7 @@ impl Network {
         let d = RaftConfig::default();
         Self {
             connector,
+            lease: None,
             self_id: 0,
             backoff: d.unreachable_backoff,
             max_message_size: d.max_message_size,
@@ -188,12 +191,18 @@ impl Network {
     pub fn grpc_tls(config: &RaftConfig, tls: Option<ClientTlsConfig>) -> Self {
         let connector = GrpcConnector::with_tls(config.connect_timeout, tls);
         let mut n = Self::new(Arc::new(connector));
-        n.configure(0, config);
+        n.configure(0, config, None);
         n
     }
 
-    pub(crate) fn configure(&mut self, self_id: NodeId, config: &RaftConfig) {
+    pub(crate) fn configure(
+        &mut self,
+        self_id: NodeId,
+        config: &RaftConfig,
+        lease: Option<Arc<LeaseState>>,
+    ) {
         self.self_id = self_id;
+        self.lease = lease;
         self.backoff = config.unreachable_backoff;
         self.max_message_size = config.max_message_size;
     }
@@ -267,6 +276,29 @@ impl Network {
                 reason: resp.error,
             }),
         }
+    }
+
+    /// Asks the node at `addr` whether it would vote for `candidate` with
+    /// this last applied log id and last log index (pre-vote). Any failure counts as "no".
+    pub(crate) async fn pre_vote(
+        &self,
+        addr: &str,
+        candidate: NodeId,
+        last: (Option<super::LogId>, u64),
+        timeout: Duration,
+    ) -> bool {
+        let Ok(mut client) = self.client(addr) else {
+            return false;
+        };
+        let mut req = tonic::Request::new(pb::PreVoteRequest {
+            candidate,
+            last_applied: last.0.as_ref().map(codec::log_id_to_pb),
+            last_log_index: last.1,
+        });
+        req.set_timeout(timeout);
+        call(addr, timeout, client.pre_vote(req))
+            .await
+            .is_ok_and(|r| r.granted)
     }
 
     /// Asks the node at `addr` to start an election now (leader hand-over).
@@ -374,13 +406,32 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
         let ttl = option.hard_ttl();
         let mut client = self.client()?;
-        let mut req = tonic::Request::new(codec::append_request_to_pb(&rpc));
+        let term = rpc.vote.leader_id.term;
+        let last_sent = rpc.entries.last().map_or(0, |e| e.log_id.index);
+        let mut msg = codec::append_request_to_pb(&rpc);
+        let lease = self.net.lease.clone();
+        // Taken before the grant is computed and the request leaves: an
+        // accepted round counts from no later than its real send time.
+        let sent = tokio::time::Instant::now();
+        if let Some(l) = &lease {
+            msg.lease = l
+                .on_send(term, self.target, last_sent)
+                .map(|g| codec::grant_to_pb(&g));
+        }
+        let mut req = tonic::Request::new(msg);
         req.set_timeout(ttl);
         let resp = tokio::time::timeout(ttl, client.append_entries(req))
             .await
             .map_err(|_| self.timeout(RPCTypes::AppendEntries, ttl))?
-            .map_err(|s| self.status(s))?;
-        codec::append_response_from_pb(resp.into_inner()).map_err(Self::decode)
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        let stamp = resp.stamp.as_ref().map(codec::stamp_from_pb);
+        let resp = codec::append_response_from_pb(resp).map_err(Self::decode)?;
+        if let Some(l) = &lease {
+            let accepted = !matches!(resp, AppendEntriesResponse::HigherVote(_));
+            l.on_response(term, self.target, sent, accepted, stamp);
+        }
+        Ok(resp)
     }
 
     async fn install_snapshot(
