@@ -514,6 +514,37 @@ pub(crate) fn decode_snapshot(b: &[u8]) -> DResult<(SnapshotMeta<NodeId, RaftNod
     Ok((meta, s.data))
 }
 
+pub(crate) fn stamp_to_pb(s: &Stamp) -> pb::LeaseStamp {
+    pb::LeaseStamp {
+        incarnation: s.incarnation,
+        micros: s.micros,
+    }
+}
+
+pub(crate) fn stamp_from_pb(s: &pb::LeaseStamp) -> Stamp {
+    Stamp {
+        incarnation: s.incarnation,
+        micros: s.micros,
+    }
+}
+
+pub(crate) fn grant_to_pb(g: &Grant) -> pb::LeaseGrant {
+    pb::LeaseGrant {
+        echo: Some(stamp_to_pb(&g.echo)),
+        remaining_micros: g.remaining.as_micros() as u64,
+        required_index: g.required,
+    }
+}
+
+/// A grant without an echo is no grant.
+pub(crate) fn grant_from_pb(g: &pb::LeaseGrant) -> Option<Grant> {
+    Some(Grant {
+        echo: stamp_from_pb(g.echo.as_ref()?),
+        remaining: std::time::Duration::from_micros(g.remaining_micros),
+        required: g.required_index,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,35 +678,4 @@ mod tests {
         assert!(append_request_from_pb(pb::AppendEntriesRequest::default()).is_err());
         assert!(command_from_pb(pb::Command::default()).is_err());
     }
-}
-
-pub(crate) fn stamp_to_pb(s: &Stamp) -> pb::LeaseStamp {
-    pb::LeaseStamp {
-        incarnation: s.incarnation,
-        micros: s.micros,
-    }
-}
-
-pub(crate) fn stamp_from_pb(s: &pb::LeaseStamp) -> Stamp {
-    Stamp {
-        incarnation: s.incarnation,
-        micros: s.micros,
-    }
-}
-
-pub(crate) fn grant_to_pb(g: &Grant) -> pb::LeaseGrant {
-    pb::LeaseGrant {
-        echo: Some(stamp_to_pb(&g.echo)),
-        remaining_micros: g.remaining.as_micros() as u64,
-        required_index: g.required,
-    }
-}
-
-/// A grant without an echo is no grant.
-pub(crate) fn grant_from_pb(g: &pb::LeaseGrant) -> Option<Grant> {
-    Some(Grant {
-        echo: stamp_from_pb(g.echo.as_ref()?),
-        remaining: std::time::Duration::from_micros(g.remaining_micros),
-        required: g.required_index,
-    })
 }

@@ -600,10 +600,8 @@ async fn elect_when_quiet(
             .iter()
             .all(|c| c.iter().filter(|id| yes.contains(id)).count() * 2 > c.len());
         tracing::debug!(node = me, ?yes, quorum, "pre-vote round");
-        if quorum {
-            if raft.trigger().elect().await.is_err() {
-                return;
-            }
+        if quorum && raft.trigger().elect().await.is_err() {
+            return;
         }
         since = Instant::now();
         wait = config.election_timeout_max + jitter();
