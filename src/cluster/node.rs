@@ -790,7 +790,10 @@ impl Node {
         // An election means the previous leader went quiet: treat it as dead
         // until it answers a liveness probe, instead of waiting for
         // `retries` missed probes. A false suspicion costs one extra map.
-        if let Some(prev) = self.last_leader.clone() {
+        // A hand-over (step-down) says the previous leader is alive: then a
+        // leader change moves no shard.
+        let handed_over = self.raft.as_ref().is_some_and(|r| r.handed_over());
+        if let Some(prev) = self.last_leader.clone().filter(|_| !handed_over) {
             self.dead_since.insert(prev.clone(), Instant::now());
             self.suspected.insert(prev);
         }

@@ -62,6 +62,7 @@ pub struct RaftNode {
     state: watch::Receiver<Arc<ClusterState>>,
     contact: Arc<watch::Sender<Option<LeaderContact>>>,
     lease: Arc<LeaseState>,
+    handed_over: Arc<std::sync::atomic::AtomicBool>,
     service: RaftService,
     network: Network,
     acks_dropped: Arc<AtomicU64>,
@@ -149,6 +150,7 @@ impl RaftNode {
         lease.attach(raft.metrics());
         let (contact, _) = watch::channel(None);
         let contact = Arc::new(contact);
+        let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let acks_dropped = Arc::new(AtomicU64::new(0));
         let handler = Handler {
             id,
@@ -158,12 +160,14 @@ impl RaftNode {
             acks_dropped: acks_dropped.clone(),
             lease: lease.clone(),
             election_timeout_max: config.election_timeout_max,
+            handed_over: handed_over.clone(),
         };
         let service = RaftService::new(handler, config.max_message_size);
         let elector = tokio::spawn(elect_when_quiet(
             raft.clone(),
             network.clone(),
             contact.subscribe(),
+            handed_over.clone(),
             id,
             config.clone(),
         ));
@@ -176,6 +180,7 @@ impl RaftNode {
             state,
             contact,
             lease,
+            handed_over,
             service,
             network,
             acks_dropped,
@@ -300,6 +305,13 @@ impl RaftNode {
     /// A receiver of every recorded leader contact.
     pub fn leader_contact(&self) -> watch::Receiver<Option<LeaderContact>> {
         self.contact.subscribe()
+    }
+
+    /// Whether this node's latest election was asked for by the previous
+    /// leader handing over (rather than started because the leader went
+    /// quiet): the previous leader is then alive, not a suspect.
+    pub fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Relaxed)
     }
 
     /// Until when this node may serve, if what it serves reflects the log
@@ -540,6 +552,7 @@ async fn elect_when_quiet(
     raft: Raft,
     network: Network,
     contact: watch::Receiver<Option<LeaderContact>>,
+    handed_over: Arc<std::sync::atomic::AtomicBool>,
     me: NodeId,
     config: RaftConfig,
 ) {
@@ -600,6 +613,9 @@ async fn elect_when_quiet(
             .iter()
             .all(|c| c.iter().filter(|id| yes.contains(id)).count() * 2 > c.len());
         tracing::debug!(node = me, ?yes, quorum, "pre-vote round");
+        if quorum {
+            handed_over.store(false, Ordering::Relaxed);
+        }
         if quorum && raft.trigger().elect().await.is_err() {
             return;
         }

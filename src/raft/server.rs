@@ -32,6 +32,8 @@ pub(crate) struct Handler {
     pub(crate) acks_dropped: Arc<AtomicU64>,
     pub(crate) lease: Arc<LeaseState>,
     pub(crate) election_timeout_max: std::time::Duration,
+    /// Set when this node was asked to take over (leader hand-over).
+    pub(crate) handed_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn bad_request(e: codec::DecodeError) -> Status {
@@ -213,6 +215,7 @@ impl pb::raft_server::Raft for Handler {
         &self,
         _request: Request<pb::ElectRequest>,
     ) -> Result<GrpcResponse<pb::ElectResponse>, Status> {
+        self.handed_over.store(true, Ordering::Relaxed);
         self.raft
             .trigger()
             .elect()
