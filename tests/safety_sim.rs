@@ -16,7 +16,8 @@
 //! change. Each run prints its seed; `CF_SIM_SEED=S` replays one schedule
 //! (timing is real, so a replay repeats the faults, not every interleaving)
 //! and `CF_SIM_SEEDS=N` runs N seeds (default 2; `cargo test --release
-//! --test safety_sim -- --nocapture` with a large N is the long run).
+//! --test safety_sim -- --nocapture` with a large N is the long run);
+//! `CF_SIM_FAULT=K` repeats one kind of fault (see `pick`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -179,7 +180,13 @@ enum Fault {
 }
 
 fn pick(rng: &mut StdRng, weights: &[u32]) -> Fault {
-    match rng.gen_range(0..5) {
+    // CF_SIM_FAULT=N (0 isolate, 1 leader with a follower, 2 one-way,
+    // 3 step-down, 4 weight) repeats one kind of fault.
+    let kind = std::env::var("CF_SIM_FAULT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rng.gen_range(0..5));
+    match kind {
         0 => Fault::Isolate(rng.gen_range(0..NODES)),
         1 => Fault::LeaderWithFollower,
         2 => {

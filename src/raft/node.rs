@@ -161,6 +161,7 @@ impl RaftNode {
             lease: lease.clone(),
             election_timeout_max: config.election_timeout_max,
             handed_over: handed_over.clone(),
+            state: state.clone(),
         };
         let service = RaftService::new(handler, config.max_message_size);
         let elector = tokio::spawn(elect_when_quiet(

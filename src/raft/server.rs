@@ -32,6 +32,8 @@ pub(crate) struct Handler {
     pub(crate) acks_dropped: Arc<AtomicU64>,
     pub(crate) lease: Arc<LeaseState>,
     pub(crate) election_timeout_max: std::time::Duration,
+    /// The replicated state (to refuse acknowledgements of unknown epochs).
+    pub(crate) state: watch::Receiver<Arc<super::ClusterState>>,
     /// Set when this node was asked to take over (leader hand-over).
     pub(crate) handed_over: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -165,6 +167,30 @@ impl pb::raft_server::Raft for Handler {
         request: Request<pb::AckRequest>,
     ) -> Result<GrpcResponse<pb::AckResponse>, Status> {
         let req = request.into_inner();
+        // Only a Raft member acknowledges, and only an epoch that was
+        // proposed (this node may apply the proposal just after the
+        // sender did, hence the one epoch of slack).
+        let member = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(_, n)| n.name == req.node);
+        if !member {
+            return Err(Status::permission_denied(format!(
+                "{} is not a Raft member",
+                req.node
+            )));
+        }
+        let last_epoch = self.state.borrow().last_epoch;
+        if req.epoch == 0 || req.epoch > last_epoch + 1 {
+            return Err(Status::failed_precondition(format!(
+                "epoch {} was never proposed (last {last_epoch})",
+                req.epoch
+            )));
+        }
         let ack = Ack {
             node: req.node,
             epoch: req.epoch,
