@@ -67,6 +67,13 @@ pub struct RaftConfig {
     /// sled page cache size in bytes. Default 8 MiB: a coordinator's log and
     /// state are small.
     pub sled_cache_capacity: u64,
+    /// Credential every Raft call must carry and that this node sends
+    /// (derived from the cluster secret); `None` accepts calls without one.
+    /// Default `None`.
+    pub auth: Option<super::RaftAuth>,
+    /// Bounds of the Raft listener (connections, idle and handshake
+    /// timeouts, keepalives).
+    pub listener: super::ListenerLimits,
 }
 
 impl Default for RaftConfig {
@@ -86,6 +93,8 @@ impl Default for RaftConfig {
             connect_timeout: Duration::from_millis(500),
             max_message_size: 64 * 1024 * 1024,
             sled_cache_capacity: 8 * 1024 * 1024,
+            auth: None,
+            listener: super::ListenerLimits::default(),
         }
     }
 }
