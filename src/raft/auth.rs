@@ -41,6 +41,8 @@ const CRED_LEN: usize = 32;
 pub struct RaftAuth {
     send: [u8; CRED_LEN],
     accept: Vec<[u8; CRED_LEN]>,
+    /// Calls without any credential are refused (a wrong one always is).
+    require: bool,
 }
 
 impl std::fmt::Debug for RaftAuth {
@@ -48,6 +50,7 @@ impl std::fmt::Debug for RaftAuth {
         // Never print credentials.
         f.debug_struct("RaftAuth")
             .field("accepted", &self.accept.len())
+            .field("require", &self.require)
             .finish()
     }
 }
@@ -102,7 +105,16 @@ impl RaftAuth {
         RaftAuth {
             send: c,
             accept: vec![c],
+            require: true,
         }
+    }
+
+    /// Sends the credential but also accepts calls that carry none (a wrong
+    /// one is still refused): for switching a running cluster from no
+    /// secret to a secret, node by node.
+    pub fn optional(mut self) -> RaftAuth {
+        self.require = false;
+        self
     }
 
     /// Also accepts the credential of `secret` (not sent): for rotating the
@@ -229,7 +241,13 @@ mod tests {
         }
         // The secret is not what is sent.
         assert!(!format!("{:?}", a.header_value()).contains("key one"));
-        assert_eq!(format!("{a:?}"), "RaftAuth { accepted: 1 }");
+        assert_eq!(format!("{a:?}"), "RaftAuth { accepted: 1, require: true }");
+        // Optional: no credential passes, a wrong one does not.
+        let opt = a.clone().optional();
+        assert!(opt.verify(&http::HeaderMap::new()));
+        let mut wrong = http::HeaderMap::new();
+        wrong.insert(AUTH_HEADER, b.header_value());
+        assert!(!opt.verify(&wrong));
     }
 
     #[test]
