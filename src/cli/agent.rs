@@ -112,6 +112,22 @@ pub struct AgentArgs {
     /// Log format: text or json.
     #[arg(long, env = "CLUSTERFUNK_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Cluster secret: base64 of a 16, 24 or 32-byte key (as Serf's
+    /// `-encrypt`; make one with `head -c 32 /dev/urandom | base64`). Every
+    /// gossip message is then encrypted and authenticated with it, and Raft
+    /// calls carry a credential derived from it: nodes without it never
+    /// join.
+    #[arg(long, env = "CLUSTERFUNK_ENCRYPT", hide_env_values = true)]
+    pub encrypt: Option<String>,
+    /// With --encrypt: refuse plaintext gossip (default true). Set false on
+    /// every node while switching a running cluster to encryption, then
+    /// true once all of them encrypt.
+    #[arg(long, env = "CLUSTERFUNK_GOSSIP_VERIFY_INCOMING")]
+    pub gossip_verify_incoming: Option<bool>,
+    /// With --encrypt: encrypt outgoing gossip (default true). The first
+    /// step of a switch to encryption is false on every node.
+    #[arg(long, env = "CLUSTERFUNK_GOSSIP_VERIFY_OUTGOING")]
+    pub gossip_verify_outgoing: Option<bool>,
     /// Shared token every management call must carry (Bearer).
     #[arg(long, env = "CLUSTERFUNK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -167,6 +183,9 @@ impl AgentArgs {
             log,
             log_format,
             token,
+            encrypt,
+            gossip_verify_incoming,
+            gossip_verify_outgoing,
             tls_cert,
             tls_key,
             tls_ca
@@ -243,6 +262,7 @@ impl AgentArgs {
             c.lease = Duration::from_millis(ms);
         }
         c.management.token = self.token.clone();
+        self.apply_secret(&mut c)?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             c.management.tls = Some(clusterfunk::management::ManagementTls {
                 cert: cert.clone(),
@@ -253,6 +273,51 @@ impl AgentArgs {
         }
         Ok(c.validate()?)
     }
+}
+
+impl AgentArgs {
+    /// The cluster secret: the gossip keyring from `--encrypt`, and the Raft
+    /// credential derived from it (or from the token when there is no key).
+    fn apply_secret(&self, c: &mut Config) -> anyhow::Result<()> {
+        let key = match self.encrypt.as_deref() {
+            Some(k) => Some(parse_key(k)?),
+            None => None,
+        };
+        let verify_in = self.gossip_verify_incoming.unwrap_or(true);
+        if let Some(k) = &key {
+            c.gossip.keyring = Some(clusterfunk::gossip::Keyring::new(k)?);
+            c.gossip.verify_incoming = verify_in;
+            c.gossip.verify_outgoing = self.gossip_verify_outgoing.unwrap_or(true);
+        }
+        c.raft.auth = match (&key, self.token.as_deref()) {
+            (Some(k), token) => {
+                let mut auth = clusterfunk::raft::RaftAuth::from_secret(k);
+                // Nodes that still run with only the token (before a key
+                // was introduced) keep being accepted.
+                if let Some(t) = token {
+                    auth = auth.accept_also(t.as_bytes());
+                }
+                Some(if verify_in { auth } else { auth.optional() })
+            }
+            (None, Some(t)) => Some(clusterfunk::raft::RaftAuth::from_secret(t.as_bytes())),
+            (None, None) => None,
+        };
+        Ok(())
+    }
+}
+
+/// Decodes `--encrypt`: standard base64 of 16, 24 or 32 bytes.
+fn parse_key(text: &str) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .context("--encrypt must be base64 (e.g. from `head -c 32 /dev/urandom | base64`)")?;
+    anyhow::ensure!(
+        matches!(key.len(), 16 | 24 | 32),
+        "--encrypt must decode to 16, 24 or 32 bytes, got {}",
+        key.len()
+    );
+    Ok(key)
 }
 
 /// The first non-loopback address the host name resolves to (in a

@@ -1730,6 +1730,23 @@ impl Node {
         if let Ok(stats) = self.gossip.stats().await {
             view::gossip_metrics(&self.metrics, &stats);
         }
+        let mut liveness_bad = self.responder.as_ref().map_or(0, |r| r.stats().bad);
+        if let Some((c, _)) = &self.checker {
+            liveness_bad += c.stats().await.map_or(0, |s| s.bad_packets);
+        }
+        self.metrics
+            .liveness_bad_packets
+            .observe_total(liveness_bad);
+        if let Some(c) = self.raft.as_ref().and_then(|r| r.listener_counts()) {
+            self.metrics
+                .raft_unauthenticated_calls
+                .observe_total(c.unauthenticated);
+            self.metrics.raft_connections_closed.observe_totals([
+                ("refused", c.refused),
+                ("evicted", c.evicted),
+                ("timed_out", c.timed_out),
+            ]);
+        }
         self.status_tx.send_replace(view);
     }
 

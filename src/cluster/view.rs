@@ -185,4 +185,11 @@ pub(crate) fn gossip_metrics(metrics: &Metrics, s: &GossipStats) {
     metrics
         .gossip_decryption_failures
         .observe_total(s.decrypt_failures);
+    metrics.gossip_stream_rejections.observe_totals([
+        ("too_large", s.stream_frames_too_large),
+        ("budget", s.stream_budget_exhausted),
+        ("timeout", s.stream_timeouts),
+        ("busy", s.streams_rejected),
+        ("evicted_idle", s.streams_evicted),
+    ]);
 }

@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -17,13 +18,14 @@ use super::config::GossipConfig;
 use super::core::{Core, Output};
 use super::error::GossipError;
 use super::member::{Member, MemberEvent, MemberStatus, UserEvent};
-use super::pushpull::{self, Internal};
+use super::pushpull::{self, Failure, Internal, StreamCtx};
 use super::snapshot::{self, Snapshot};
 use super::stats::GossipStats;
 use super::transport::Transport;
 
-/// Push/pull tasks (both directions) allowed at once; more incoming streams
-/// are closed, more outgoing exchanges are skipped, and both are counted.
+/// Outgoing stream tasks (push/pulls and fallback probes) allowed at once;
+/// more are skipped and counted. Incoming streams have their own cap,
+/// `max_incoming_streams`.
 const MAX_STREAM_TASKS: usize = 128;
 /// Least time between two snapshot writes.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
@@ -130,6 +132,8 @@ impl Gossip {
             rejoin,
             snapshot_due: false,
             snapshot_written: None,
+            ctx: StreamCtx::new(&config),
+            incoming: HashMap::new(),
             cfg: config,
         };
         let span = tracing::info_span!("gossip", node = %name);
@@ -340,7 +344,19 @@ struct Actor<T: Transport> {
     /// Membership changed since the snapshot was last written.
     snapshot_due: bool,
     snapshot_written: Option<Instant>,
+    /// Framing, keys and bounds shared by every stream task.
+    ctx: StreamCtx,
+    /// Incoming stream tasks (a subset of `tasks`), by task id.
+    incoming: HashMap<tokio::task::Id, IncomingStream>,
     cfg: GossipConfig,
+}
+
+/// An incoming stream being served.
+struct IncomingStream {
+    accepted: Instant,
+    /// Set once its first frame arrived and was valid.
+    active: Arc<AtomicBool>,
+    abort: AbortHandle,
 }
 
 impl<T: Transport> Actor<T> {
@@ -377,21 +393,7 @@ impl<T: Transport> Actor<T> {
                     }
                 },
                 r = self.transport.accept() => match r {
-                    Ok((stream, from)) => {
-                        if self.tasks.len() >= MAX_STREAM_TASKS {
-                            self.core.stats_mut().push_pull_failures += 1;
-                        } else {
-                            let fut = pushpull::respond(
-                                stream,
-                                from,
-                                self.cfg.name.clone(),
-                                self.cfg.keyring.clone(),
-                                self.cfg.stream_timeout,
-                                self.internal_tx.clone(),
-                            );
-                            self.tasks.spawn(fut.in_current_span());
-                        }
-                    }
+                    Ok((stream, from)) => self.on_accept(stream, from),
                     Err(e) => {
                         tracing::debug!(error = %e, "stream accept failed");
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -399,7 +401,13 @@ impl<T: Transport> Actor<T> {
                 },
                 Some(m) = self.internal_rx.recv() => self.on_internal(m),
                 _ = tokio::time::sleep_until(deadline) => self.core.tick(Instant::now()),
-                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    self.incoming.remove(&id);
+                }
             }
             self.flush().await;
         }
@@ -411,6 +419,55 @@ impl<T: Transport> Actor<T> {
         if let Some(r) = shutdown_reply {
             let _ = r.send(());
         }
+    }
+
+    /// Serves an accepted stream unless `max_incoming_streams` are being
+    /// served; then the oldest idle one (no valid first frame yet) is closed
+    /// to make room, or, when all are busy, the new one. Idle connections
+    /// therefore cannot keep real peers out.
+    fn on_accept(&mut self, stream: super::transport::BoxStream, from: SocketAddr) {
+        if self.incoming.len() >= self.cfg.max_incoming_streams {
+            let idle = self
+                .incoming
+                .iter()
+                .filter(|(_, s)| !s.active.load(Ordering::Relaxed))
+                .min_by_key(|(_, s)| s.accepted)
+                .map(|(id, _)| *id);
+            match idle.and_then(|id| self.incoming.remove(&id)) {
+                Some(old) => {
+                    old.abort.abort();
+                    self.core.stats_mut().streams_evicted += 1;
+                }
+                None => {
+                    self.core.stats_mut().streams_rejected += 1;
+                    tracing::debug!(peer = %from, "incoming stream refused: all slots busy");
+                    return;
+                }
+            }
+        }
+        let active = Arc::new(AtomicBool::new(false));
+        let fut = pushpull::respond(
+            stream,
+            from,
+            self.cfg.name.clone(),
+            self.ctx.clone(),
+            active.clone(),
+            self.internal_tx.clone(),
+        );
+        let abort = self.tasks.spawn(fut.in_current_span());
+        self.incoming.insert(
+            abort.id(),
+            IncomingStream {
+                accepted: Instant::now(),
+                active,
+                abort,
+            },
+        );
+    }
+
+    /// Stream tasks this node started (not incoming ones).
+    fn outgoing_tasks(&self) -> usize {
+        self.tasks.len().saturating_sub(self.incoming.len())
     }
 
     fn on_command(&mut self, c: Command) {
@@ -485,7 +542,7 @@ impl<T: Transport> Actor<T> {
                 op,
                 to,
                 result,
-                decrypt_failure,
+                failure,
             } => {
                 let stats = self.core.stats_mut();
                 match &result {
@@ -496,8 +553,13 @@ impl<T: Transport> Actor<T> {
                     Ok(false) => stats.push_pulls += 1,
                     Err(e) => {
                         stats.push_pull_failures += 1;
-                        if decrypt_failure {
-                            stats.decrypt_failures += 1;
+                        match failure {
+                            Some(Failure::Decrypt) => stats.decrypt_failures += 1,
+                            Some(Failure::TooLarge) => stats.stream_frames_too_large += 1,
+                            Some(Failure::Budget) => stats.stream_budget_exhausted += 1,
+                            Some(Failure::Timeout) => stats.stream_timeouts += 1,
+                            Some(Failure::Malformed) => stats.bad_packets += 1,
+                            Some(Failure::Other) | None => {}
                         }
                         if let Some(to) = to {
                             tracing::debug!(peer = %to, error = %e, "push/pull failed");
@@ -546,7 +608,7 @@ impl<T: Transport> Actor<T> {
                     self.core.stats_mut().events_dropped += fan_out(&mut self.user_subs, &ev);
                 }
                 Output::StreamPing { to, ping } => {
-                    if self.tasks.len() >= MAX_STREAM_TASKS {
+                    if self.outgoing_tasks() >= MAX_STREAM_TASKS {
                         let seq = ping.seq;
                         self.core.stream_ping_done(Instant::now(), seq, false);
                         continue;
@@ -555,21 +617,21 @@ impl<T: Transport> Actor<T> {
                         self.transport.clone(),
                         to,
                         ping,
-                        self.cfg.keyring.clone(),
-                        self.cfg.probe_interval.min(self.cfg.stream_timeout),
+                        self.ctx
+                            .with_timeout(self.cfg.probe_interval.min(self.cfg.stream_timeout)),
                         self.internal_tx.clone(),
                     );
                     self.tasks.spawn(fut.in_current_span());
                 }
                 Output::PushPull { to, join, op } => {
-                    if self.tasks.len() >= MAX_STREAM_TASKS {
+                    if self.outgoing_tasks() >= MAX_STREAM_TASKS {
                         self.core.stats_mut().push_pull_failures += 1;
                         if let Some(op) = op {
                             self.on_internal(Internal::Done {
                                 op: Some(op),
                                 to: Some(to),
                                 result: Err("too many push/pulls in flight".into()),
-                                decrypt_failure: false,
+                                failure: None,
                             });
                         }
                         continue;
@@ -581,8 +643,7 @@ impl<T: Transport> Actor<T> {
                         op,
                         self.core.checksum(),
                         self.core.local_state(),
-                        self.cfg.keyring.clone(),
-                        self.cfg.stream_timeout,
+                        self.ctx.clone(),
                         self.internal_tx.clone(),
                     );
                     self.tasks.spawn(fut.in_current_span());

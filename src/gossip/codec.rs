@@ -10,10 +10,14 @@
 //! is reserved for a compression flag; no codec is built in, so such frames
 //! are counted and dropped.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::config::Opener;
 use super::error::CodecError;
 use super::keyring::Keyring;
 use super::pb;
@@ -24,9 +28,13 @@ pub(crate) const MAGIC: [u8; 2] = *b"cf";
 pub(crate) const PROTOCOL_VERSION: u8 = 1;
 /// Header length (magic, version, type).
 pub(crate) const HEADER_LEN: usize = 4;
-/// Largest stream frame body accepted (a full state of many thousands of
-/// nodes fits well below it).
+/// Largest stream frame body any configuration accepts (a full state of
+/// many thousands of nodes fits well below it); `max_stream_frame` is
+/// usually lower.
 pub(crate) const MAX_STREAM_FRAME: usize = 16 * 1024 * 1024;
+/// Stream bodies are read (and counted against the memory budget) in
+/// pieces of at most this many bytes.
+const STREAM_CHUNK: usize = 64 * 1024;
 
 /// The message type byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -237,18 +245,20 @@ fn check_header(buf: &[u8]) -> Result<MsgType, CodecError> {
     MsgType::from_u8(buf[3])
 }
 
-/// Opens the envelope when `keyring` is set: plaintext is refused then.
-fn unwrap_envelope(buf: &[u8], keyring: Option<&Keyring>) -> Result<Option<Vec<u8>>, CodecError> {
+/// Opens the envelope when a keyring is set; plaintext is refused then
+/// unless the opener allows it (a rolling switch to encryption).
+fn unwrap_envelope(buf: &[u8], o: Opener<'_>) -> Result<Option<Vec<u8>>, CodecError> {
     let ty = check_header(buf)?;
-    match (ty, keyring) {
+    match (ty, o.keyring) {
         (MsgType::Encrypted, Some(k)) => {
             let inner = k
                 .open(&buf[HEADER_LEN..], &buf[..HEADER_LEN])
                 .ok_or(CodecError::Decrypt)?;
             Ok(Some(inner))
         }
-        (MsgType::Encrypted, None) | (_, Some(_)) => Err(CodecError::Decrypt),
-        (_, None) => Ok(None),
+        (MsgType::Encrypted, None) => Err(CodecError::Decrypt),
+        (_, Some(_)) if o.require => Err(CodecError::Decrypt),
+        (_, _) => Ok(None),
     }
 }
 
@@ -260,13 +270,19 @@ pub(crate) struct Decoded {
     pub(crate) skipped: usize,
 }
 
-/// Decodes a datagram. A bad header fails the whole datagram; inside a
-/// compound a bad part is skipped and counted.
+/// Decodes a datagram, refusing plaintext when `keyring` is set.
+#[cfg(test)]
 pub(crate) fn decode_datagram(
     buf: &[u8],
     keyring: Option<&Keyring>,
 ) -> Result<Decoded, CodecError> {
-    let opened = unwrap_envelope(buf, keyring)?;
+    decode_datagram_with(buf, Opener::strict(keyring))
+}
+
+/// Decodes a datagram. A bad header fails the whole datagram; inside a
+/// compound a bad part is skipped and counted.
+pub(crate) fn decode_datagram_with(buf: &[u8], o: Opener<'_>) -> Result<Decoded, CodecError> {
+    let opened = unwrap_envelope(buf, o)?;
     let buf = opened.as_deref().unwrap_or(buf);
     let ty = check_header(buf)?;
     let body = &buf[HEADER_LEN..];
@@ -376,15 +392,11 @@ pub(crate) fn decode_stream_frame(
     if body.len() != len {
         return Err(CodecError::Truncated(buf.len()));
     }
-    decode_stream_body(ty, body, keyring)
+    decode_stream_body(ty, body, Opener::strict(keyring))
 }
 
-fn decode_stream_body(
-    ty: MsgType,
-    body: &[u8],
-    keyring: Option<&Keyring>,
-) -> Result<StreamMsg, CodecError> {
-    match (ty, keyring) {
+fn decode_stream_body(ty: MsgType, body: &[u8], o: Opener<'_>) -> Result<StreamMsg, CodecError> {
+    match (ty, o.keyring) {
         (MsgType::Encrypted, Some(k)) => {
             let inner = k
                 .open(body, &header(MsgType::Encrypted))
@@ -395,8 +407,9 @@ fn decode_stream_body(
             }
             StreamMsg::decode(ity, &inner[HEADER_LEN..])
         }
-        (MsgType::Encrypted, None) | (_, Some(_)) => Err(CodecError::Decrypt),
-        (ty, None) => StreamMsg::decode(ty, body),
+        (MsgType::Encrypted, None) => Err(CodecError::Decrypt),
+        (_, Some(_)) if o.require => Err(CodecError::Decrypt),
+        (ty, _) => StreamMsg::decode(ty, body),
     }
 }
 
@@ -409,6 +422,32 @@ pub(crate) enum StreamError {
     Codec(#[from] CodecError),
     #[error("stream timed out")]
     Timeout,
+    #[error("stream memory budget exhausted")]
+    Budget,
+}
+
+/// Bounds on reading stream frames, shared by every stream of one node.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamLimits {
+    /// Largest body accepted.
+    pub(crate) max_frame: usize,
+    /// Bytes of frame bodies that may be held at once, across streams.
+    pub(crate) budget: Arc<Semaphore>,
+}
+
+impl StreamLimits {
+    pub(crate) fn new(max_frame: usize, budget_bytes: usize) -> Self {
+        StreamLimits {
+            max_frame: max_frame.min(MAX_STREAM_FRAME),
+            budget: Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self::new(MAX_STREAM_FRAME, 4 * MAX_STREAM_FRAME)
+    }
 }
 
 /// Writes one stream frame.
@@ -423,21 +462,41 @@ pub(crate) async fn write_stream_msg<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Reads one stream frame, refusing bodies above [`MAX_STREAM_FRAME`].
+/// Reads one stream frame, refusing bodies above `limits.max_frame`. The
+/// body is read in pieces as it arrives, each first taken from the shared
+/// memory budget (and given back once the frame is decoded), so a peer
+/// that declares a huge length and sends nothing costs nothing, and many
+/// peers sending large frames at once cannot exceed the budget.
 pub(crate) async fn read_stream_msg<R: AsyncRead + Unpin>(
     r: &mut R,
-    keyring: Option<&Keyring>,
+    o: Opener<'_>,
+    limits: &StreamLimits,
 ) -> Result<StreamMsg, StreamError> {
     let mut h = [0u8; HEADER_LEN + 4];
     r.read_exact(&mut h).await?;
     let ty = check_header(&h)?;
     let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
-    if len > MAX_STREAM_FRAME {
+    if len > limits.max_frame {
         return Err(CodecError::TooLong(len).into());
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(decode_stream_body(ty, &body, keyring)?)
+    let mut body = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while body.len() < len {
+        let want = (len - body.len()).min(STREAM_CHUNK);
+        let permit = Arc::clone(&limits.budget)
+            .try_acquire_many_owned(want as u32)
+            .map_err(|_| StreamError::Budget)?;
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        let start = body.len();
+        body.resize(start + want, 0);
+        r.read_exact(&mut body[start..]).await?;
+    }
+    let msg = decode_stream_body(ty, &body, o)?;
+    drop(held);
+    Ok(msg)
 }
 
 #[cfg(test)]
@@ -581,7 +640,9 @@ mod tests {
                 checksum: 42,
             });
             write_stream_msg(&mut a, &msg, keyring).await.unwrap();
-            assert_eq!(read_stream_msg(&mut b, keyring).await.unwrap(), msg);
+            let limits = StreamLimits::default();
+            let got = read_stream_msg(&mut b, Opener::strict(keyring), &limits);
+            assert_eq!(got.await.unwrap(), msg);
             let frame = encode_stream_frame(&msg, keyring);
             assert_eq!(decode_stream_frame(&frame, keyring).unwrap(), msg);
             assert!(decode_stream_frame(&frame[..frame.len() - 1], keyring).is_err());
@@ -591,10 +652,72 @@ mod tests {
         bad.extend_from_slice(&u32::MAX.to_be_bytes());
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&bad).await.unwrap();
+        let limits = StreamLimits::default();
         assert!(matches!(
-            read_stream_msg(&mut b, None).await,
+            read_stream_msg(&mut b, Opener::default(), &limits).await,
             Err(StreamError::Codec(CodecError::TooLong(_)))
         ));
+    }
+
+    #[tokio::test]
+    async fn stream_frames_are_bounded() {
+        let big = StreamMsg::State(pb::PushPullState {
+            from: "x".repeat(300_000),
+            ..Default::default()
+        });
+        let frame = encode_stream_frame(&big, None);
+        // Above the configured maximum: refused from the header alone.
+        let limits = StreamLimits::new(100_000, 1_000_000);
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(&frame[..HEADER_LEN + 4]).await.unwrap();
+        assert!(matches!(
+            read_stream_msg(&mut b, Opener::default(), &limits).await,
+            Err(StreamError::Codec(CodecError::TooLong(_)))
+        ));
+        // Within the maximum but above what the budget has left: refused,
+        // and the budget is whole again afterwards.
+        let limits = StreamLimits::new(1_000_000, 200_000);
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(&frame).await.unwrap();
+        assert!(matches!(
+            read_stream_msg(&mut b, Opener::default(), &limits).await,
+            Err(StreamError::Budget)
+        ));
+        assert_eq!(limits.budget.available_permits(), 200_000);
+        // With room: read whole, budget given back.
+        let limits = StreamLimits::new(1_000_000, 1_000_000);
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(&frame).await.unwrap();
+        let got = read_stream_msg(&mut b, Opener::default(), &limits).await;
+        assert_eq!(got.unwrap(), big);
+        assert_eq!(limits.budget.available_permits(), 1_000_000);
+    }
+
+    #[test]
+    fn rolling_switch_accepts_plaintext_only_when_allowed() {
+        let k = Keyring::new(&[7u8; 32]).unwrap();
+        let plain = encode_datagram(&[ping(1).encode_part()], None);
+        let sealed = encode_datagram(&[ping(1).encode_part()], Some(&k));
+        let lenient = Opener {
+            keyring: Some(&k),
+            require: false,
+        };
+        assert_eq!(decode_datagram_with(&plain, lenient).unwrap().msgs.len(), 1);
+        assert_eq!(
+            decode_datagram_with(&sealed, lenient).unwrap().msgs.len(),
+            1
+        );
+        assert_eq!(
+            decode_datagram_with(&plain, Opener::strict(Some(&k))).unwrap_err(),
+            CodecError::Decrypt
+        );
+        // A lenient node still refuses what it cannot open.
+        let other = Keyring::new(&[8u8; 32]).unwrap();
+        let foreign = encode_datagram(&[ping(1).encode_part()], Some(&other));
+        assert_eq!(
+            decode_datagram_with(&foreign, lenient).unwrap_err(),
+            CodecError::Decrypt
+        );
     }
 
     mod props {

@@ -94,8 +94,34 @@ pub struct GossipConfig {
     pub max_user_event_size: usize,
     /// User events remembered for de-duplication and sent on push/pull.
     pub recent_user_events: usize,
-    /// AES-256-GCM keys; `None` sends and accepts plaintext.
+    /// AES-GCM keys (the cluster secret); `None` sends and accepts
+    /// plaintext. With a keyring every message is authenticated: what does
+    /// not open with one of its keys is dropped and counted in
+    /// [`GossipStats::decrypt_failures`](super::GossipStats).
     pub keyring: Option<Keyring>,
+    /// With a keyring: refuse plaintext messages (memberlist's
+    /// `GossipVerifyIncoming`). Turn it off only while switching a running
+    /// cluster from plaintext to encrypted: first every node gets the key
+    /// with both `verify_*` off, then `verify_outgoing` on, then this on.
+    /// Default true.
+    pub verify_incoming: bool,
+    /// With a keyring: encrypt what is sent (memberlist's
+    /// `GossipVerifyOutgoing`). Default true.
+    pub verify_outgoing: bool,
+    /// Largest stream frame body read, in bytes; a longer declared length
+    /// closes the stream (counted). Bodies are read in chunks as they
+    /// arrive, never allocated at the declared length. Default 8 MiB (the
+    /// full state of tens of thousands of members).
+    pub max_stream_frame: usize,
+    /// Bytes of stream frames that may be buffered at once across every
+    /// connection; a frame that would exceed it closes its stream
+    /// (counted). Default 64 MiB.
+    pub stream_memory_budget: usize,
+    /// Incoming streams served at once. When full, the oldest connection
+    /// that has not yet sent a complete first frame (an idle one) is
+    /// closed to make room; if every one is busy the new one is closed.
+    /// Both are counted. Default 64.
+    pub max_incoming_streams: usize,
     /// File keeping the live peers and the event clock (Serf's
     /// `SnapshotPath`), written at most once a second while membership
     /// changes. At start a node rejoins the peers found there unless its
@@ -138,6 +164,11 @@ impl GossipConfig {
             max_user_event_size: 512,
             recent_user_events: 256,
             keyring: None,
+            verify_incoming: true,
+            verify_outgoing: true,
+            max_stream_frame: 8 * 1024 * 1024,
+            stream_memory_budget: 64 * 1024 * 1024,
+            max_incoming_streams: 64,
             snapshot_path: None,
             rejoin_after_leave: false,
         }
@@ -215,6 +246,8 @@ impl GossipConfig {
             (self.event_channel_capacity, "event_channel_capacity"),
             (self.command_channel_capacity, "command_channel_capacity"),
             (self.max_user_event_size, "max_user_event_size"),
+            (self.max_stream_frame, "max_stream_frame"),
+            (self.max_incoming_streams, "max_incoming_streams"),
         ] {
             if n == 0 {
                 return Err(ConfigError::ZeroCount(what));
@@ -226,8 +259,47 @@ impl GossipConfig {
         if !(512..=65000).contains(&self.packet_size) {
             return Err(ConfigError::PacketSize(self.packet_size));
         }
+        if self.stream_memory_budget < self.max_stream_frame {
+            return Err(ConfigError::StreamBudget {
+                budget: self.stream_memory_budget,
+                frame: self.max_stream_frame,
+            });
+        }
         check_tags(&self.tags)?;
         Ok(self)
+    }
+
+    /// The keyring to seal outgoing messages with (none while
+    /// `verify_outgoing` is off).
+    pub(crate) fn seal_keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref().filter(|_| self.verify_outgoing)
+    }
+
+    /// How incoming messages are opened.
+    pub(crate) fn opener(&self) -> Opener<'_> {
+        Opener {
+            keyring: self.keyring.as_ref(),
+            require: self.verify_incoming,
+        }
+    }
+}
+
+/// How incoming frames are opened: with `keyring`, and whether plaintext is
+/// refused when a keyring is set.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Opener<'a> {
+    pub(crate) keyring: Option<&'a Keyring>,
+    pub(crate) require: bool,
+}
+
+#[cfg(test)]
+impl<'a> Opener<'a> {
+    /// Opens with `keyring` and refuses plaintext when one is given.
+    pub(crate) fn strict(keyring: Option<&'a Keyring>) -> Self {
+        Opener {
+            keyring,
+            require: true,
+        }
     }
 }
 

@@ -388,7 +388,7 @@ impl Core {
     fn packet_budget(&self) -> usize {
         self.cfg
             .packet_size
-            .saturating_sub(codec::datagram_overhead(self.cfg.keyring.is_some()))
+            .saturating_sub(codec::datagram_overhead(self.cfg.seal_keyring().is_some()))
     }
 
     /// Sends `msgs` to `to`, piggybacking queued broadcasts in the room left.
@@ -411,7 +411,7 @@ impl Core {
         for p in &parts {
             self.stats.sent(codec::type_name(p[0]), p.len());
         }
-        let packet = codec::encode_datagram(&parts, self.cfg.keyring.as_ref());
+        let packet = codec::encode_datagram(&parts, self.cfg.seal_keyring());
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += packet.len() as u64;
         self.out.push(Output::Send { to, packet });
@@ -460,7 +460,7 @@ impl Core {
     pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
         self.stats.packets_received += 1;
         self.stats.bytes_received += buf.len() as u64;
-        let decoded = match codec::decode_datagram(buf, self.cfg.keyring.as_ref()) {
+        let decoded = match codec::decode_datagram_with(buf, self.cfg.opener()) {
             Ok(d) => d,
             Err(CodecError::Decrypt) => {
                 self.stats.decrypt_failures += 1;

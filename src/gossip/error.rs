@@ -30,8 +30,16 @@ pub enum ConfigError {
     /// The initial tags are larger than [`MAX_TAGS_SIZE`](super::MAX_TAGS_SIZE).
     #[error(transparent)]
     Tags(#[from] TagsError),
+    /// The stream memory budget cannot hold one largest frame.
+    #[error("stream_memory_budget ({budget}) must be at least max_stream_frame ({frame})")]
+    StreamBudget {
+        /// `stream_memory_budget`.
+        budget: usize,
+        /// `max_stream_frame`.
+        frame: usize,
+    },
     /// A keyring key has the wrong length.
-    #[error("encryption key must be 32 bytes (AES-256), got {0}")]
+    #[error("encryption key must be 16, 24 or 32 bytes (AES-128/192/256), got {0}")]
     KeyLength(usize),
 }
 

@@ -1,8 +1,12 @@
-//! AES-256-GCM keyring: encrypt with the primary key, try every key on
-//! decrypt (so keys can be rotated across a running cluster).
+//! AES-GCM keyring: encrypt with the primary key, try every key on
+//! decrypt (so keys can be rotated across a running cluster). Keys are 16,
+//! 24 or 32 bytes (AES-128/192/256, as Serf's `-encrypt`); 32 is the
+//! recommended size.
 
+use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
+use aes_gcm::aes::Aes192;
+use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm, Nonce};
 use rand::RngCore;
 
 use super::error::ConfigError;
@@ -12,10 +16,50 @@ pub(crate) const NONCE_LEN: usize = 12;
 /// Authentication tag length of AES-GCM.
 pub(crate) const TAG_LEN: usize = 16;
 
-/// A set of 32-byte keys; the first is the primary, used to encrypt.
+/// One key and its cipher.
+#[derive(Clone)]
+enum Cipher {
+    Aes128(Box<Aes128Gcm>),
+    Aes192(Box<AesGcm<Aes192, U12>>),
+    Aes256(Box<Aes256Gcm>),
+}
+
+impl Cipher {
+    fn new(key: &[u8]) -> Result<Cipher, ConfigError> {
+        let bad = |_| ConfigError::KeyLength(key.len());
+        Ok(match key.len() {
+            16 => Cipher::Aes128(Box::new(Aes128Gcm::new_from_slice(key).map_err(bad)?)),
+            24 => Cipher::Aes192(Box::new(
+                AesGcm::<Aes192, U12>::new_from_slice(key).map_err(bad)?,
+            )),
+            32 => Cipher::Aes256(Box::new(Aes256Gcm::new_from_slice(key).map_err(bad)?)),
+            n => return Err(ConfigError::KeyLength(n)),
+        })
+    }
+
+    fn encrypt(&self, nonce: &[u8; NONCE_LEN], p: Payload<'_, '_>) -> Option<Vec<u8>> {
+        let n = Nonce::from_slice(nonce);
+        match self {
+            Cipher::Aes128(c) => c.encrypt(n, p).ok(),
+            Cipher::Aes192(c) => c.encrypt(n, p).ok(),
+            Cipher::Aes256(c) => c.encrypt(n, p).ok(),
+        }
+    }
+
+    fn decrypt(&self, nonce: &[u8], p: Payload<'_, '_>) -> Option<Vec<u8>> {
+        let n = Nonce::from_slice(nonce);
+        match self {
+            Cipher::Aes128(c) => c.decrypt(n, p).ok(),
+            Cipher::Aes192(c) => c.decrypt(n, p).ok(),
+            Cipher::Aes256(c) => c.decrypt(n, p).ok(),
+        }
+    }
+}
+
+/// A set of keys; the first is the primary, used to encrypt.
 #[derive(Clone)]
 pub struct Keyring {
-    keys: Vec<([u8; 32], Aes256Gcm)>,
+    keys: Vec<(Vec<u8>, Cipher)>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -27,35 +71,38 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
-fn to_key(key: &[u8]) -> Result<[u8; 32], ConfigError> {
-    key.try_into()
-        .map_err(|_| ConfigError::KeyLength(key.len()))
-}
-
 impl Keyring {
-    /// A keyring holding only `primary` (32 bytes).
+    /// A keyring holding only `primary` (16, 24 or 32 bytes).
     pub fn new(primary: &[u8]) -> Result<Self, ConfigError> {
-        let k = to_key(primary)?;
         Ok(Keyring {
-            keys: vec![(k, Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&k)))],
+            keys: vec![(primary.to_vec(), Cipher::new(primary)?)],
         })
     }
 
     /// Adds a secondary key (accepted on decrypt, not used to encrypt).
     pub fn add_key(&mut self, key: &[u8]) -> Result<(), ConfigError> {
-        let k = to_key(key)?;
-        if !self.keys.iter().any(|(x, _)| *x == k) {
-            self.keys
-                .push((k, Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&k))));
+        let cipher = Cipher::new(key)?;
+        if !self.keys.iter().any(|(x, _)| x.as_slice() == key) {
+            self.keys.push((key.to_vec(), cipher));
         }
         Ok(())
+    }
+
+    /// The primary key's bytes (to derive other credentials from the
+    /// cluster secret; never log them).
+    pub fn primary_key(&self) -> &[u8] {
+        &self.keys[0].0
+    }
+
+    /// Every key's bytes, the primary first.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.keys.iter().map(|(k, _)| k.as_slice())
     }
 
     /// Makes `key` the primary, adding it if needed.
     pub fn use_key(&mut self, key: &[u8]) -> Result<(), ConfigError> {
         self.add_key(key)?;
-        let k = to_key(key)?;
-        if let Some(i) = self.keys.iter().position(|(x, _)| *x == k) {
+        if let Some(i) = self.keys.iter().position(|(x, _)| x.as_slice() == key) {
             let e = self.keys.remove(i);
             self.keys.insert(0, e);
         }
@@ -99,7 +146,7 @@ impl Keyring {
         // Encryption with a valid key and a 12-byte nonce cannot fail for
         // inputs far below AES-GCM's 64 GiB limit; an empty result is never
         // accepted by `open`.
-        if let Ok(ct) = cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad }) {
+        if let Some(ct) = cipher.encrypt(&nonce, Payload { msg: plain, aad }) {
             out.extend_from_slice(&ct);
         }
         out
@@ -111,10 +158,9 @@ impl Keyring {
             return None;
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        self.keys.iter().find_map(|(_, c)| {
-            c.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
-                .ok()
-        })
+        self.keys
+            .iter()
+            .find_map(|(_, c)| c.decrypt(nonce, Payload { msg: ct, aad }))
     }
 }
 
@@ -144,8 +190,23 @@ mod tests {
         assert!(a.remove_key(&k1));
         assert_eq!(a.len(), 1);
         assert!(matches!(
-            Keyring::new(&[0u8; 16]),
-            Err(ConfigError::KeyLength(16))
+            Keyring::new(&[0u8; 20]),
+            Err(ConfigError::KeyLength(20))
         ));
+    }
+
+    #[test]
+    fn serf_key_sizes() {
+        for len in [16, 24, 32] {
+            let a = Keyring::new(&vec![3u8; len]).unwrap();
+            let sealed = a.seal(b"m", b"h");
+            assert_eq!(a.open(&sealed, b"h").unwrap(), b"m");
+            assert_eq!(a.primary_key().len(), len);
+        }
+        // Same first bytes, other length: a different key.
+        let a = Keyring::new(&[3u8; 16]).unwrap();
+        let b = Keyring::new(&[3u8; 32]).unwrap();
+        assert!(b.open(&a.seal(b"m", b""), b"").is_none());
+        assert!(a.open(&[0u8; 5], b"").is_none());
     }
 }

@@ -6,16 +6,104 @@
 //! 3. initiator → responder: its full state. Both sides merge what they got.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{read_stream_msg, write_stream_msg, StreamError, StreamMsg};
+use super::codec::{read_stream_msg, write_stream_msg, StreamError, StreamLimits, StreamMsg};
+use super::config::{GossipConfig, Opener};
 use super::error::CodecError;
 use super::keyring::Keyring;
 use super::pb;
 use super::transport::{BoxStream, Transport};
+
+/// What every stream task needs to frame, seal, open and bound its frames.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamCtx {
+    keyring: Option<Keyring>,
+    verify_incoming: bool,
+    verify_outgoing: bool,
+    limits: StreamLimits,
+    /// Deadline of connecting and of each frame read or written (a slow
+    /// peer trickling a frame is cut off here, not per byte).
+    pub(crate) timeout: Duration,
+}
+
+impl StreamCtx {
+    pub(crate) fn new(cfg: &GossipConfig) -> Self {
+        StreamCtx {
+            keyring: cfg.keyring.clone(),
+            verify_incoming: cfg.verify_incoming,
+            verify_outgoing: cfg.verify_outgoing,
+            limits: StreamLimits::new(cfg.max_stream_frame, cfg.stream_memory_budget),
+            timeout: cfg.stream_timeout,
+        }
+    }
+
+    /// The same with another frame deadline.
+    pub(crate) fn with_timeout(&self, timeout: Duration) -> Self {
+        StreamCtx {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    fn seal(&self) -> Option<&Keyring> {
+        self.keyring.as_ref().filter(|_| self.verify_outgoing)
+    }
+
+    fn opener(&self) -> Opener<'_> {
+        Opener {
+            keyring: self.keyring.as_ref(),
+            require: self.verify_incoming,
+        }
+    }
+
+    async fn read(&self, s: &mut BoxStream) -> Result<StreamMsg, StreamError> {
+        with_timeout(
+            self.timeout,
+            read_stream_msg(s, self.opener(), &self.limits),
+        )
+        .await
+    }
+
+    async fn write(&self, s: &mut BoxStream, msg: &StreamMsg) -> Result<(), StreamError> {
+        with_timeout(self.timeout, write_stream_msg(s, msg, self.seal())).await
+    }
+}
+
+/// Why a stream exchange failed, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// A frame did not open with the keyring (or was plaintext while
+    /// encryption is required).
+    Decrypt,
+    /// A frame declared a body above `max_stream_frame`.
+    TooLarge,
+    /// The stream memory budget had no room for a frame.
+    Budget,
+    /// Connecting, or a frame, took longer than the stream timeout.
+    Timeout,
+    /// A frame that does not decode (bad magic, version, type or body).
+    Malformed,
+    /// Anything else (connection refused or reset, peer gone).
+    Other,
+}
+
+impl Failure {
+    fn of(e: &StreamError) -> Failure {
+        match e {
+            StreamError::Codec(CodecError::Decrypt) => Failure::Decrypt,
+            StreamError::Codec(CodecError::TooLong(_)) => Failure::TooLarge,
+            StreamError::Codec(_) => Failure::Malformed,
+            StreamError::Budget => Failure::Budget,
+            StreamError::Timeout => Failure::Timeout,
+            StreamError::Io(_) => Failure::Other,
+        }
+    }
+}
 
 /// What a push/pull task reports to the gossip task.
 #[derive(Debug)]
@@ -34,8 +122,8 @@ pub(crate) enum Internal {
         op: Option<u64>,
         to: Option<SocketAddr>,
         result: Result<bool, String>,
-        /// The failure was a frame that did not decrypt.
-        decrypt_failure: bool,
+        /// Why it failed, when it did.
+        failure: Option<Failure>,
     },
 }
 
@@ -57,33 +145,27 @@ pub(crate) async fn initiate<T: Transport>(
     op: Option<u64>,
     checksum: u64,
     local: pb::PushPullState,
-    keyring: Option<Keyring>,
-    timeout: Duration,
+    ctx: StreamCtx,
     tx: mpsc::Sender<Internal>,
 ) {
     let result = async {
-        let mut s: BoxStream = tokio::time::timeout(timeout, transport.connect(to))
+        let mut s: BoxStream = tokio::time::timeout(ctx.timeout, transport.connect(to))
             .await
             .map_err(|_| StreamError::Timeout)??;
-        let k = keyring.as_ref();
         let req = StreamMsg::Request(pb::PushPullRequest {
             from: local.from.clone(),
             join,
             checksum,
         });
-        with_timeout(timeout, write_stream_msg(&mut s, &req, k)).await?;
-        let resp = with_timeout(timeout, read_stream_msg(&mut s, k)).await?;
+        ctx.write(&mut s, &req).await?;
+        let resp = ctx.read(&mut s).await?;
         let StreamMsg::Response(resp) = resp else {
             return Err(StreamError::Codec(CodecError::Unexpected(0)));
         };
         if resp.in_sync {
             return Ok(None);
         }
-        with_timeout(
-            timeout,
-            write_stream_msg(&mut s, &StreamMsg::State(local), k),
-        )
-        .await?;
+        ctx.write(&mut s, &StreamMsg::State(local)).await?;
         Ok(Some(resp.state.unwrap_or_default()))
     }
     .await;
@@ -91,17 +173,22 @@ pub(crate) async fn initiate<T: Transport>(
 }
 
 /// Serves an accepted stream: a fallback probe (answered at once, if it is
-/// meant for `name`) or the responder side of a push/pull.
+/// meant for `name`) or the responder side of a push/pull. `active` is set
+/// once a valid first frame arrived: until then the connection counts as
+/// idle and may be closed to make room for another.
 pub(crate) async fn respond(
     mut s: BoxStream,
     from: SocketAddr,
     name: String,
-    keyring: Option<Keyring>,
-    timeout: Duration,
+    ctx: StreamCtx,
+    active: Arc<AtomicBool>,
     tx: mpsc::Sender<Internal>,
 ) {
-    let k = keyring.as_ref();
-    let req = match with_timeout(timeout, read_stream_msg(&mut s, k)).await {
+    let first = ctx.read(&mut s).await;
+    if first.is_ok() {
+        active.store(true, Ordering::Relaxed);
+    }
+    let req = match first {
         Ok(StreamMsg::Request(req)) => req,
         Ok(StreamMsg::Ping(p)) => {
             if p.target.is_empty() || p.target == name {
@@ -109,7 +196,7 @@ pub(crate) async fn respond(
                     seq: p.seq,
                     checksum: 0,
                 });
-                let _ = with_timeout(timeout, write_stream_msg(&mut s, &ack, k)).await;
+                let _ = ctx.write(&mut s, &ack).await;
             }
             return;
         }
@@ -142,15 +229,15 @@ pub(crate) async fn respond(
                 in_sync: true,
                 state: None,
             });
-            with_timeout(timeout, write_stream_msg(&mut s, &resp, k)).await?;
+            ctx.write(&mut s, &resp).await?;
             return Ok(None);
         }
         let resp = StreamMsg::Response(pb::PushPullResponse {
             in_sync: false,
             state: Some(state),
         });
-        with_timeout(timeout, write_stream_msg(&mut s, &resp, k)).await?;
-        match with_timeout(timeout, read_stream_msg(&mut s, k)).await? {
+        ctx.write(&mut s, &resp).await?;
+        match ctx.read(&mut s).await? {
             StreamMsg::State(st) => Ok(Some(st)),
             _ => Err(StreamError::Codec(CodecError::Unexpected(0))),
         }
@@ -167,18 +254,16 @@ pub(crate) async fn stream_ping<T: Transport>(
     transport: Arc<T>,
     to: SocketAddr,
     ping: pb::Ping,
-    keyring: Option<Keyring>,
-    timeout: Duration,
+    ctx: StreamCtx,
     tx: mpsc::Sender<Internal>,
 ) {
     let seq = ping.seq;
     let answered = async {
-        let mut s: BoxStream = tokio::time::timeout(timeout, transport.connect(to))
+        let mut s: BoxStream = tokio::time::timeout(ctx.timeout, transport.connect(to))
             .await
             .map_err(|_| StreamError::Timeout)??;
-        let k = keyring.as_ref();
-        with_timeout(timeout, write_stream_msg(&mut s, &StreamMsg::Ping(ping), k)).await?;
-        match with_timeout(timeout, read_stream_msg(&mut s, k)).await? {
+        ctx.write(&mut s, &StreamMsg::Ping(ping)).await?;
+        match ctx.read(&mut s).await? {
             StreamMsg::Ack(a) => Ok::<bool, StreamError>(a.seq == seq),
             _ => Ok(false),
         }
@@ -196,7 +281,7 @@ async fn report(
     to: Option<SocketAddr>,
     result: Result<Option<pb::PushPullState>, StreamError>,
 ) {
-    let decrypt_failure = matches!(result, Err(StreamError::Codec(CodecError::Decrypt)));
+    let failure = result.as_ref().err().map(Failure::of);
     let result = match result {
         Ok(Some(state)) => {
             let _ = tx.send(Internal::Merge(state)).await;
@@ -210,7 +295,7 @@ async fn report(
             op,
             to,
             result,
-            decrypt_failure,
+            failure,
         })
         .await;
 }

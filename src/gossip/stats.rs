@@ -92,6 +92,20 @@ pub struct GossipStats {
     /// Datagrams or stream frames that failed to decrypt (or arrived in
     /// plaintext while a keyring is set).
     pub decrypt_failures: u64,
+    /// Stream frames refused because they declared a body above
+    /// `max_stream_frame`.
+    pub stream_frames_too_large: u64,
+    /// Stream frames refused because `stream_memory_budget` was used up.
+    pub stream_budget_exhausted: u64,
+    /// Streams closed because connecting or a frame took longer than
+    /// `stream_timeout` (idle or slow peers).
+    pub stream_timeouts: u64,
+    /// Incoming streams closed at once because `max_incoming_streams` were
+    /// busy.
+    pub streams_rejected: u64,
+    /// Idle incoming streams (no valid first frame yet) closed to make room
+    /// for a new one.
+    pub streams_evicted: u64,
     /// Datagram send errors reported by the transport.
     pub send_errors: u64,
     /// Members that became suspect here.

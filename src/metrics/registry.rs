@@ -132,6 +132,19 @@ pub struct MetricSet {
     /// `clusterfunk_gossip_decryption_failures_total`: packets no key in the
     /// keyring could decrypt.
     pub gossip_decryption_failures: CumulativeCounter,
+    /// `clusterfunk_gossip_stream_rejections_total{reason}`: gossip stream
+    /// connections or frames refused (`too_large`, `budget`, `timeout`,
+    /// `busy`, `evicted_idle`).
+    pub gossip_stream_rejections: CumulativeCounterVec,
+    /// `clusterfunk_liveness_bad_packets_total`: liveness datagrams dropped
+    /// as malformed or unexpected (responder and checker).
+    pub liveness_bad_packets: CumulativeCounter,
+    /// `clusterfunk_raft_unauthenticated_calls_total`: Raft calls refused
+    /// for a missing or wrong cluster credential.
+    pub raft_unauthenticated_calls: CumulativeCounter,
+    /// `clusterfunk_raft_connections_closed_total{reason}`: Raft port
+    /// connections closed by its bounds (`refused`, `evicted`, `timed_out`).
+    pub raft_connections_closed: CumulativeCounterVec,
 }
 
 impl Deref for Metrics {
@@ -378,6 +391,28 @@ impl Metrics {
                 &r,
                 "clusterfunk_gossip_decryption_failures_total",
                 "Gossip packets that no key in the keyring could decrypt.",
+            )?),
+            gossip_stream_rejections: CumulativeCounterVec::new(counter_vec(
+                &r,
+                "clusterfunk_gossip_stream_rejections_total",
+                "Gossip stream connections or frames refused by the port's bounds, by reason.",
+                "reason",
+            )?),
+            liveness_bad_packets: CumulativeCounter::new(counter(
+                &r,
+                "clusterfunk_liveness_bad_packets_total",
+                "Liveness datagrams dropped as malformed or unexpected.",
+            )?),
+            raft_unauthenticated_calls: CumulativeCounter::new(counter(
+                &r,
+                "clusterfunk_raft_unauthenticated_calls_total",
+                "Raft calls refused for a missing or wrong cluster credential.",
+            )?),
+            raft_connections_closed: CumulativeCounterVec::new(counter_vec(
+                &r,
+                "clusterfunk_raft_connections_closed_total",
+                "Raft port connections closed by its bounds, by reason.",
+                "reason",
             )?),
             registry: r,
         };

@@ -7,10 +7,19 @@
 //!
 //! One accept task owns the listener and a `JoinSet` of connection tasks, so
 //! stopping the server stops and awaits every task it started.
+//!
+//! Bounds: idle or slow clients cannot keep scrapes out. A client must send
+//! its request headers within [`HEADER_READ_TIMEOUT`], a kept-alive
+//! connection is closed after [`IDLE_TIMEOUT`] without a request, and when
+//! [`MAX_CONNECTIONS`] are open a new connection closes the oldest one not
+//! in the middle of a request (so a flood of idle connections only evicts
+//! itself, and a real scrape gets through).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +33,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tracing::{debug, info, warn, Instrument};
 
 use super::error::MetricsError;
@@ -32,10 +41,13 @@ use super::html::render_page;
 use super::registry::Metrics;
 use super::status::StatusView;
 
-/// At most this many HTTP connections at once; more are closed on accept.
-pub const MAX_CONNECTIONS: usize = 64;
+/// At most this many HTTP connections at once; beyond it the oldest idle
+/// one is closed for each new one (or the new one, if all are busy).
+pub const MAX_CONNECTIONS: usize = 256;
 /// A client must send its request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// A kept-alive connection with no request for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the stop signal, open connections get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed `accept` (e.g. out of file descriptors).
@@ -46,6 +58,16 @@ type Body = Full<Bytes>;
 struct Shared {
     metrics: Metrics,
     status: watch::Receiver<StatusView>,
+    /// Connections closed to make room, or refused.
+    shed: AtomicU64,
+}
+
+/// One open connection, in accept order.
+struct Open {
+    id: tokio::task::Id,
+    abort: AbortHandle,
+    /// True while a request is being answered.
+    busy: Arc<AtomicBool>,
 }
 
 /// A running metrics/health/status HTTP server.
@@ -83,7 +105,11 @@ impl MetricsServer {
         let (stop, stop_rx) = oneshot::channel();
         let span =
             tracing::info_span!("metrics_http", node = %metrics.node_id(), addr = %local_addr);
-        let shared = Arc::new(Shared { metrics, status });
+        let shared = Arc::new(Shared {
+            metrics,
+            status,
+            shed: AtomicU64::new(0),
+        });
         let task = tokio::spawn(
             async move {
                 let stop_signal = async move {
@@ -137,21 +163,37 @@ where
     tokio::pin!(stop_signal);
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let mut open: VecDeque<Open> = VecDeque::new();
     info!("serving /metrics, /healthz, /status and /");
     loop {
         tokio::select! {
             () = &mut stop_signal => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(done) = conns.join_next_with_id(), if !conns.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                open.retain(|o| o.id != id);
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    if conns.len() >= MAX_CONNECTIONS {
-                        debug!(%peer, limit = MAX_CONNECTIONS, "too many connections, closing");
-                        drop(stream);
-                        continue;
+                    if open.len() >= MAX_CONNECTIONS {
+                        let idle = open.iter().position(|o| !o.busy.load(Ordering::Relaxed));
+                        shared.shed.fetch_add(1, Ordering::Relaxed);
+                        match idle.and_then(|i| open.remove(i)) {
+                            Some(old) => old.abort.abort(),
+                            None => {
+                                debug!(%peer, limit = MAX_CONNECTIONS, "every connection busy, closing");
+                                drop(stream);
+                                continue;
+                            }
+                        }
                     }
                     let shared = Arc::clone(&shared);
                     let drain = drain_rx.clone();
-                    conns.spawn(serve_connection(stream, peer, shared, drain));
+                    let busy = Arc::new(AtomicBool::new(false));
+                    let abort = conns.spawn(serve_connection(stream, peer, shared, drain, busy.clone()));
+                    open.push_back(Open { id: abort.id(), abort, busy });
                 }
                 Err(error) => {
                     warn!(%error, "accept failed");
@@ -182,11 +224,36 @@ async fn serve_connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut drain: watch::Receiver<bool>,
+    busy: Arc<AtomicBool>,
 ) {
+    // Requests are answered synchronously, so "busy" spans exactly one
+    // request; `last` tells the idle timer when the latest one ended.
+    let (last_tx, mut last_rx) = watch::channel(tokio::time::Instant::now());
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(route(&shared, &req)) }
+        let busy = Arc::clone(&busy);
+        let last_tx = last_tx.clone();
+        async move {
+            busy.store(true, Ordering::Relaxed);
+            let resp = route(&shared, &req);
+            busy.store(false, Ordering::Relaxed);
+            last_tx.send_replace(tokio::time::Instant::now());
+            Ok::<_, Infallible>(resp)
+        }
     });
+    let idle = async move {
+        loop {
+            let deadline = *last_rx.borrow_and_update() + IDLE_TIMEOUT;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {
+                    if *last_rx.borrow() + IDLE_TIMEOUT <= tokio::time::Instant::now() {
+                        return;
+                    }
+                }
+                r = last_rx.changed() => if r.is_err() { std::future::pending::<()>().await },
+            }
+        }
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -195,6 +262,10 @@ async fn serve_connection(
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        () = idle => {
+            debug!(%peer, "idle http connection closed");
+            return;
+        }
         // The guard `wait_for` returns must not live across the await below.
         () = async { let _ = drain.wait_for(|stop| *stop).await; } => {
             conn.as_mut().graceful_shutdown();

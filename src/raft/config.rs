@@ -71,6 +71,13 @@ pub struct RaftConfig {
     /// it (see the `lease` module). Default 250 ms; the coordinator sets
     /// it from its own `Config::lease`.
     pub serving_lease: Duration,
+    /// Credential every Raft call must carry and that this node sends
+    /// (derived from the cluster secret); `None` accepts calls without one.
+    /// Default `None`.
+    pub auth: Option<super::RaftAuth>,
+    /// Bounds of the Raft listener (connections, idle and handshake
+    /// timeouts, keepalives).
+    pub listener: super::ListenerLimits,
 }
 
 impl Default for RaftConfig {
@@ -91,6 +98,8 @@ impl Default for RaftConfig {
             max_message_size: 64 * 1024 * 1024,
             sled_cache_capacity: 8 * 1024 * 1024,
             serving_lease: Duration::from_millis(250),
+            auth: None,
+            listener: super::ListenerLimits::default(),
         }
     }
 }

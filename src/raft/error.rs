@@ -58,6 +58,22 @@ pub enum StoreError {
         /// Why it failed.
         reason: String,
     },
+    /// The data directory could not be opened as this node's Raft storage.
+    #[error(
+        "cannot use the Raft data dir {}: {problem} ({detail}). Restore it from a backup, \
+         or, if the rest of the cluster is healthy, stop this node, remove its data dir \
+         ({}) and start it again: it rejoins and copies the committed state from the leader",
+        path.display(),
+        path.display()
+    )]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong, in words.
+        problem: &'static str,
+        /// The underlying error.
+        detail: String,
+    },
 }
 
 /// A peer RPC issued by the application (the `Ack` RPC) failed.

@@ -6,7 +6,9 @@
 //! logic), [`config`] ([`RaftConfig`]), [`store`] (log + state machine on
 //! sled or in memory), [`network`] (the client side: a [`Connector`] seam
 //! with a tonic implementation and an in-process [`Router`] that can cut
-//! links), a private gRPC server, and [`node`] ([`RaftNode`], the handle the
+//! links), a private gRPC server, [`auth`] (the cluster credential every
+//! call carries without mutual TLS), [`listener`] (the bounded accept loop
+//! of the Raft port), and [`node`] ([`RaftNode`], the handle the
 //! coordinator uses).
 //!
 //! Imports: std, openraft, tonic/prost, sled, tokio, serde, bytes, tracing.
@@ -17,18 +19,22 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 mod codec;
 pub mod config;
 pub mod error;
 mod lease;
+pub mod listener;
 pub mod network;
 pub mod node;
 mod server;
 pub mod store;
 pub mod types;
 
+pub use auth::{RaftAuth, AUTH_HEADER};
 pub use config::{RaftConfig, SnapshotPolicy};
 pub use error::{ConfigError, NetError, RaftApiError, RaftNodeError, StoreError};
+pub use listener::{ListenerCounts, ListenerLimits};
 pub use network::{Connector, GrpcConnector, Network, RaftChannel, Router};
 pub use node::{LeaderContact, RaftNode};
 pub use server::RaftService;

@@ -25,8 +25,10 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
+use super::auth::AuthService;
 use super::error::{RaftApiError, RaftNodeError};
 use super::lease::LeaseState;
+use super::listener::{bounded_incoming, ListenerCounts, ListenerStats};
 use super::network::Network;
 use super::server::{Handler, RaftService};
 use super::store::{self, ClosedSignal, StateMachineStore, Storage};
@@ -51,6 +53,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 struct ServerTask {
     stop: oneshot::Sender<()>,
     handle: JoinHandle<Result<(), tonic::transport::Error>>,
+    stats: Arc<ListenerStats>,
 }
 
 /// A running Raft member.
@@ -433,9 +436,14 @@ impl RaftNode {
             return Err(RaftNodeError::AlreadyServing);
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = self.service();
-        let incoming = nodelay(listener);
-        let mut builder = tonic::transport::Server::builder();
+        let service = AuthService::new(self.service(), self.config.auth.clone());
+        let stats = Arc::new(ListenerStats {
+            unauthenticated: service.refused(),
+            ..ListenerStats::default()
+        });
+        let limits = &self.config.listener;
+        let incoming = bounded_incoming(listener, limits.clone(), stats.clone());
+        let mut builder = limits.apply(tonic::transport::Server::builder());
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
         }
@@ -447,8 +455,20 @@ impl RaftNode {
                 })
                 .await
         });
-        *slot = Some(ServerTask { stop, handle });
+        *slot = Some(ServerTask {
+            stop,
+            handle,
+            stats,
+        });
         Ok(addr)
+    }
+
+    /// Counters of the listener started by [`serve_tls`](Self::serve_tls)
+    /// (connections accepted, refused, evicted, timed out; calls refused
+    /// for a missing credential).
+    pub fn listener_counts(&self) -> Option<ListenerCounts> {
+        let slot = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().map(|s| s.stats.counts())
     }
 
     /// Serves the Raft gRPC service on `listener` until `shutdown`
@@ -459,7 +479,7 @@ impl RaftNode {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RaftNodeError> {
         tonic::transport::Server::builder()
-            .add_service(self.service())
+            .add_service(AuthService::new(self.service(), self.config.auth.clone()))
             .serve_with_incoming_shutdown(nodelay(listener), shutdown)
             .await?;
         Ok(())
@@ -473,7 +493,10 @@ impl RaftNode {
             tracing::warn!(node = self.id, error = %e, "raft core task ended abnormally");
         }
         let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(ServerTask { stop, mut handle }) = server {
+        if let Some(ServerTask {
+            stop, mut handle, ..
+        }) = server
+        {
             let _ = stop.send(());
             match tokio::time::timeout(CLOSE_TIMEOUT, &mut handle).await {
                 Ok(Ok(Ok(()))) => {}

@@ -51,10 +51,12 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(&self, addr: &str) -> Result<RaftChannel, NetError>;
 }
 
-/// A channel to one peer: a tonic [`Channel`] or an in-process link.
+/// A channel to one peer: a tonic [`Channel`] or an in-process link, and
+/// the credential its calls carry.
 #[derive(Clone)]
 pub struct RaftChannel {
     kind: ChannelKind,
+    auth: Option<http::HeaderValue>,
 }
 
 #[derive(Clone)]
@@ -67,6 +69,7 @@ impl From<Channel> for RaftChannel {
     fn from(c: Channel) -> Self {
         Self {
             kind: ChannelKind::Grpc(c),
+            auth: None,
         }
     }
 }
@@ -83,7 +86,10 @@ impl Service<http::Request<tonic::body::Body>> for RaftChannel {
         }
     }
 
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(v) = &self.auth {
+            super::auth::attach(&mut req, v);
+        }
         match &mut self.kind {
             ChannelKind::Grpc(c) => {
                 let fut = Service::call(c, req);
@@ -166,6 +172,7 @@ pub struct Network {
     self_id: NodeId,
     backoff: Duration,
     max_message_size: usize,
+    auth: Option<http::HeaderValue>,
 }
 
 impl Network {
@@ -179,7 +186,16 @@ impl Network {
             self_id: 0,
             backoff: d.unreachable_backoff,
             max_message_size: d.max_message_size,
+            auth: None,
         }
+    }
+
+    /// Every call carries `auth`'s credential (peers that require one refuse
+    /// calls without it). `RaftNode::start` sets it from `RaftConfig::auth`
+    /// when that is set.
+    pub fn with_auth(mut self, auth: Option<&super::RaftAuth>) -> Self {
+        self.auth = auth.map(super::RaftAuth::header_value);
+        self
     }
 
     /// A network of lazy tonic channels configured from `config`.
@@ -205,10 +221,14 @@ impl Network {
         self.lease = lease;
         self.backoff = config.unreachable_backoff;
         self.max_message_size = config.max_message_size;
+        if let Some(a) = &config.auth {
+            self.auth = Some(a.header_value());
+        }
     }
 
     fn client(&self, addr: &str) -> Result<pb::raft_client::RaftClient<RaftChannel>, NetError> {
-        let channel = self.connector.connect(addr)?;
+        let mut channel = self.connector.connect(addr)?;
+        channel.auth = self.auth.clone();
         Ok(pb::raft_client::RaftClient::new(channel)
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size))

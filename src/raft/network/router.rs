@@ -139,6 +139,7 @@ impl Connector for RouterConnector {
                 from: self.from.clone(),
                 to: addr.to_string(),
             }),
+            auth: None,
         })
     }
 }

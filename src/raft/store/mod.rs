@@ -45,7 +45,52 @@ pub enum Storage {
 /// The returned [`ClosedSignal`] resolves once every handle on the database
 /// (log store, readers, state machine, snapshot builders) is dropped, i.e.
 /// the directory can be opened again.
+///
+/// A directory that cannot be opened (corrupted files, another program's
+/// data, no permission) fails with [`StoreError::DataDir`], which names the
+/// path, the problem and what to do.
 pub fn open_sled(
+    path: &std::path::Path,
+    cache_capacity: u64,
+) -> Result<(SledLogStore, StateMachineStore, ClosedSignal), StoreError> {
+    open_sled_at(path, cache_capacity).map_err(|e| explain(path, e))
+}
+
+/// Turns an error of opening `path` into one an operator can act on.
+fn explain(path: &std::path::Path, e: StoreError) -> StoreError {
+    let (problem, detail) = match &e {
+        StoreError::Sled(sled::Error::Corruption { .. }) => {
+            ("its files are corrupted", e.to_string())
+        }
+        StoreError::Sled(sled::Error::Unsupported(_)) => (
+            "it is not a clusterfunk Raft store (foreign or damaged files, or another sled version)",
+            e.to_string(),
+        ),
+        StoreError::Sled(sled::Error::Io(io)) => (
+            match io.kind() {
+                std::io::ErrorKind::PermissionDenied => "permission denied",
+                std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+                    "the path is not a directory"
+                }
+                _ => "it cannot be read or written",
+            },
+            e.to_string(),
+        ),
+        StoreError::Sled(_) => ("sled could not open it", e.to_string()),
+        StoreError::Corrupt { .. } => (
+            "it holds records that do not decode as a clusterfunk Raft log",
+            e.to_string(),
+        ),
+        StoreError::DataDir { .. } => return e,
+    };
+    StoreError::DataDir {
+        path: path.to_path_buf(),
+        problem,
+        detail,
+    }
+}
+
+fn open_sled_at(
     path: &std::path::Path,
     cache_capacity: u64,
 ) -> Result<(SledLogStore, StateMachineStore, ClosedSignal), StoreError> {
@@ -93,5 +138,71 @@ fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         what,
         reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_err(dir: &std::path::Path) -> String {
+        match open_sled(dir, 1 << 20) {
+            Ok(_) => panic!("{} opened", dir.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn says_what_to_do(msg: &str, dir: &std::path::Path) {
+        assert!(msg.contains(&dir.display().to_string()), "{msg}");
+        assert!(msg.contains("remove its data dir"), "{msg}");
+        assert!(msg.contains("Restore"), "{msg}");
+    }
+
+    #[test]
+    fn garbage_conf_names_the_dir_and_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("conf"), b"\xff\x00 not a sled config \x13\x37").unwrap();
+        let msg = open_err(&dir);
+        says_what_to_do(&msg, &dir);
+        assert!(msg.contains("not a clusterfunk Raft store"), "{msg}");
+    }
+
+    #[test]
+    fn corrupted_log_names_the_dir_and_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        {
+            let db = sled::Config::new().path(&dir).open().unwrap();
+            let t = db.open_tree("log").unwrap();
+            for i in 0u64..200 {
+                t.insert(i.to_be_bytes(), vec![7u8; 512]).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        // Overwrite the middle of the data file with garbage.
+        let data = dir.join("db");
+        let mut bytes = std::fs::read(&data).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid.saturating_sub(4096)..mid] {
+            *b = 0xA5;
+        }
+        std::fs::write(&data, &bytes).unwrap();
+        match open_sled(&dir, 1 << 20) {
+            // sled may not notice damage in unused space; when it does, the
+            // message must say what to do.
+            Ok(_) => {}
+            Err(e) => says_what_to_do(&e.to_string(), &dir),
+        }
+    }
+
+    #[test]
+    fn a_file_instead_of_a_dir_names_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("raft");
+        std::fs::write(&file, b"x").unwrap();
+        let msg = open_err(&file);
+        says_what_to_do(&msg, &file);
     }
 }
