@@ -136,10 +136,10 @@ impl RaftAuth {
 
     /// Whether `headers` carry an accepted credential.
     pub fn verify(&self, headers: &http::HeaderMap) -> bool {
-        let Some(got) = headers
-            .get(AUTH_HEADER)
-            .and_then(|v| from_hex(v.as_bytes()))
-        else {
+        let Some(value) = headers.get(AUTH_HEADER) else {
+            return !self.require;
+        };
+        let Some(got) = from_hex(value.as_bytes()) else {
             return false;
         };
         // Check every accepted credential (no early exit either).
