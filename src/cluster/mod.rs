@@ -14,9 +14,11 @@
 //! `metrics`.
 
 mod bootstrap;
+mod ids;
 mod node;
 mod reshard;
 mod serving;
+mod startup;
 mod tags;
 mod view;
 mod voters;
@@ -281,7 +283,7 @@ impl Cluster {
             ),
             None => None,
         };
-        let cluster = node::start(config, seams).await?;
+        let cluster = startup::start(config, seams).await?;
         if let (Some(prepared), Some(listener)) = (management, cluster.take_management_listener()) {
             let server = prepared.serve(cluster.clone(), listener).await;
             // The server stops once the node task has ended, so `stop`

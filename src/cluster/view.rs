@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::node::raft_id;
+use super::ids::raft_id;
 use super::tags::NodeTags;
 use super::{NodeInfo, NodeState, Role};
 use crate::config::Config;

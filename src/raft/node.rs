@@ -25,20 +25,8 @@ use super::error::{RaftApiError, RaftNodeError};
 use super::network::Network;
 use super::server::{Handler, RaftService};
 use super::store::{self, ClosedSignal, StateMachineStore, Storage};
-use super::types::{Ack, ClusterState, Command, RaftNodeInfo, Response};
+use super::types::{Ack, ClusterState, Command, LeaderContact, RaftNodeInfo, Response};
 use super::{NodeId, Raft, RaftConfig, RaftMetrics};
-
-/// The last AppendEntries (or snapshot chunk) this node accepted from a
-/// leader: when it arrived, in which term, from whom.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LeaderContact {
-    /// When the request arrived (before it was processed).
-    pub at: Instant,
-    /// The leader's term.
-    pub term: u64,
-    /// The leader's id.
-    pub leader: Option<NodeId>,
-}
 
 /// How long `shutdown` waits for the server and storage to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
