@@ -12,6 +12,7 @@
 //! operators' gRPC API and its client), [`routing`] (key -> local or
 //! forward, for sharded services; see `examples/kv`).
 
+pub mod agent;
 pub mod cluster;
 pub mod config;
 pub mod discovery;
@@ -24,5 +25,6 @@ pub mod raft;
 pub mod routing;
 pub mod shards;
 
+pub use agent::Agent;
 pub use cluster::{Cluster, ClusterError, ClusterEvent, NodeState, Role};
 pub use config::Config;

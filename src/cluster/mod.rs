@@ -33,11 +33,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::{Config, ConfigError};
-use crate::gossip::{Gossip, Member};
+use crate::gossip::{Gossip, GossipError};
 use crate::metrics::{Metrics, StatusView};
 use crate::raft::RaftNode;
 use crate::shards::ShardMap;
 
+pub use crate::gossip::{Member, MemberStatus, UserEvent};
 pub use node::NodeStats;
 pub use serving::ServingSet;
 pub use tags::{EP_GOSSIP, EP_LIVENESS, EP_MANAGEMENT, EP_METRICS, EP_RAFT};
@@ -170,9 +171,37 @@ pub enum ClusterError {
     /// The operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// Gossip refused the request (e.g. a user event over the size limit).
+    #[error("gossip: {0}")]
+    Gossip(#[source] GossipError),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+}
+
+impl ClusterError {
+    /// A stopped gossip layer means a stopped node.
+    fn from_gossip(e: GossipError) -> ClusterError {
+        match e {
+            GossipError::Shutdown => ClusterError::Stopped,
+            e => ClusterError::Gossip(e),
+        }
+    }
+}
+
+/// This node's view of Raft, for operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RaftStatus {
+    /// Current term.
+    pub term: u64,
+    /// Index of the last log entry.
+    pub last_log_index: u64,
+    /// Index of the last applied log entry.
+    pub last_applied: u64,
+    /// Voters by node id, sorted.
+    pub voters: Vec<String>,
+    /// Learners by node id, sorted.
+    pub learners: Vec<String>,
 }
 
 /// One node as the cluster sees it.
@@ -228,9 +257,6 @@ struct Shared {
     raft: Option<Arc<RaftNode>>,
     metrics: Metrics,
     addrs: BTreeMap<String, SocketAddr>,
-    /// Bound at start (so `ep.management` is in the first tags), served by
-    /// the management module once the handle exists.
-    management_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -260,49 +286,15 @@ impl Cluster {
     /// Returns once the node runs; the cluster forms in the background
     /// (watch [`state`](Self::state) or [`shard_map`](Self::shard_map)).
     ///
-    /// The management API (see [`crate::management`]) is served on
-    /// `management_addr` until [`stop`](Self::stop); its server holds a
-    /// handle, so call `stop` rather than only dropping the handles.
+    /// The node serves neither the management API nor `/metrics`: an
+    /// [`Agent`](crate::Agent) starts those beside it.
     pub async fn start(config: Config) -> Result<Cluster, ClusterError> {
         Cluster::start_with(config, Seams::default()).await
     }
 
     /// [`start`](Self::start) with replaced networks (tests, simulations).
     pub async fn start_with(config: Config, seams: Seams) -> Result<Cluster, ClusterError> {
-        let config = config.validate()?;
-        // Read the TLS files before joining anything: a bad certificate
-        // fails here, not after the node is part of the cluster.
-        let management = match config.management_addr {
-            Some(_) => Some(
-                crate::management::PreparedServer::new(&config.management).map_err(|e| {
-                    ClusterError::Start {
-                        what: "management server",
-                        reason: e.to_string(),
-                    }
-                })?,
-            ),
-            None => None,
-        };
-        let cluster = startup::start(config, seams).await?;
-        if let (Some(prepared), Some(listener)) = (management, cluster.take_management_listener()) {
-            let server = prepared.serve(cluster.clone(), listener).await;
-            // The server stops once the node task has ended, so `stop`
-            // (which awaits this task) stops and awaits it too, and the
-            // API answers while the node drains.
-            let mut slot = cluster
-                .shared
-                .task
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let node_task = slot.take();
-            *slot = Some(tokio::spawn(async move {
-                if let Some(t) = node_task {
-                    let _ = t.await;
-                }
-                server.shutdown().await;
-            }));
-        }
-        Ok(cluster)
+        startup::start(config.validate()?, seams).await
     }
 
     /// This node's id.
@@ -503,14 +495,57 @@ impl Cluster {
         &self.shared.metrics
     }
 
-    /// The gossip handle (members, tags, user events).
-    pub fn gossip(&self) -> &Gossip {
-        &self.shared.gossip
+    /// Sends a Serf-style user event to every node over gossip. With
+    /// `coalesce`, a newer event of the same name replaces an older one
+    /// not yet delivered.
+    pub async fn send_user_event(
+        &self,
+        name: &str,
+        payload: &[u8],
+        coalesce: bool,
+    ) -> Result<(), ClusterError> {
+        self.shared
+            .gossip
+            .user_event(name, payload, coalesce)
+            .await
+            .map_err(ClusterError::from_gossip)
     }
 
-    /// The Raft node, for members.
-    pub fn raft(&self) -> Option<&Arc<RaftNode>> {
-        self.shared.raft.as_ref()
+    /// User events from now on (bounded: a reader that falls behind loses
+    /// the newest, as gossip would).
+    pub async fn user_events(&self) -> Result<mpsc::Receiver<UserEvent>, ClusterError> {
+        self.shared
+            .gossip
+            .subscribe_user_events()
+            .await
+            .map_err(ClusterError::from_gossip)
+    }
+
+    /// The cluster id made at bootstrap, once this node knows it.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.shared
+            .raft
+            .as_ref()
+            .and_then(|r| r.state().borrow().cluster_id.clone())
+            .or_else(|| self.shared.status.borrow().cluster_id.clone())
+    }
+
+    /// This node's view of Raft (`None` on a node that is not a member).
+    pub fn raft_status(&self) -> Option<RaftStatus> {
+        let raft = self.shared.raft.as_ref()?;
+        let metrics = raft.metrics().borrow().clone();
+        Some(view::raft_status(&metrics))
+    }
+
+    /// The service endpoint `name` of every alive node that publishes it,
+    /// by node id.
+    pub fn endpoints(&self, name: &str) -> BTreeMap<String, String> {
+        let key = crate::gossip::endpoint_key(name);
+        self.cluster_members()
+            .into_iter()
+            .filter(|m| !m.status.is_gone())
+            .filter_map(|m| m.tags.get(&key).map(|a| (m.name.clone(), a.clone())))
+            .collect()
     }
 
     /// Graceful stop: drains this node's shards, hands leadership over,
@@ -529,15 +564,6 @@ impl Cluster {
         if let Some(task) = task {
             let _ = task.await;
         }
-    }
-
-    /// The management listener bound at start, if not taken yet.
-    pub(crate) fn take_management_listener(&self) -> Option<tokio::net::TcpListener> {
-        self.shared
-            .management_listener
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
     }
 
     async fn call<R>(

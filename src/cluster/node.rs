@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::discovery::{DiscoveryEvent, MdnsDiscovery};
 use crate::gossip::{endpoint_key, Gossip, Member, MemberEvent, MemberEventKind};
 use crate::liveness::{Checker, LivenessEvent, Responder};
-use crate::metrics::{Metrics, MetricsServer, StatusView};
+use crate::metrics::{Metrics, StatusView};
 use crate::raft::{
     Ack, ClusterState, Command, Membership, RaftMetrics, RaftNode, RaftNodeInfo, Response,
 };
@@ -90,7 +90,6 @@ pub(super) struct Node {
     pub(super) member_events: mpsc::Receiver<MemberEvent>,
     pub(super) discovery: Option<(MdnsDiscovery, mpsc::Receiver<DiscoveryEvent>)>,
     pub(super) metrics: Metrics,
-    pub(super) metrics_server: Option<MetricsServer>,
     pub(super) requests: mpsc::Receiver<Request>,
     pub(super) events: broadcast::Sender<ClusterEvent>,
     pub(super) state_tx: watch::Sender<NodeState>,
@@ -1357,11 +1356,6 @@ impl Node {
         }
         if let Some(r) = self.responder.take() {
             r.shutdown().await;
-        }
-        if let Some(s) = self.metrics_server.take() {
-            if let Err(e) = s.shutdown().await {
-                debug!(error = %e, "metrics server shutdown");
-            }
         }
         let _ = self.gossip.shutdown().await;
         info!("stopped");

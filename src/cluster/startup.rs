@@ -24,7 +24,7 @@ use crate::config::{Config, StorageConfig};
 use crate::discovery::{Announcement, DiscoveryEvent, MdnsDiscovery, PeerFilter};
 use crate::gossip::{endpoint_key, Gossip, MemTransport, NetTransport, Transport};
 use crate::liveness::{Checker, Responder};
-use crate::metrics::{Metrics, MetricsServer, StatusView};
+use crate::metrics::{Metrics, StatusView};
 use crate::raft::{Network, RaftNode, RaftNodeInfo, Storage};
 
 /// Version of the coordinator's protocol, announced over mDNS.
@@ -114,35 +114,10 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         shard_count: cfg.shard_count,
         ..StatusView::default()
     });
-    let mut metrics_server = None;
-    if let Some(addr) = cfg.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(bind_err("metrics", addr))?;
-        let server = MetricsServer::serve(
-            listener,
-            metrics.clone(),
-            status_rx.clone(),
-            std::future::pending(),
-        )
-        .map_err(|e| start_err("metrics server")(&e))?;
-        addrs.insert(
-            tags::EP_METRICS.to_string(),
-            cfg.advertised(server.local_addr()),
-        );
-        metrics_server = Some(server);
-    }
-
-    let mut management_listener = None;
-    if let Some(addr) = cfg.management_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(bind_err("management", addr))?;
-        let bound = listener
-            .local_addr()
-            .map_err(bind_err("management", addr))?;
-        addrs.insert(tags::EP_MANAGEMENT.to_string(), cfg.advertised(bound));
-        management_listener = Some(listener);
+    // Listeners the caller bound (the agent's management and metrics
+    // servers, or a service's own), so they are in the first tags.
+    for (name, addr) in &cfg.endpoints {
+        addrs.insert(name.clone(), *addr);
     }
 
     let mut tag_map = cfg.tags.clone();
@@ -216,7 +191,6 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         member_events,
         discovery,
         metrics: metrics.clone(),
-        metrics_server,
         requests: req_rx,
         events: events.clone(),
         state_tx,
@@ -280,7 +254,6 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         raft,
         metrics,
         addrs,
-        management_listener: std::sync::Mutex::new(management_listener),
         task: std::sync::Mutex::new(Some(task)),
     };
     Ok(Cluster {
@@ -288,7 +261,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
     })
 }
 
-/// Raft RPCs use the management certificate when one is configured:
+/// Raft RPCs use the node's certificate when one is configured:
 /// mutual TLS, every node presenting it and trusting the CA (or, without
 /// a CA, the certificate itself: one shared self-signed cluster cert).
 fn raft_tls(
@@ -298,7 +271,7 @@ fn raft_tls(
     Option<tonic::transport::ClientTlsConfig>,
 )> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
-    let Some(tls) = &cfg.management.tls else {
+    let Some(tls) = &cfg.auth.tls else {
         return Ok((None, None));
     };
     let cert = std::fs::read(&tls.cert)?;

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use super::ids::raft_id;
 use super::tags::NodeTags;
-use super::{NodeInfo, NodeState, Role};
+use super::{NodeInfo, NodeState, RaftStatus, Role};
 use crate::config::Config;
 use crate::gossip::{endpoints, GossipStats, Member};
 use crate::liveness::{LivenessSnapshot, TargetStatus};
 use crate::metrics::{Liveness, Metrics, NodeView, RaftRole, StatusView};
-use crate::raft::{MemberRecord, Membership};
+use crate::raft::{MemberRecord, Membership, RaftMetrics};
 use crate::shards::ShardMap;
 
 /// What the views are computed from.
@@ -79,6 +79,28 @@ pub(crate) fn node_infos(i: Input<'_>) -> Vec<NodeInfo> {
             }
         })
         .collect()
+}
+
+/// Term, log indexes, voters and learners (by node name) from the Raft
+/// metrics of this node.
+pub(crate) fn raft_status(m: &RaftMetrics) -> RaftStatus {
+    let ms = m.membership_config.membership();
+    let name = |id: u64| {
+        ms.get_node(&id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let mut voters: Vec<String> = ms.voter_ids().map(name).collect();
+    let mut learners: Vec<String> = ms.learner_ids().map(name).collect();
+    voters.sort();
+    learners.sort();
+    RaftStatus {
+        term: m.current_term,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        voters,
+        learners,
+    }
 }
 
 /// The `/status` snapshot.

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use tonic::Status;
 
 use super::pb;
-use crate::cluster::{ClusterError, ClusterEvent, NodeInfo, NodeState, Role};
-use crate::gossip::{Member, MemberStatus, UserEvent};
-use crate::raft::RaftMetrics;
+use crate::cluster::{
+    ClusterError, ClusterEvent, Member, MemberStatus, NodeInfo, NodeState, Role, UserEvent,
+};
 use crate::shards::ShardMap;
 
 /// `leader`, `voter`, `learner`, `non_member`.
@@ -50,22 +50,6 @@ pub(crate) fn members_by_status(members: &[Member]) -> HashMap<String, u32> {
             .or_insert(0) += 1;
     }
     out
-}
-
-/// Raft voters and learners by node name, from the membership this node
-/// applied.
-pub(crate) fn raft_members(m: &RaftMetrics) -> (Vec<String>, Vec<String>) {
-    let ms = m.membership_config.membership();
-    let name = |id: u64| {
-        ms.get_node(&id)
-            .map(|n| n.name.clone())
-            .unwrap_or_else(|| id.to_string())
-    };
-    let mut voters: Vec<String> = ms.voter_ids().map(name).collect();
-    let mut learners: Vec<String> = ms.learner_ids().map(name).collect();
-    voters.sort();
-    learners.sort();
-    (voters, learners)
 }
 
 /// One node on the wire.
@@ -208,6 +192,7 @@ pub(crate) fn status(e: ClusterError) -> Status {
         ClusterError::Raft(r) => Status::unavailable(format!("raft: {r}")),
         ClusterError::Timeout(t) => Status::deadline_exceeded(format!("timed out: {t}")),
         ClusterError::Stopped => Status::unavailable("the node is stopping"),
+        ClusterError::Gossip(g) => Status::invalid_argument(g.to_string()),
         e @ (ClusterError::Config(_) | ClusterError::Bind { .. } | ClusterError::Start { .. }) => {
             Status::internal(e.to_string())
         }
