@@ -51,8 +51,8 @@ fn busy_metrics() -> anyhow::Result<Metrics> {
     m.raft_last_log_index.set(120);
     m.raft_applied_index.set(119);
     m.record_leader(Some("node-1"));
-    m.set_node_state("Operational");
-    m.set_node_role("Leader");
+    m.set_node_state("operational");
+    m.set_node_role("leader");
     m.committed_epoch.set(9);
     m.shards.set(64);
     m.shards_owned.set(13);

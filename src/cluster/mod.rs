@@ -35,7 +35,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::config::{Config, ConfigError};
 use crate::gossip::{Gossip, GossipError};
 use crate::metrics::{Metrics, StatusView};
-use crate::raft::RaftNode;
+use crate::raft::{RaftApiError, RaftNode};
 use crate::shards::ShardMap;
 
 pub use crate::gossip::{Member, MemberStatus, UserEvent};
@@ -43,8 +43,10 @@ pub use node::NodeStats;
 pub use serving::ServingSet;
 pub use tags::{EP_GOSSIP, EP_LIVENESS, EP_MANAGEMENT, EP_METRICS, EP_RAFT};
 
-/// Where a node is in its life.
+/// Where a node is in its life. Its name ([`as_str`](Self::as_str)) is the
+/// same in logs, metrics labels, `/status`, gRPC and the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NodeState {
     /// Binding sockets.
     Starting,
@@ -60,8 +62,10 @@ pub enum NodeState {
     Stopping,
 }
 
-/// The node's part in Raft.
+/// The node's part in Raft. Its name ([`as_str`](Self::as_str)) is the same
+/// in logs, metrics labels, `/status`, gRPC and the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The Raft leader.
     Leader,
@@ -73,20 +77,62 @@ pub enum Role {
     NonMember,
 }
 
+impl NodeState {
+    /// Every state, in life order.
+    pub const ALL: [NodeState; 6] = [
+        NodeState::Starting,
+        NodeState::Joining,
+        NodeState::Voting,
+        NodeState::Resharding,
+        NodeState::Operational,
+        NodeState::Stopping,
+    ];
+
+    /// `starting`, `joining`, `voting`, `resharding`, `operational` or
+    /// `stopping`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Starting => "starting",
+            NodeState::Joining => "joining",
+            NodeState::Voting => "voting",
+            NodeState::Resharding => "resharding",
+            NodeState::Operational => "operational",
+            NodeState::Stopping => "stopping",
+        }
+    }
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Leader, Role::Voter, Role::Learner, Role::NonMember];
+
+    /// `leader`, `voter`, `learner` or `non_member`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Voter => "voter",
+            Role::Learner => "learner",
+            Role::NonMember => "non_member",
+        }
+    }
+}
+
 impl fmt::Display for NodeState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(self.as_str())
     }
 }
 
-/// Something that happened, as seen by this node.
+/// Something that happened, as seen by this node. Serialized with the
+/// same snake_case kinds as the management API's events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ClusterEvent {
     /// This node's state changed.
     StateChanged(NodeState),
@@ -146,12 +192,13 @@ pub enum ClusterError {
         source: std::io::Error,
     },
     /// A component failed to start.
-    #[error("start {what}: {reason}")]
+    #[error("start {what}: {source}")]
     Start {
         /// Which component.
         what: &'static str,
-        /// Why.
-        reason: String,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// There is no leader right now.
     #[error("no leader")]
@@ -165,18 +212,31 @@ pub enum ClusterError {
     /// The operation needs a Raft member.
     #[error("this node is not a Raft member")]
     NotMember,
-    /// A Raft write failed.
+    /// A Raft request failed (and may be retried); a stopped Raft node is
+    /// [`Stopped`](Self::Stopped), a known leader elsewhere
+    /// [`NotLeader`](Self::NotLeader), no leader [`NoLeader`](Self::NoLeader).
     #[error("raft: {0}")]
-    Raft(String),
-    /// The operation did not finish in time.
-    #[error("timed out: {0}")]
-    Timeout(String),
+    Raft(#[source] RaftApiError),
     /// Gossip refused the request (e.g. a user event over the size limit).
     #[error("gossip: {0}")]
     Gossip(#[source] GossipError),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+}
+
+impl From<RaftApiError> for ClusterError {
+    /// Splits "this request failed" from "this node has stopped".
+    fn from(e: RaftApiError) -> ClusterError {
+        match e {
+            RaftApiError::ForwardToLeader { leader: None, .. } => ClusterError::NoLeader,
+            RaftApiError::ForwardToLeader {
+                leader: Some(l), ..
+            } => ClusterError::NotLeader(Some(l.name)),
+            RaftApiError::Fatal(_) => ClusterError::Stopped,
+            e => ClusterError::Raft(e),
+        }
+    }
 }
 
 impl ClusterError {
@@ -586,5 +646,37 @@ impl fmt::Debug for Cluster {
             .field("node_id", &self.shared.node_id)
             .field("cluster", &self.shared.cluster_name)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{GOSSIP_STATUSES, NODE_ROLES, NODE_STATES};
+
+    /// Metrics labels, `/status`, gRPC and the CLI use one name per value.
+    #[test]
+    fn one_name_per_state_role_and_status() {
+        assert_eq!(NodeState::ALL.map(NodeState::as_str), NODE_STATES);
+        assert_eq!(Role::ALL.map(Role::as_str), NODE_ROLES);
+        let statuses = [
+            MemberStatus::Alive,
+            MemberStatus::Suspect,
+            MemberStatus::Dead,
+            MemberStatus::Left,
+        ];
+        assert_eq!(statuses.map(MemberStatus::as_str), GOSSIP_STATUSES);
+        for s in NodeState::ALL {
+            let json = serde_json::to_string(&s).expect("json");
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        for r in Role::ALL {
+            let json = serde_json::to_string(&r).expect("json");
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+        let ev =
+            serde_json::to_value(ClusterEvent::MapCommitted { epoch: 3, moved: 1 }).expect("json");
+        assert_eq!(ev["map_committed"]["epoch"], 3);
     }
 }

@@ -212,7 +212,7 @@ impl Node {
             .send_if_modified(|cur| std::mem::replace(cur, s) != s)
         {
             info!(state = %s, "state changed");
-            self.metrics.set_node_state(&format!("{s:?}"));
+            self.metrics.set_node_state(s.as_str());
             // Publish the new state in /status and /healthz at the next tick.
             self.last_status = Instant::now() - STATUS_EVERY;
             self.emit(ClusterEvent::StateChanged(s));
@@ -225,7 +225,7 @@ impl Node {
             .send_if_modified(|cur| std::mem::replace(cur, r) != r)
         {
             info!(role = %r, "role changed");
-            self.metrics.set_node_role(&format!("{r:?}"));
+            self.metrics.set_node_role(r.as_str());
             self.emit(ClusterEvent::RoleChanged(r));
         }
     }
@@ -1171,7 +1171,7 @@ impl Node {
                                     .hand_over()
                                     .await
                                     .map(|to| info!(to, "handed leadership over"))
-                                    .map_err(|e| ClusterError::Raft(e.to_string()));
+                                    .map_err(ClusterError::from);
                                 let _ = reply.send(r);
                             }
                             .in_current_span(),
@@ -1225,7 +1225,7 @@ impl Node {
                     crate::raft::RaftApiError::ForwardToLeader { leader: None, .. } => {
                         ClusterError::NoLeader
                     }
-                    e => ClusterError::Raft(e.to_string()),
+                    e => ClusterError::from(e),
                 });
                 if let Err(e) = &r {
                     warn!(error = %e, "registry write failed");
@@ -1243,10 +1243,7 @@ impl Node {
             return Err(ClusterError::NotLeader(self.leader.clone()));
         }
         let raft = self.raft.clone().ok_or(ClusterError::NotMember)?;
-        let to = raft
-            .hand_over()
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let to = raft.hand_over().await.map_err(ClusterError::from)?;
         info!(to, "handed leadership over");
         Ok(())
     }

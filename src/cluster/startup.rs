@@ -33,13 +33,7 @@ const PROTOCOL_VERSION: u32 = 1;
 /// Starts every component and the node task.
 pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterError> {
     let me = cfg.node_id.clone();
-    let start_err = |what: &'static str| {
-        move |e: &dyn std::fmt::Display| ClusterError::Start {
-            what,
-            reason: e.to_string(),
-        }
-    };
-    let metrics = Metrics::new(me.clone()).map_err(|e| start_err("metrics")(&e))?;
+    let metrics = Metrics::new(me.clone()).map_err(start_err("metrics"))?;
     let bind_err = |what: &'static str, addr: SocketAddr| {
         move |source: std::io::Error| ClusterError::Bind { what, addr, source }
     };
@@ -58,7 +52,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
     };
     let responder = Responder::bind(cfg.liveness_addr)
         .await
-        .map_err(|e| start_err("liveness responder")(&e))?;
+        .map_err(start_err("liveness responder"))?;
     let liveness_addr = cfg.advertised(responder.local_addr());
     let mut addrs = BTreeMap::new();
     addrs.insert(tags::EP_GOSSIP.to_string(), gossip_addr);
@@ -80,7 +74,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
             StorageConfig::Memory => Storage::Memory,
             StorageConfig::DataDir(p) => Storage::Sled(p.join("raft")),
         };
-        let (server_tls, client_tls) = raft_tls(&cfg).map_err(|e| start_err("raft tls")(&e))?;
+        let (server_tls, client_tls) = raft_tls(&cfg).map_err(start_err("raft tls"))?;
         let network = match &seams.raft {
             Some(router) => Network::new(router.connector(&raft_addr.to_string())),
             None => Network::grpc_tls(&cfg.raft, client_tls),
@@ -94,17 +88,17 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
             Some(ack_tx),
         )
         .await
-        .map_err(|e| start_err("raft")(&e))?;
+        .map_err(start_err("raft"))?;
         if let Some(router) = &seams.raft {
             router.register(&raft_addr.to_string(), node.service());
         }
         node.serve_tls(listener, server_tls)
-            .map_err(|e| start_err("raft server")(&e))?;
+            .map_err(start_err("raft server"))?;
         raft = Some(Arc::new(node));
         let probe_from = SocketAddr::new(cfg.liveness_addr.ip(), 0);
         let (c, rx) = Checker::bind(cfg.liveness.clone(), probe_from)
             .await
-            .map_err(|e| start_err("liveness checker")(&e))?;
+            .map_err(start_err("liveness checker"))?;
         checker = Some((c, rx));
     }
 
@@ -154,11 +148,8 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         GossipTransport::Mem(t) => Gossip::start(gcfg, t),
         GossipTransport::Net(t) => Gossip::start(gcfg, t),
     }
-    .map_err(|e| start_err("gossip")(&e))?;
-    let member_events = gossip
-        .subscribe()
-        .await
-        .map_err(|e| start_err("gossip")(&e))?;
+    .map_err(start_err("gossip"))?;
+    let member_events = gossip.subscribe().await.map_err(start_err("gossip"))?;
 
     let mut discovery = None;
     if cfg.zero_conf {
@@ -259,6 +250,17 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
     Ok(Cluster {
         shared: Arc::new(shared),
     })
+}
+
+/// A component that did not start, keeping its error as the source.
+fn start_err<E>(what: &'static str) -> impl FnOnce(E) -> ClusterError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| ClusterError::Start {
+        what,
+        source: Box::new(e),
+    }
 }
 
 /// Raft RPCs use the node's certificate when one is configured:

@@ -186,8 +186,8 @@ impl Management for Service {
             cluster_name: c.name().to_string(),
             cluster_id,
             leader: c.leader().unwrap_or_default(),
-            role: convert::role_name(c.role()).to_string(),
-            state: convert::state_name(c.state()).to_string(),
+            role: c.role().as_str().to_string(),
+            state: c.state().as_str().to_string(),
             operational: c.state() == NodeState::Operational,
             epoch: map.as_ref().map(|m| m.epoch()).unwrap_or(0),
             shard_count: c.shard_count(),
@@ -240,7 +240,7 @@ impl Management for Service {
             Status::failed_precondition(format!(
                 "no committed shard map yet (node {} is {})",
                 self.cluster.node_id(),
-                convert::state_name(self.cluster.state())
+                self.cluster.state().as_str()
             ))
         })?;
         Ok(Response::new(convert::shards(&map, req.get_ref().full_map)))

@@ -25,8 +25,9 @@ pub const NODE_STATES: [&str; 6] = [
     "stopping",
 ];
 
-/// Node roles exposed by `clusterfunk_node_role{role=...}`.
-pub const NODE_ROLES: [&str; 4] = ["leader", "follower", "learner", "non_member"];
+/// Node roles as the coordinator names them, exposed by
+/// `clusterfunk_node_role{role=...}`.
+pub const NODE_ROLES: [&str; 4] = ["leader", "voter", "learner", "non_member"];
 
 /// Gossip member statuses exposed by `clusterfunk_gossip_members{status=...}`.
 pub const GOSSIP_STATUSES: [&str; 4] = ["alive", "suspect", "dead", "left"];
