@@ -12,6 +12,7 @@
 //! operators' gRPC API and its client), [`routing`] (key -> local or
 //! forward, for sharded services; see `examples/kv`).
 
+mod actor;
 pub mod agent;
 pub mod cluster;
 pub mod config;

@@ -297,6 +297,12 @@ pub(crate) enum Request {
     StepDown(oneshot::Sender<Result<(), ClusterError>>),
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
     Stats(oneshot::Sender<NodeStats>),
+}
+
+/// What handles send to the node task: a request it answers at once, or
+/// the stop it answers once it has left.
+pub(crate) enum ToNode {
+    Request(Request),
     Stop(oneshot::Sender<()>),
 }
 
@@ -305,7 +311,7 @@ struct Shared {
     cluster_name: String,
     shard_count: u32,
     lease: Duration,
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<ToNode>,
     events: broadcast::Sender<ClusterEvent>,
     state: watch::Receiver<NodeState>,
     role: watch::Receiver<Role>,
@@ -504,12 +510,6 @@ impl Cluster {
         self.shared.serving.borrow().contains(shard) && self.lease_valid()
     }
 
-    /// A receiver of the set of shards this node may serve (before the
-    /// lease check that [`is_serving`](Self::is_serving) adds).
-    pub fn watch_serving(&self) -> watch::Receiver<Arc<ServingSet>> {
-        self.shared.serving.clone()
-    }
-
     fn lease_valid(&self) -> bool {
         self.shared
             .raft
@@ -611,10 +611,8 @@ impl Cluster {
     /// Graceful stop: drains this node's shards, hands leadership over,
     /// leaves gossip with a leave intent, then stops every task.
     pub async fn stop(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.shared.requests.send(Request::Stop(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        // An error only means the node task has already ended.
+        let _ = crate::actor::call(&self.shared.requests, ToNode::Stop).await;
         let task = self
             .shared
             .task
@@ -630,13 +628,9 @@ impl Cluster {
         &self,
         make: impl FnOnce(oneshot::Sender<R>) -> Request,
     ) -> Result<R, ClusterError> {
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .requests
-            .send(make(tx))
+        crate::actor::call(&self.shared.requests, |r| ToNode::Request(make(r)))
             .await
-            .map_err(|_| ClusterError::Stopped)?;
-        rx.await.map_err(|_| ClusterError::Stopped)
+            .map_err(|_| ClusterError::Stopped)
     }
 }
 

@@ -21,7 +21,7 @@ use super::reshard::{Step, Tracker};
 use super::serving::ServingSet;
 use super::tags::{self, NodeTags};
 use super::{view, voters};
-use super::{ClusterError, ClusterEvent, NodeInfo, NodeState, Request, Role};
+use super::{ClusterError, ClusterEvent, NodeInfo, NodeState, Request, Role, ToNode};
 use crate::config::Config;
 use crate::discovery::{DiscoveryEvent, MdnsDiscovery};
 use crate::gossip::{endpoint_key, Gossip, Member, MemberEvent, MemberEventKind};
@@ -90,7 +90,7 @@ pub(super) struct Node {
     pub(super) member_events: mpsc::Receiver<MemberEvent>,
     pub(super) discovery: Option<(MdnsDiscovery, mpsc::Receiver<DiscoveryEvent>)>,
     pub(super) metrics: Metrics,
-    pub(super) requests: mpsc::Receiver<Request>,
+    pub(super) requests: mpsc::Receiver<ToNode>,
     pub(super) events: broadcast::Sender<ClusterEvent>,
     pub(super) state_tx: watch::Sender<NodeState>,
     pub(super) role_tx: watch::Sender<Role>,
@@ -150,11 +150,11 @@ impl Node {
             let wake = self.next_wake();
             tokio::select! {
                 req = self.requests.recv() => match req {
-                    Some(Request::Stop(reply)) => {
+                    Some(ToNode::Stop(reply)) => {
                         stop_reply = Some(reply);
                         stop_by = Some(self.begin_stop());
                     }
-                    Some(req) => self.on_request(req).await,
+                    Some(ToNode::Request(req)) => self.on_request(req).await,
                     None => break,
                 },
                 changed = self.members_rx.changed() => {
@@ -1188,7 +1188,6 @@ impl Node {
             Request::Stats(reply) => {
                 let _ = reply.send(self.stats.clone());
             }
-            Request::Stop(_) => {}
         }
     }
 

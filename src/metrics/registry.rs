@@ -408,11 +408,6 @@ impl Metrics {
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
-    /// Content type of [`encode_text`](Self::encode_text)'s output.
-    pub fn text_content_type() -> &'static str {
-        prometheus::TEXT_FORMAT
-    }
-
     /// Sets the node state (state set; names are normalised to snake_case,
     /// so the coordinator may pass its enum's `Debug` name).
     pub fn set_node_state(&self, state: &str) {

@@ -6,7 +6,6 @@
 //! serving lease. [`RaftNode::shutdown`] stops and awaits all of them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -400,20 +399,6 @@ impl RaftNode {
         });
         *slot = Some(ServerTask { stop, handle });
         Ok(addr)
-    }
-
-    /// Serves the Raft gRPC service on `listener` until `shutdown`
-    /// resolves, in the caller's task.
-    pub async fn serve_with_shutdown(
-        &self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), RaftNodeError> {
-        tonic::transport::Server::builder()
-            .add_service(self.service())
-            .serve_with_incoming_shutdown(nodelay(listener), shutdown)
-            .await?;
-        Ok(())
     }
 
     /// Stops Raft, the server task (if any) and the lease tracker, and
