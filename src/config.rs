@@ -10,10 +10,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::discovery::{Interfaces, MdnsConfig};
-use crate::gossip::GossipConfig;
-use crate::liveness::LivenessConfig;
-use crate::raft::RaftConfig;
+// The module configs a `Config` holds, re-exported so that the documented
+// API names them without the modules (which are building blocks).
+pub use crate::discovery::{Interfaces, MdnsConfig};
+pub use crate::gossip::{ConfigError as GossipConfigError, GossipConfig, Keyring};
+pub use crate::liveness::{ConfigError as LivenessConfigError, LivenessConfig};
+pub use crate::raft::{ConfigError as RaftConfigError, RaftConfig, SnapshotPolicy};
 
 /// Where the Raft log and state machine live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,13 +176,13 @@ pub enum ConfigError {
     },
     /// The gossip settings are invalid.
     #[error("gossip: {0}")]
-    Gossip(#[from] crate::gossip::ConfigError),
+    Gossip(#[from] GossipConfigError),
     /// The Raft settings are invalid.
     #[error("raft: {0}")]
-    Raft(#[from] crate::raft::ConfigError),
+    Raft(#[from] RaftConfigError),
     /// The liveness settings are invalid.
     #[error("liveness: {0}")]
-    Liveness(#[from] crate::liveness::ConfigError),
+    Liveness(#[from] LivenessConfigError),
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {

@@ -38,7 +38,8 @@ use crate::metrics::{Metrics, StatusView};
 use crate::raft::{RaftApiError, RaftNode};
 use crate::shards::ShardMap;
 
-pub use crate::gossip::{Member, MemberStatus, UserEvent};
+pub use crate::gossip::{MemNetwork, Member, MemberStatus, UserEvent};
+pub use crate::raft::Router;
 pub use node::NodeStats;
 pub use serving::ServingSet;
 pub use tags::{EP_GOSSIP, EP_LIVENESS, EP_MANAGEMENT, EP_METRICS, EP_RAFT};
@@ -170,9 +171,9 @@ pub enum ClusterEvent {
 #[derive(Clone, Default)]
 pub struct Seams {
     /// Gossip over this in-memory network instead of UDP+TCP.
-    pub gossip: Option<crate::gossip::MemNetwork>,
+    pub gossip: Option<MemNetwork>,
     /// Raft RPCs (and acknowledgements) through this router.
-    pub raft: Option<crate::raft::Router>,
+    pub raft: Option<Router>,
 }
 
 /// Why a cluster call failed.
