@@ -5,15 +5,17 @@
 //! [`MdnsConfig`]) sit inside; their own docs give their defaults.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::discovery::{Interfaces, MdnsConfig};
-use crate::gossip::GossipConfig;
-use crate::liveness::LivenessConfig;
-use crate::management::ManagementConfig;
-use crate::raft::RaftConfig;
+// The module configs a `Config` holds, re-exported so that the documented
+// API names them without the modules (which are building blocks).
+pub use crate::discovery::{Interfaces, MdnsConfig};
+pub use crate::gossip::{ConfigError as GossipConfigError, GossipConfig, Keyring};
+pub use crate::liveness::{ConfigError as LivenessConfigError, LivenessConfig};
+pub use crate::raft::{ConfigError as RaftConfigError, RaftConfig, SnapshotPolicy};
 
 /// Where the Raft log and state machine live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +44,9 @@ pub struct Config {
     /// Management gRPC bind address; `None` serves no management API.
     /// Default `Some(127.0.0.1:0)`.
     pub management_addr: Option<SocketAddr>,
-    /// TLS and token of the management API. Its certificate also secures
-    /// Raft RPCs (mutual TLS between nodes). Default: plaintext, no token.
-    pub management: ManagementConfig,
+    /// TLS of the node's gRPC servers (Raft and management) and the
+    /// management API's token. Default: plaintext, no token.
+    pub auth: AuthConfig,
     /// HTTP `/metrics`, `/healthz`, `/status` and `/` bind address; `None`
     /// serves nothing. Default `None`.
     pub metrics_addr: Option<SocketAddr>,
@@ -77,6 +79,12 @@ pub struct Config {
     pub zone: String,
     /// Extra gossip tags (application endpoints are `ep.<name>`).
     pub tags: BTreeMap<String, String>,
+    /// Endpoints this process already listens on, by name: published as
+    /// `ep.<name>` in the node's first gossip tags and listed by
+    /// `Cluster::local_endpoints`. The agent puts its management and
+    /// metrics listeners here; a service can put its own. Give advertised
+    /// addresses (see [`Config::advertised`]). Default empty.
+    pub endpoints: BTreeMap<String, SocketAddr>,
     /// Shards in a new cluster (fixed for the cluster's life). Default 10,000.
     pub shard_count: u32,
     /// Most voters the leader keeps (odd). Default 5.
@@ -113,6 +121,48 @@ pub struct Config {
     pub liveness: LivenessConfig,
 }
 
+/// TLS of a node's gRPC servers and clients (PEM files, read at start).
+///
+/// One certificate serves both Raft RPCs (mutual TLS between nodes: every
+/// node presents it and trusts `ca`) and the management API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain of this node.
+    pub cert: PathBuf,
+    /// Private key of `cert`.
+    pub key: PathBuf,
+    /// With a CA, peers and management clients must present a certificate
+    /// it signed (mutual TLS), and a node dialling another trusts this CA
+    /// and presents its own certificate. Without one, management clients
+    /// are not authenticated by TLS and nodes trust only `cert` itself
+    /// (every node shares one certificate).
+    pub ca: Option<PathBuf>,
+    /// Name a node expects in another node's certificate; default: the host
+    /// of the address dialled.
+    pub server_name: Option<String>,
+}
+
+/// How nodes and operators prove who they are. The default is plaintext
+/// with no token (fine on loopback; set TLS and a token elsewhere).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// TLS for Raft RPCs and the management API.
+    pub tls: Option<TlsConfig>,
+    /// When set, every management call (not gRPC health) must carry
+    /// `authorization: Bearer <token>`; others get UNAUTHENTICATED. Nodes
+    /// of a cluster share it: forwarded writes carry it too.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -126,13 +176,13 @@ pub enum ConfigError {
     },
     /// The gossip settings are invalid.
     #[error("gossip: {0}")]
-    Gossip(#[from] crate::gossip::ConfigError),
+    Gossip(#[from] GossipConfigError),
     /// The Raft settings are invalid.
     #[error("raft: {0}")]
-    Raft(#[from] crate::raft::ConfigError),
+    Raft(#[from] RaftConfigError),
     /// The liveness settings are invalid.
     #[error("liveness: {0}")]
-    Liveness(#[from] crate::liveness::ConfigError),
+    Liveness(#[from] LivenessConfigError),
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -158,7 +208,7 @@ impl Config {
             raft_addr: LOOPBACK_ANY,
             liveness_addr: LOOPBACK_ANY,
             management_addr: Some(LOOPBACK_ANY),
-            management: ManagementConfig::default(),
+            auth: AuthConfig::default(),
             metrics_addr: None,
             advertise_host: None,
             join: Vec::new(),
@@ -171,6 +221,7 @@ impl Config {
             weight: 1,
             zone: String::new(),
             tags: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
             shard_count: crate::shards::DEFAULT_SHARD_COUNT,
             max_voters: 5,
             ack_timeout: Duration::from_millis(500),
@@ -294,6 +345,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_the_token() {
+        let c = AuthConfig {
+            tls: None,
+            token: Some("s3cret".into()),
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
 
     #[test]
     fn presets_validate() {

@@ -411,7 +411,7 @@ fn record(observed: &Mutex<Observed>, node: &str, line: &str) {
             o.ready.insert(node.to_string(), eps);
         }
         serde_json::Value::Object(ev) => {
-            if let Some(c) = ev.get("MapCommitted") {
+            if let Some(c) = ev.get("map_committed") {
                 let owners = v["owners"]
                     .as_object()
                     .map(|m| {

@@ -91,12 +91,6 @@ impl Routes {
 
     /// The service's endpoint on every node that publishes it.
     pub fn endpoints(&self) -> BTreeMap<String, String> {
-        let key = crate::gossip::endpoint_key(&self.endpoint);
-        self.cluster
-            .cluster_members()
-            .into_iter()
-            .filter(|m| !m.status.is_gone())
-            .filter_map(|m| m.tags.get(&key).map(|a| (m.name.clone(), a.clone())))
-            .collect()
+        self.cluster.endpoints(&self.endpoint)
     }
 }

@@ -7,30 +7,30 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use clusterfunk::management::ManagementConfig;
-use clusterfunk::{Cluster, Config, NodeState};
+use clusterfunk::config::AuthConfig;
+use clusterfunk::{Agent, Config, NodeState};
 use common::wait::wait_until;
 
 const WAIT: Duration = Duration::from_secs(20);
 const TOKEN: &str = "cli-token";
 
-async fn start_cluster() -> Vec<Cluster> {
-    let mgmt = ManagementConfig {
+async fn start_cluster() -> Vec<Agent> {
+    let mgmt = AuthConfig {
         tls: None,
         token: Some(TOKEN.into()),
     };
-    let mut nodes: Vec<Cluster> = Vec::new();
+    let mut nodes: Vec<Agent> = Vec::new();
     for i in 0..3 {
         let mut c = Config::local(format!("c{i}"));
         c.cluster_name = "cli".into();
         c.shard_count = 1000;
-        c.management = mgmt.clone();
+        c.auth = mgmt.clone();
         c.tags
             .insert("rack".into(), if i == 1 { "b" } else { "a" }.into());
         if let Some(first) = nodes.first() {
             c.join = vec![first.local_endpoints()["gossip"].to_string()];
         }
-        nodes.push(Cluster::start(c).await.expect("start"));
+        nodes.push(Agent::start(c).await.expect("start"));
     }
     wait_until("the cluster to form", || {
         let epochs: BTreeSet<Option<u64>> = nodes.iter().map(|n| n.epoch()).collect();
@@ -222,9 +222,9 @@ async fn operator_commands_against_a_running_cluster() {
 /// Stops followers first, then the leader, so that each drain has a leader
 /// to go through (a node stopping just after the leader waits out its
 /// drain timeout).
-async fn stop_all(nodes: &[Cluster]) {
+async fn stop_all(nodes: &[Agent]) {
     let leader = nodes.iter().find_map(|n| n.leader());
-    let (lead, rest): (Vec<&Cluster>, Vec<&Cluster>) = nodes
+    let (lead, rest): (Vec<&Agent>, Vec<&Agent>) = nodes
         .iter()
         .partition(|n| Some(n.node_id()) == leader.as_deref());
     for n in rest.into_iter().chain(lead) {

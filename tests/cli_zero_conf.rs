@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::netns::{block_on, run_in_private_netns};
 
-use clusterfunk::management::ManagementConfig;
-use clusterfunk::{Cluster, Config, NodeState};
+use clusterfunk::config::AuthConfig;
+use clusterfunk::{Agent, Config, NodeState};
 
 const TEST_NAME: &str = "status_finds_a_node_by_mdns";
 const WAIT: Duration = Duration::from_secs(20);
@@ -29,11 +29,11 @@ async fn scenario() {
     c.shard_count = 100;
     c.bootstrap_expect = 1;
     c.zero_conf = true;
-    c.management = ManagementConfig {
+    c.auth = AuthConfig {
         tls: None,
         token: Some("zc".into()),
     };
-    let node = Cluster::start(c).await.expect("start");
+    let node = Agent::start(c).await.expect("start");
     let formed = tokio::time::timeout(WAIT, async {
         let mut state = node.watch_state();
         let _ = state.wait_for(|s| *s == NodeState::Operational).await;

@@ -8,10 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clusterfunk::management::{
-    Client, ClientTls, EventKind, Health, ManagementConfig, ManagementTls, NodeFilter,
-};
-use clusterfunk::{Cluster, Config, NodeState};
+use clusterfunk::config::{AuthConfig, TlsConfig};
+use clusterfunk::management::{Client, ClientTls, EventKind, Health, NodeFilter};
+use clusterfunk::{Agent, Config, NodeState};
 use common::wait::{wait_until, wait_until_async, WAIT};
 use tonic::Code;
 
@@ -76,36 +75,36 @@ fn certs() -> Certs {
     }
 }
 
-fn config(name: &str, seeds: &[String], mgmt: &ManagementConfig) -> Config {
+fn config(name: &str, seeds: &[String], mgmt: &AuthConfig) -> Config {
     let mut c = Config::local(name);
     c.cluster_name = "mgmt".into();
     c.shard_count = 1000;
     c.join = seeds.to_vec();
-    c.management = mgmt.clone();
+    c.auth = mgmt.clone();
     c
 }
 
-async fn start(n: usize, mgmt: &ManagementConfig) -> Vec<Cluster> {
+async fn start(n: usize, mgmt: &AuthConfig) -> Vec<Agent> {
     let mut first = config("n0", &[], mgmt);
     first.tags.insert("rack".into(), "a".into());
-    let first = Cluster::start(first).await.expect("start n0");
+    let first = Agent::start(first).await.expect("start n0");
     let seed = first.local_endpoints()["gossip"].to_string();
     let mut nodes = vec![first];
     for i in 1..n {
         let mut c = config(&format!("n{i}"), std::slice::from_ref(&seed), mgmt);
         c.tags
             .insert("rack".into(), if i % 2 == 0 { "a" } else { "b" }.into());
-        nodes.push(Cluster::start(c).await.expect("start"));
+        nodes.push(Agent::start(c).await.expect("start"));
     }
     nodes
 }
 
-fn mgmt_addr(c: &Cluster) -> String {
+fn mgmt_addr(c: &Agent) -> String {
     c.local_endpoints()["management"].to_string()
 }
 
 /// Shard counts of the committed map of `node`, owners only.
-fn owners(node: &Cluster) -> BTreeMap<String, u32> {
+fn owners(node: &Agent) -> BTreeMap<String, u32> {
     node.shard_map()
         .borrow()
         .as_ref()
@@ -120,7 +119,7 @@ fn owners(node: &Cluster) -> BTreeMap<String, u32> {
 }
 
 /// Waits until every node in `nodes` committed the same map owned by `who`.
-async fn wait_owned_by(nodes: &[&Cluster], who: &[&str]) {
+async fn wait_owned_by(nodes: &[&Agent], who: &[&str]) {
     let want: BTreeSet<String> = who.iter().map(|s| s.to_string()).collect();
     wait_until(&format!("a map owned by {want:?}"), || {
         let epochs: BTreeSet<Option<u64>> = nodes.iter().map(|n| n.epoch()).collect();
@@ -133,8 +132,8 @@ async fn wait_owned_by(nodes: &[&Cluster], who: &[&str]) {
     .await;
 }
 
-async fn formed(nodes: &[Cluster]) -> (usize, Vec<usize>) {
-    let all: Vec<&Cluster> = nodes.iter().collect();
+async fn formed(nodes: &[Agent]) -> (usize, Vec<usize>) {
+    let all: Vec<&Agent> = nodes.iter().collect();
     let ids: Vec<&str> = nodes.iter().map(|n| n.node_id()).collect();
     wait_owned_by(&all, &ids).await;
     wait_until("one leader everywhere", || {
@@ -158,8 +157,8 @@ fn code<T: std::fmt::Debug>(r: Result<T, clusterfunk::management::ManagementErro
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_and_forwarded_writes_over_mutual_tls_with_a_token() {
     let certs = certs();
-    let mgmt = ManagementConfig {
-        tls: Some(ManagementTls {
+    let mgmt = AuthConfig {
+        tls: Some(TlsConfig {
             cert: certs.cert.clone(),
             key: certs.key.clone(),
             ca: Some(certs.ca.clone()),
@@ -325,11 +324,11 @@ async fn reads_and_forwarded_writes_over_mutual_tls_with_a_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn weights_drain_events_reflection_and_step_down() {
-    let mgmt = ManagementConfig::default();
+    let mgmt = AuthConfig::default();
     let nodes = start(3, &mgmt).await;
     let (li, fs) = formed(&nodes).await;
     let (leader, f1, f2) = (&nodes[li], &nodes[fs[0]], &nodes[fs[1]]);
-    let all: Vec<&Cluster> = nodes.iter().collect();
+    let all: Vec<&Agent> = nodes.iter().collect();
     let client = Client::connect(&mgmt_addr(f1), None, None)
         .await
         .expect("connect");
@@ -476,10 +475,10 @@ async fn health_serves_only_while_operational() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 
-    let mgmt = ManagementConfig::default();
+    let mgmt = AuthConfig::default();
     let mut a = config("h0", &[], &mgmt);
     a.bootstrap_expect = 2;
-    let a = Cluster::start(a).await.expect("start");
+    let a = Agent::start(a).await.expect("start");
     let client = Client::connect(&mgmt_addr(&a), None, None)
         .await
         .expect("connect");
@@ -493,7 +492,7 @@ async fn health_serves_only_while_operational() {
 
     let mut b = config("h1", &[a.local_endpoints()["gossip"].to_string()], &mgmt);
     b.bootstrap_expect = 2;
-    let b = Cluster::start(b).await.expect("start");
+    let b = Agent::start(b).await.expect("start");
     formed(&[a.clone(), b.clone()]).await;
     wait_until_async("health SERVING", || async {
         client.health().await.ok() == Some(Health::Serving)
@@ -545,9 +544,9 @@ async fn channel(addr: &str) -> tonic::transport::Channel {
 /// Stops followers first, then the leader, so that each drain has a leader
 /// to go through (a node stopping just after the leader waits out its
 /// drain timeout).
-async fn stop_all(nodes: &[Cluster]) {
+async fn stop_all(nodes: &[Agent]) {
     let leader = nodes.iter().find_map(|n| n.leader());
-    let (lead, rest): (Vec<&Cluster>, Vec<&Cluster>) = nodes
+    let (lead, rest): (Vec<&Agent>, Vec<&Agent>) = nodes
         .iter()
         .partition(|n| Some(n.node_id()) == leader.as_deref());
     for n in rest.into_iter().chain(lead) {

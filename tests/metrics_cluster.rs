@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 mod common;
 
-use clusterfunk::{Cluster, Config};
+use clusterfunk::{Agent, Config};
 use common::wait::wait_until_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -44,7 +44,7 @@ fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-async fn scrape(nodes: &[Cluster], name: &str) -> BTreeMap<String, f64> {
+async fn scrape(nodes: &[Agent], name: &str) -> BTreeMap<String, f64> {
     let mut all = BTreeMap::new();
     for n in nodes {
         let (code, body) = get(n.local_endpoints()["metrics"], "/metrics").await;
@@ -56,7 +56,7 @@ async fn scrape(nodes: &[Cluster], name: &str) -> BTreeMap<String, f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_follow_the_cluster() {
-    let mut nodes: Vec<Cluster> = Vec::new();
+    let mut nodes: Vec<Agent> = Vec::new();
     for i in 0..3 {
         let mut c = Config::local(format!("m{i}"));
         c.cluster_name = "metrics".into();
@@ -65,7 +65,7 @@ async fn metrics_follow_the_cluster() {
         if let Some(first) = nodes.first() {
             c.join = vec![first.local_endpoints()["gossip"].to_string()];
         }
-        nodes.push(Cluster::start(c).await.expect("start"));
+        nodes.push(Agent::start(c).await.expect("start"));
     }
     // Gauges follow commits at once, the status view within 500 ms: wait
     // until shards add up, one node reports leading and every node is

@@ -3,18 +3,22 @@
 //! Skipped, with a printed message, when `promtool` is not installed
 //! (Debian: `apt-get install prometheus`).
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use clusterfunk::metrics::Metrics;
 
-fn promtool_available() -> bool {
+/// Whether promtool runs here; if not, `test` reports itself skipped.
+fn promtool_available(test: &str) -> bool {
     match Command::new("promtool").arg("--version").output() {
         Ok(out) if out.status.success() => true,
         _ => {
-            eprintln!(
-                "SKIPPED: promtool not found on PATH; install it (Debian: apt-get install prometheus) to run this check"
+            common::skip::skipped(
+                test,
+                "promtool not found on PATH; install it (Debian: apt-get install prometheus)",
             );
             false
         }
@@ -51,8 +55,8 @@ fn busy_metrics() -> anyhow::Result<Metrics> {
     m.raft_last_log_index.set(120);
     m.raft_applied_index.set(119);
     m.record_leader(Some("node-1"));
-    m.set_node_state("Operational");
-    m.set_node_role("Leader");
+    m.set_node_state("operational");
+    m.set_node_role("leader");
     m.committed_epoch.set(9);
     m.shards.set(64);
     m.shards_owned.set(13);
@@ -82,7 +86,7 @@ fn exposition_passes_promtool_check_metrics() -> anyhow::Result<()> {
     assert!(families >= 30, "only {families} families:\n{text}");
     assert_eq!(families, helps, "{text}");
 
-    if !promtool_available() {
+    if !promtool_available("exposition_passes_promtool_check_metrics") {
         return Ok(());
     }
     let out = promtool(&["check", "metrics"], Some(&text))?;
@@ -106,7 +110,7 @@ fn deploy_prometheus_yml_passes_promtool_check_config() -> anyhow::Result<()> {
     for n in 1..=5 {
         assert!(yml.contains(&format!("node{n}:9100")), "node{n} missing");
     }
-    if !promtool_available() {
+    if !promtool_available("deploy_prometheus_yml_passes_promtool_check_config") {
         return Ok(());
     }
     let out = promtool(&["check", "config", path], None)?;

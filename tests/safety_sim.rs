@@ -115,7 +115,8 @@ fn checker(
                 if serving.len() > 1 {
                     let mut v = out.lock().unwrap();
                     if v.overlaps.len() < 10 {
-                        v.overlaps.push(format!("shard {shard} served by {serving:?}"));
+                        v.overlaps
+                            .push(format!("shard {shard} served by {serving:?}"));
                     }
                 }
             }
@@ -240,10 +241,7 @@ async fn run_seed(seed: u64) {
             Fault::LeaderWithFollower => {
                 let Some(l) = leader_of(&nodes) else { continue };
                 let lid = l.node_id().to_string();
-                let follower = nodes
-                    .iter()
-                    .find(|n| n.node_id() != lid)
-                    .expect("follower");
+                let follower = nodes.iter().find(|n| n.node_id() != lid).expect("follower");
                 let minority: Vec<&Cluster> = vec![l, follower];
                 let majority: Vec<&Cluster> = nodes
                     .iter()
@@ -293,10 +291,14 @@ async fn run_seed(seed: u64) {
     }
     stop.store(true, Ordering::Relaxed);
     task.await.expect("checker");
-    let v = seen.lock().unwrap();
+    let v = std::mem::take(&mut *seen.lock().unwrap());
     eprintln!("safety_sim: seed {seed}: {} samples, {v:?}", v.samples);
     assert!(v.samples > 100, "the checker barely ran: {}", v.samples);
-    assert!(v.overlaps.is_empty(), "seed {seed}: overlaps {:?}", v.overlaps);
+    assert!(
+        v.overlaps.is_empty(),
+        "seed {seed}: overlaps {:?}",
+        v.overlaps
+    );
     assert!(v.backwards.is_empty(), "seed {seed}: {:?}", v.backwards);
     assert!(v.forks.is_empty(), "seed {seed}: {:?}", v.forks);
     for n in &nodes {
@@ -311,7 +313,9 @@ async fn random_fault_schedules_never_serve_a_shard_twice() {
         Some(s) => vec![s],
         None => {
             let base: u64 = rand::random::<u32>().into();
-            (0..env("CF_SIM_SEEDS").unwrap_or(2)).map(|i| base + i).collect()
+            (0..env("CF_SIM_SEEDS").unwrap_or(2))
+                .map(|i| base + i)
+                .collect()
         }
     };
     for seed in seeds {

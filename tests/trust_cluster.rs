@@ -99,7 +99,7 @@ async fn outsiders_stay_out_and_raw_raft_calls_need_the_credential() {
     })
     .await;
     for n in &nodes {
-        let seen: BTreeSet<String> = n.gossip().members().into_iter().map(|m| m.name).collect();
+        let seen: BTreeSet<String> = n.cluster_members().into_iter().map(|m| m.name).collect();
         assert_eq!(seen, members, "{} sees outsiders", n.node_id());
         let raft: BTreeSet<String> = n.nodes().into_iter().collect();
         assert!(
@@ -110,8 +110,7 @@ async fn outsiders_stay_out_and_raw_raft_calls_need_the_credential() {
     }
     for o in &outsiders {
         assert!(o
-            .gossip()
-            .members()
+            .cluster_members()
             .iter()
             .all(|m| !members.contains(&m.name) || m.status != MemberStatus::Alive));
     }
@@ -176,12 +175,6 @@ async fn outsiders_stay_out_and_raw_raft_calls_need_the_credential() {
     let fwd = client.forward(req).await;
     assert_eq!(fwd.expect_err("forward").code(), Code::InvalidArgument);
 
-    let counts = target
-        .raft()
-        .expect("member")
-        .listener_counts()
-        .expect("serving");
-    assert_eq!(counts.unauthenticated, 12, "{counts:?}");
     wait_until_async("refused calls exported", || async {
         counter(target, "clusterfunk_raft_unauthenticated_calls_total") == 12
     })

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use clusterfunk::routing::{Route, Routes};
-use clusterfunk::{Cluster, Config};
+use clusterfunk::{Agent, Config};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -49,12 +49,15 @@ async fn main() -> anyhow::Result<()> {
     config.cluster_name = "kv".into();
     config.gossip_addr = args.gossip;
     config.join = args.join.into_iter().collect();
-    let cluster = Cluster::start(config).await?;
+    // Bound first, so `ep.kv` is in the node's first gossip tags.
     let listener = TcpListener::bind(args.kv).await?;
-    cluster
-        .set_endpoint("kv", listener.local_addr()?.to_string())
-        .await?;
-    let routes = Routes::new(cluster.clone(), "kv");
+    config
+        .endpoints
+        .insert("kv".into(), config.advertised(listener.local_addr()?));
+    // The agent adds the management API (`clusterfunk status` works) to the
+    // cluster node; `Cluster::start` alone would run the node only.
+    let node = Agent::start(config).await?;
+    let routes = Routes::new(node.cluster().clone(), "kv");
     let store: Store = Arc::default();
     loop {
         tokio::select! {
@@ -65,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    cluster.stop().await;
+    node.stop().await;
     Ok(())
 }
 

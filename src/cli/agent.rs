@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clusterfunk::config::StorageConfig;
-use clusterfunk::{Cluster, ClusterEvent, Config};
+use clusterfunk::{Agent, Cluster, ClusterEvent, Config};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -261,10 +261,10 @@ impl AgentArgs {
         if let Some(ms) = self.lease_ms {
             c.lease = Duration::from_millis(ms);
         }
-        c.management.token = self.token.clone();
+        c.auth.token = self.token.clone();
         self.apply_secret(&mut c)?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            c.management.tls = Some(clusterfunk::management::ManagementTls {
+            c.auth.tls = Some(clusterfunk::config::TlsConfig {
                 cert: cert.clone(),
                 key: key.clone(),
                 ca: self.tls_ca.clone(),
@@ -366,7 +366,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, print_events: bool) -> anyhow::Result<()> {
-    let cluster = Cluster::start(config).await?;
+    let agent = Agent::start(config).await?;
+    let cluster = agent.cluster();
     let mut events = cluster.events();
     if print_events {
         let ready = json!({
@@ -383,7 +384,7 @@ async fn serve(config: Config, print_events: bool) -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut shutdown => break,
             ev = events.recv() => match ev {
-                Ok(ev) if print_events => print_event(&cluster, &ev),
+                Ok(ev) if print_events => print_event(cluster, &ev),
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(skipped = n, "event printer lagged");
@@ -393,7 +394,7 @@ async fn serve(config: Config, print_events: bool) -> anyhow::Result<()> {
         }
     }
     tracing::info!("leaving");
-    cluster.stop().await;
+    agent.stop().await;
     Ok(())
 }
 

@@ -14,9 +14,11 @@
 //! `metrics`.
 
 mod bootstrap;
+mod ids;
 mod node;
 mod reshard;
 mod serving;
+mod startup;
 mod tags;
 mod view;
 mod voters;
@@ -30,17 +32,21 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::{Config, ConfigError};
-use crate::gossip::{Gossip, Member};
+use crate::gossip::{Gossip, GossipError};
 use crate::metrics::{Metrics, StatusView};
-use crate::raft::RaftNode;
+use crate::raft::{RaftApiError, RaftNode};
 use crate::shards::ShardMap;
 
+pub use crate::gossip::{MemNetwork, Member, MemberStatus, UserEvent};
+pub use crate::raft::Router;
 pub use node::NodeStats;
 pub use serving::ServingSet;
 pub use tags::{EP_GOSSIP, EP_LIVENESS, EP_MANAGEMENT, EP_METRICS, EP_RAFT};
 
-/// Where a node is in its life.
+/// Where a node is in its life. Its name ([`as_str`](Self::as_str)) is the
+/// same in logs, metrics labels, `/status`, gRPC and the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NodeState {
     /// Binding sockets.
     Starting,
@@ -56,8 +62,10 @@ pub enum NodeState {
     Stopping,
 }
 
-/// The node's part in Raft.
+/// The node's part in Raft. Its name ([`as_str`](Self::as_str)) is the same
+/// in logs, metrics labels, `/status`, gRPC and the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The Raft leader.
     Leader,
@@ -69,20 +77,62 @@ pub enum Role {
     NonMember,
 }
 
+impl NodeState {
+    /// Every state, in life order.
+    pub const ALL: [NodeState; 6] = [
+        NodeState::Starting,
+        NodeState::Joining,
+        NodeState::Voting,
+        NodeState::Resharding,
+        NodeState::Operational,
+        NodeState::Stopping,
+    ];
+
+    /// `starting`, `joining`, `voting`, `resharding`, `operational` or
+    /// `stopping`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Starting => "starting",
+            NodeState::Joining => "joining",
+            NodeState::Voting => "voting",
+            NodeState::Resharding => "resharding",
+            NodeState::Operational => "operational",
+            NodeState::Stopping => "stopping",
+        }
+    }
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Leader, Role::Voter, Role::Learner, Role::NonMember];
+
+    /// `leader`, `voter`, `learner` or `non_member`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Voter => "voter",
+            Role::Learner => "learner",
+            Role::NonMember => "non_member",
+        }
+    }
+}
+
 impl fmt::Display for NodeState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(self.as_str())
     }
 }
 
-/// Something that happened, as seen by this node.
+/// Something that happened, as seen by this node. Serialized with the
+/// same snake_case kinds as the management API's events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ClusterEvent {
     /// This node's state changed.
     StateChanged(NodeState),
@@ -120,9 +170,9 @@ pub enum ClusterEvent {
 #[derive(Clone, Default)]
 pub struct Seams {
     /// Gossip over this in-memory network instead of UDP+TCP.
-    pub gossip: Option<crate::gossip::MemNetwork>,
+    pub gossip: Option<MemNetwork>,
     /// Raft RPCs (and acknowledgements) through this router.
-    pub raft: Option<crate::raft::Router>,
+    pub raft: Option<Router>,
 }
 
 /// Why a cluster call failed.
@@ -142,12 +192,13 @@ pub enum ClusterError {
         source: std::io::Error,
     },
     /// A component failed to start.
-    #[error("start {what}: {reason}")]
+    #[error("start {what}: {source}")]
     Start {
         /// Which component.
         what: &'static str,
-        /// Why.
-        reason: String,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// There is no leader right now.
     #[error("no leader")]
@@ -161,15 +212,56 @@ pub enum ClusterError {
     /// The operation needs a Raft member.
     #[error("this node is not a Raft member")]
     NotMember,
-    /// A Raft write failed.
+    /// A Raft request failed (and may be retried); a stopped Raft node is
+    /// [`Stopped`](Self::Stopped), a known leader elsewhere
+    /// [`NotLeader`](Self::NotLeader), no leader [`NoLeader`](Self::NoLeader).
     #[error("raft: {0}")]
-    Raft(String),
-    /// The operation did not finish in time.
-    #[error("timed out: {0}")]
-    Timeout(String),
+    Raft(#[source] RaftApiError),
+    /// Gossip refused the request (e.g. a user event over the size limit).
+    #[error("gossip: {0}")]
+    Gossip(#[source] GossipError),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+}
+
+impl From<RaftApiError> for ClusterError {
+    /// Splits "this request failed" from "this node has stopped".
+    fn from(e: RaftApiError) -> ClusterError {
+        match e {
+            RaftApiError::ForwardToLeader { leader: None, .. } => ClusterError::NoLeader,
+            RaftApiError::ForwardToLeader {
+                leader: Some(l), ..
+            } => ClusterError::NotLeader(Some(l.name)),
+            RaftApiError::Fatal(_) => ClusterError::Stopped,
+            e => ClusterError::Raft(e),
+        }
+    }
+}
+
+impl ClusterError {
+    /// A stopped gossip layer means a stopped node.
+    fn from_gossip(e: GossipError) -> ClusterError {
+        match e {
+            GossipError::Shutdown => ClusterError::Stopped,
+            e => ClusterError::Gossip(e),
+        }
+    }
+}
+
+/// This node's view of Raft, for operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RaftStatus {
+    /// Current term.
+    pub term: u64,
+    /// Index of the last log entry.
+    pub last_log_index: u64,
+    /// Index of the last applied log entry.
+    pub last_applied: u64,
+    /// Voters by node id, sorted.
+    pub voters: Vec<String>,
+    /// Learners by node id, sorted.
+    pub learners: Vec<String>,
 }
 
 /// One node as the cluster sees it.
@@ -205,6 +297,12 @@ pub(crate) enum Request {
     StepDown(oneshot::Sender<Result<(), ClusterError>>),
     Nodes(oneshot::Sender<Vec<NodeInfo>>),
     Stats(oneshot::Sender<NodeStats>),
+}
+
+/// What handles send to the node task: a request it answers at once, or
+/// the stop it answers once it has left.
+pub(crate) enum ToNode {
+    Request(Request),
     Stop(oneshot::Sender<()>),
 }
 
@@ -212,7 +310,7 @@ struct Shared {
     node_id: String,
     cluster_name: String,
     shard_count: u32,
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<ToNode>,
     events: broadcast::Sender<ClusterEvent>,
     state: watch::Receiver<NodeState>,
     role: watch::Receiver<Role>,
@@ -224,9 +322,6 @@ struct Shared {
     raft: Option<Arc<RaftNode>>,
     metrics: Metrics,
     addrs: BTreeMap<String, SocketAddr>,
-    /// Bound at start (so `ep.management` is in the first tags), served by
-    /// the management module once the handle exists.
-    management_listener: std::sync::Mutex<Option<tokio::net::TcpListener>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -256,49 +351,15 @@ impl Cluster {
     /// Returns once the node runs; the cluster forms in the background
     /// (watch [`state`](Self::state) or [`shard_map`](Self::shard_map)).
     ///
-    /// The management API (see [`crate::management`]) is served on
-    /// `management_addr` until [`stop`](Self::stop); its server holds a
-    /// handle, so call `stop` rather than only dropping the handles.
+    /// The node serves neither the management API nor `/metrics`: an
+    /// [`Agent`](crate::Agent) starts those beside it.
     pub async fn start(config: Config) -> Result<Cluster, ClusterError> {
         Cluster::start_with(config, Seams::default()).await
     }
 
     /// [`start`](Self::start) with replaced networks (tests, simulations).
     pub async fn start_with(config: Config, seams: Seams) -> Result<Cluster, ClusterError> {
-        let config = config.validate()?;
-        // Read the TLS files before joining anything: a bad certificate
-        // fails here, not after the node is part of the cluster.
-        let management = match config.management_addr {
-            Some(_) => Some(
-                crate::management::PreparedServer::new(&config.management).map_err(|e| {
-                    ClusterError::Start {
-                        what: "management server",
-                        reason: e.to_string(),
-                    }
-                })?,
-            ),
-            None => None,
-        };
-        let cluster = node::start(config, seams).await?;
-        if let (Some(prepared), Some(listener)) = (management, cluster.take_management_listener()) {
-            let server = prepared.serve(cluster.clone(), listener).await;
-            // The server stops once the node task has ended, so `stop`
-            // (which awaits this task) stops and awaits it too, and the
-            // API answers while the node drains.
-            let mut slot = cluster
-                .shared
-                .task
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let node_task = slot.take();
-            *slot = Some(tokio::spawn(async move {
-                if let Some(t) = node_task {
-                    let _ = t.await;
-                }
-                server.shutdown().await;
-            }));
-        }
-        Ok(cluster)
+        startup::start(config.validate()?, seams).await
     }
 
     /// This node's id.
@@ -449,12 +510,6 @@ impl Cluster {
         set.contains(shard) && self.lease_valid(set.applied())
     }
 
-    /// A receiver of the set of shards this node may serve (before the
-    /// lease check that [`is_serving`](Self::is_serving) adds).
-    pub fn watch_serving(&self) -> watch::Receiver<Arc<ServingSet>> {
-        self.shared.serving.clone()
-    }
-
     fn lease_valid(&self, applied: u64) -> bool {
         self.shared
             .raft
@@ -500,23 +555,64 @@ impl Cluster {
         &self.shared.metrics
     }
 
-    /// The gossip handle (members, tags, user events).
-    pub fn gossip(&self) -> &Gossip {
-        &self.shared.gossip
+    /// Sends a Serf-style user event to every node over gossip. With
+    /// `coalesce`, a newer event of the same name replaces an older one
+    /// not yet delivered.
+    pub async fn send_user_event(
+        &self,
+        name: &str,
+        payload: &[u8],
+        coalesce: bool,
+    ) -> Result<(), ClusterError> {
+        self.shared
+            .gossip
+            .user_event(name, payload, coalesce)
+            .await
+            .map_err(ClusterError::from_gossip)
     }
 
-    /// The Raft node, for members.
-    pub fn raft(&self) -> Option<&Arc<RaftNode>> {
-        self.shared.raft.as_ref()
+    /// User events from now on (bounded: a reader that falls behind loses
+    /// the newest, as gossip would).
+    pub async fn user_events(&self) -> Result<mpsc::Receiver<UserEvent>, ClusterError> {
+        self.shared
+            .gossip
+            .subscribe_user_events()
+            .await
+            .map_err(ClusterError::from_gossip)
+    }
+
+    /// The cluster id made at bootstrap, once this node knows it.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.shared
+            .raft
+            .as_ref()
+            .and_then(|r| r.state().borrow().cluster_id.clone())
+            .or_else(|| self.shared.status.borrow().cluster_id.clone())
+    }
+
+    /// This node's view of Raft (`None` on a node that is not a member).
+    pub fn raft_status(&self) -> Option<RaftStatus> {
+        let raft = self.shared.raft.as_ref()?;
+        let metrics = raft.metrics().borrow().clone();
+        Some(view::raft_status(&metrics))
+    }
+
+    /// The service endpoint `name` of every alive node that publishes it,
+    /// by node id.
+    pub fn endpoints(&self, name: &str) -> BTreeMap<String, String> {
+        let key = crate::gossip::endpoint_key(name);
+        self.cluster_members()
+            .into_iter()
+            .filter(|m| !m.status.is_gone())
+            .filter_map(|m| m.tags.get(&key).map(|a| (m.name.clone(), a.clone())))
+            .collect()
     }
 
     /// Graceful stop: drains this node's shards, hands leadership over,
     /// leaves gossip with a leave intent, then stops every task.
     pub async fn stop(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.shared.requests.send(Request::Stop(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        // An error only means the node task has already ended.
+        let _ = crate::actor::call(&self.shared.requests, ToNode::Stop).await;
         let task = self
             .shared
             .task
@@ -528,26 +624,13 @@ impl Cluster {
         }
     }
 
-    /// The management listener bound at start, if not taken yet.
-    pub(crate) fn take_management_listener(&self) -> Option<tokio::net::TcpListener> {
-        self.shared
-            .management_listener
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-
     async fn call<R>(
         &self,
         make: impl FnOnce(oneshot::Sender<R>) -> Request,
     ) -> Result<R, ClusterError> {
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .requests
-            .send(make(tx))
+        crate::actor::call(&self.shared.requests, |r| ToNode::Request(make(r)))
             .await
-            .map_err(|_| ClusterError::Stopped)?;
-        rx.await.map_err(|_| ClusterError::Stopped)
+            .map_err(|_| ClusterError::Stopped)
     }
 }
 
@@ -557,5 +640,37 @@ impl fmt::Debug for Cluster {
             .field("node_id", &self.shared.node_id)
             .field("cluster", &self.shared.cluster_name)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{GOSSIP_STATUSES, NODE_ROLES, NODE_STATES};
+
+    /// Metrics labels, `/status`, gRPC and the CLI use one name per value.
+    #[test]
+    fn one_name_per_state_role_and_status() {
+        assert_eq!(NodeState::ALL.map(NodeState::as_str), NODE_STATES);
+        assert_eq!(Role::ALL.map(Role::as_str), NODE_ROLES);
+        let statuses = [
+            MemberStatus::Alive,
+            MemberStatus::Suspect,
+            MemberStatus::Dead,
+            MemberStatus::Left,
+        ];
+        assert_eq!(statuses.map(MemberStatus::as_str), GOSSIP_STATUSES);
+        for s in NodeState::ALL {
+            let json = serde_json::to_string(&s).expect("json");
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        for r in Role::ALL {
+            let json = serde_json::to_string(&r).expect("json");
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+        let ev =
+            serde_json::to_value(ClusterEvent::MapCommitted { epoch: 3, moved: 1 }).expect("json");
+        assert_eq!(ev["map_committed"]["epoch"], 3);
     }
 }

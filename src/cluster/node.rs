@@ -16,29 +16,22 @@ use tokio::time::{Duration, Instant};
 use tracing::{debug, info, warn, Instrument};
 
 use super::bootstrap::{self, Candidate, Decision};
+use super::ids::raft_id;
 use super::reshard::{Step, Tracker};
 use super::serving::ServingSet;
 use super::tags::{self, NodeTags};
 use super::{view, voters};
-use super::{
-    Cluster, ClusterError, ClusterEvent, NodeInfo, NodeState, Request, Role, Seams, Shared,
-};
-use crate::config::{Config, StorageConfig};
-use crate::discovery::{Announcement, DiscoveryEvent, MdnsDiscovery, PeerFilter};
-use crate::gossip::{
-    endpoint_key, Gossip, MemTransport, Member, MemberEvent, MemberEventKind, NetTransport,
-    Transport,
-};
+use super::{ClusterError, ClusterEvent, NodeInfo, NodeState, Request, Role, ToNode};
+use crate::config::Config;
+use crate::discovery::{DiscoveryEvent, MdnsDiscovery};
+use crate::gossip::{endpoint_key, Gossip, Member, MemberEvent, MemberEventKind};
 use crate::liveness::{Checker, LivenessEvent, Responder};
-use crate::metrics::{Metrics, MetricsServer, StatusView};
+use crate::metrics::{Metrics, StatusView};
 use crate::raft::{
-    Ack, ClusterState, Command, Membership, Network, RaftMetrics, RaftNode, RaftNodeInfo, Response,
-    Storage,
+    Ack, ClusterState, Command, Membership, RaftMetrics, RaftNode, RaftNodeInfo, Response,
 };
 use crate::shards::{self, ShardMap};
 
-/// Version of the coordinator's protocol, announced over mDNS.
-const PROTOCOL_VERSION: u32 = 1;
 /// How often the node task wakes up with nothing else to do.
 const TICK: Duration = Duration::from_millis(50);
 /// How often the leader re-checks membership with no other trigger.
@@ -46,7 +39,7 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Pause after a failed leader write before trying again.
 const RETRY_AFTER: Duration = Duration::from_millis(50);
 /// How often the status view and metrics are refreshed.
-const STATUS_EVERY: Duration = Duration::from_millis(500);
+pub(super) const STATUS_EVERY: Duration = Duration::from_millis(500);
 
 /// Counters of the coordinator.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -70,7 +63,7 @@ pub struct NodeStats {
     pub events_without_receivers: u64,
 }
 
-enum Done {
+pub(super) enum Done {
     Write(Write, Result<Response, String>),
     Membership(Result<(), String>),
     Bootstrap(Result<(), String>),
@@ -79,391 +72,78 @@ enum Done {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Write {
+pub(super) enum Write {
     ClusterId,
     Propose(u64),
     Commit(u64),
 }
 
-/// Starts every component and the node task.
-pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterError> {
-    let me = cfg.node_id.clone();
-    let start_err = |what: &'static str| {
-        move |e: &dyn std::fmt::Display| ClusterError::Start {
-            what,
-            reason: e.to_string(),
-        }
-    };
-    let metrics = Metrics::new(me.clone()).map_err(|e| start_err("metrics")(&e))?;
-    let bind_err = |what: &'static str, addr: SocketAddr| {
-        move |source: std::io::Error| ClusterError::Bind { what, addr, source }
-    };
+/// The node task's state; built by [`startup`](super::startup).
+pub(super) struct Node {
+    pub(super) cfg: Config,
+    pub(super) me: String,
+    pub(super) gossip: Gossip,
+    pub(super) raft: Option<Arc<RaftNode>>,
+    pub(super) checker: Option<(Checker, mpsc::Receiver<LivenessEvent>)>,
+    pub(super) responder: Option<Responder>,
+    pub(super) acks: mpsc::Receiver<Ack>,
+    pub(super) member_events: mpsc::Receiver<MemberEvent>,
+    pub(super) discovery: Option<(MdnsDiscovery, mpsc::Receiver<DiscoveryEvent>)>,
+    pub(super) metrics: Metrics,
+    pub(super) requests: mpsc::Receiver<ToNode>,
+    pub(super) events: broadcast::Sender<ClusterEvent>,
+    pub(super) state_tx: watch::Sender<NodeState>,
+    pub(super) role_tx: watch::Sender<Role>,
+    pub(super) leader_tx: watch::Sender<Option<String>>,
+    pub(super) map_tx: watch::Sender<Option<Arc<ShardMap>>>,
+    pub(super) serving_tx: watch::Sender<Arc<ServingSet>>,
+    pub(super) status_tx: watch::Sender<StatusView>,
+    pub(super) done_tx: mpsc::Sender<Done>,
+    pub(super) done_rx: mpsc::Receiver<Done>,
+    pub(super) jobs: JoinSet<()>,
 
-    let transport = match &seams.gossip {
-        Some(net) => GossipTransport::Mem(net.bind()),
-        None => GossipTransport::Net(
-            NetTransport::bind(cfg.gossip_addr)
-                .await
-                .map_err(bind_err("gossip", cfg.gossip_addr))?,
-        ),
-    };
-    let gossip_addr = match &transport {
-        GossipTransport::Mem(t) => t.local_addr(),
-        GossipTransport::Net(t) => cfg.advertised(t.local_addr()),
-    };
-    let responder = Responder::bind(cfg.liveness_addr)
-        .await
-        .map_err(|e| start_err("liveness responder")(&e))?;
-    let liveness_addr = cfg.advertised(responder.local_addr());
-    let mut addrs = BTreeMap::new();
-    addrs.insert(tags::EP_GOSSIP.to_string(), gossip_addr);
-    addrs.insert(tags::EP_LIVENESS.to_string(), liveness_addr);
-
-    let (ack_tx, ack_rx) = mpsc::channel(1024);
-    let mut raft = None;
-    let mut checker = None;
-    if cfg.member {
-        let listener = tokio::net::TcpListener::bind(cfg.raft_addr)
-            .await
-            .map_err(bind_err("raft", cfg.raft_addr))?;
-        let bound = listener
-            .local_addr()
-            .map_err(bind_err("raft", cfg.raft_addr))?;
-        let raft_addr = cfg.advertised(bound);
-        addrs.insert(tags::EP_RAFT.to_string(), raft_addr);
-        let storage = match &cfg.storage {
-            StorageConfig::Memory => Storage::Memory,
-            StorageConfig::DataDir(p) => Storage::Sled(p.join("raft")),
-        };
-        let (server_tls, client_tls) = raft_tls(&cfg).map_err(|e| start_err("raft tls")(&e))?;
-        let network = match &seams.raft {
-            Some(router) => Network::new(router.connector(&raft_addr.to_string())),
-            None => Network::grpc_tls(&cfg.raft, client_tls),
-        };
-        let mut raft_cfg = cfg.raft.clone();
-        raft_cfg.serving_lease = cfg.lease;
-        let node = RaftNode::start(
-            raft_id(&me),
-            RaftNodeInfo::new(me.clone(), raft_addr.to_string()),
-            raft_cfg,
-            storage,
-            network,
-            Some(ack_tx),
-        )
-        .await
-        .map_err(|e| start_err("raft")(&e))?;
-        if let Some(router) = &seams.raft {
-            router.register(&raft_addr.to_string(), node.service());
-        }
-        node.serve_tls(listener, server_tls)
-            .map_err(|e| start_err("raft server")(&e))?;
-        raft = Some(Arc::new(node));
-        let probe_from = SocketAddr::new(cfg.liveness_addr.ip(), 0);
-        let (c, rx) = Checker::bind(cfg.liveness.clone(), probe_from)
-            .await
-            .map_err(|e| start_err("liveness checker")(&e))?;
-        checker = Some((c, rx));
-    }
-
-    let (status_tx, status_rx) = watch::channel(StatusView {
-        node_id: me.clone(),
-        cluster_name: cfg.cluster_name.clone(),
-        shard_count: cfg.shard_count,
-        ..StatusView::default()
-    });
-    let mut metrics_server = None;
-    if let Some(addr) = cfg.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(bind_err("metrics", addr))?;
-        let server = MetricsServer::serve(
-            listener,
-            metrics.clone(),
-            status_rx.clone(),
-            std::future::pending(),
-        )
-        .map_err(|e| start_err("metrics server")(&e))?;
-        addrs.insert(
-            tags::EP_METRICS.to_string(),
-            cfg.advertised(server.local_addr()),
-        );
-        metrics_server = Some(server);
-    }
-
-    let mut management_listener = None;
-    if let Some(addr) = cfg.management_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(bind_err("management", addr))?;
-        let bound = listener
-            .local_addr()
-            .map_err(bind_err("management", addr))?;
-        addrs.insert(tags::EP_MANAGEMENT.to_string(), cfg.advertised(bound));
-        management_listener = Some(listener);
-    }
-
-    let mut tag_map = cfg.tags.clone();
-    tag_map.insert(tags::CLUSTER.into(), cfg.cluster_name.clone());
-    tag_map.insert(
-        tags::KIND.into(),
-        if cfg.member {
-            tags::KIND_MEMBER
-        } else {
-            tags::KIND_CLIENT
-        }
-        .into(),
-    );
-    if !cfg.zone.is_empty() {
-        tag_map.insert(tags::ZONE.into(), cfg.zone.clone());
-    }
-    tag_map.insert(tags::WEIGHT.into(), cfg.weight.to_string());
-    for (name, addr) in &addrs {
-        tag_map.insert(endpoint_key(name), addr.to_string());
-    }
-    let mut gcfg = cfg.gossip.clone();
-    gcfg.name = me.clone();
-    gcfg.tags = tag_map.clone();
-    if cfg.advertise_host.is_some() {
-        gcfg.advertise_addr = Some(gossip_addr);
-    }
-    // Serf's snapshot: a restarted member rejoins the peers it knew, also
-    // after a graceful stop (a member restarting means to come back).
-    if let StorageConfig::DataDir(dir) = &cfg.storage {
-        gcfg.snapshot_path = Some(dir.join("gossip.snapshot"));
-        gcfg.rejoin_after_leave = true;
-    }
-    let gossip = match transport {
-        GossipTransport::Mem(t) => Gossip::start(gcfg, t),
-        GossipTransport::Net(t) => Gossip::start(gcfg, t),
-    }
-    .map_err(|e| start_err("gossip")(&e))?;
-    let member_events = gossip
-        .subscribe()
-        .await
-        .map_err(|e| start_err("gossip")(&e))?;
-
-    let mut discovery = None;
-    if cfg.zero_conf {
-        match start_discovery(&cfg, gossip_addr) {
-            Ok(d) => discovery = Some(d),
-            Err(e) => warn!(node = %me, error = %e, "zero-conf discovery unavailable"),
-        }
-    }
-
-    let (req_tx, req_rx) = mpsc::channel(64);
-    let (events, _) = broadcast::channel(1024);
-    let (state_tx, state_rx) = watch::channel(NodeState::Starting);
-    let (role_tx, role_rx) = watch::channel(Role::NonMember);
-    let (leader_tx, leader_rx) = watch::channel(None);
-    let (map_tx, map_rx) = watch::channel(None);
-    let (serving_tx, serving_rx) = watch::channel(Arc::new(ServingSet::default()));
-    let (done_tx, done_rx) = mpsc::channel(256);
-
-    let node = Node {
-        me: me.clone(),
-        members_rx: gossip.watch(),
-        members: Arc::new(Vec::new()),
-        raft_metrics: raft.as_ref().map(|r| r.metrics()),
-        cluster_state: raft.as_ref().map(|r| r.state()),
-        gossip: gossip.clone(),
-        raft: raft.clone(),
-        checker,
-        responder: Some(responder),
-        acks: ack_rx,
-        member_events,
-        discovery,
-        metrics: metrics.clone(),
-        metrics_server,
-        requests: req_rx,
-        events: events.clone(),
-        state_tx,
-        role_tx,
-        leader_tx,
-        map_tx,
-        serving_tx,
-        status_tx,
-        done_tx,
-        done_rx,
-        jobs: JoinSet::new(),
-        tags: tag_map,
-        membership: None,
-        leader: None,
-        last_leader: None,
-        is_leader: false,
-        cluster_id: None,
-        committed: None,
-        pending: None,
-        acked: 0,
-        applied: 0,
-        boot_seen: None,
-        bootstrapping: false,
-        tracker: Tracker::default(),
-        dirty_at: None,
-        last_reconcile: Instant::now(),
-        write_busy: false,
-        commit_wanted: None,
-        membership_busy: false,
-        targets: BTreeMap::new(),
-        dead_since: BTreeMap::new(),
-        suspected: BTreeSet::new(),
-        gone_since: BTreeMap::new(),
-        removed: BTreeSet::new(),
-        proposed_at: BTreeMap::new(),
-        last_status: Instant::now() - STATUS_EVERY,
-        started: Instant::now(),
-        stats: NodeStats::default(),
-        cfg,
-    };
-    let (cluster_name, shard_count) = (node.cfg.cluster_name.clone(), node.cfg.shard_count);
-    let span = tracing::info_span!("node", node = %me);
-    let task = tokio::spawn(node.run().instrument(span));
-    let shared = Shared {
-        node_id: me,
-        cluster_name,
-        shard_count,
-        requests: req_tx,
-        events,
-        state: state_rx,
-        role: role_rx,
-        leader: leader_rx,
-        map: map_rx,
-        serving: serving_rx,
-        status: status_rx,
-        gossip,
-        raft,
-        metrics,
-        addrs,
-        management_listener: std::sync::Mutex::new(management_listener),
-        task: std::sync::Mutex::new(Some(task)),
-    };
-    Ok(Cluster {
-        shared: Arc::new(shared),
-    })
-}
-
-/// Raft RPCs use the management certificate when one is configured:
-/// mutual TLS, every node presenting it and trusting the CA (or, without
-/// a CA, the certificate itself: one shared self-signed cluster cert).
-fn raft_tls(
-    cfg: &Config,
-) -> std::io::Result<(
-    Option<tonic::transport::ServerTlsConfig>,
-    Option<tonic::transport::ClientTlsConfig>,
-)> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
-    let Some(tls) = &cfg.management.tls else {
-        return Ok((None, None));
-    };
-    let cert = std::fs::read(&tls.cert)?;
-    let key = std::fs::read(&tls.key)?;
-    let ca = match &tls.ca {
-        Some(ca) => std::fs::read(ca)?,
-        None => cert.clone(),
-    };
-    let server = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&cert, &key))
-        .client_ca_root(Certificate::from_pem(&ca));
-    let mut client = ClientTlsConfig::new()
-        .identity(Identity::from_pem(&cert, &key))
-        .ca_certificate(Certificate::from_pem(&ca));
-    if let Some(name) = &tls.server_name {
-        client = client.domain_name(name.clone());
-    }
-    Ok((Some(server), Some(client)))
-}
-
-enum GossipTransport {
-    Net(NetTransport),
-    Mem(MemTransport),
-}
-
-fn start_discovery(
-    cfg: &Config,
-    gossip_addr: SocketAddr,
-) -> Result<(MdnsDiscovery, mpsc::Receiver<DiscoveryEvent>), crate::discovery::DiscoveryError> {
-    let d = MdnsDiscovery::start(cfg.mdns.clone())?;
-    let ann = Announcement {
-        cluster: cfg.cluster_name.clone(),
-        node_id: cfg.node_id.clone(),
-        gossip_addr,
-        protocol_version: PROTOCOL_VERSION,
-    };
-    d.announce(&ann)?;
-    let rx = d.browse(PeerFilter::for_announcement(&ann))?;
-    Ok((d, rx))
-}
-
-/// Raft node id of a node name: stable on every machine.
-pub(crate) fn raft_id(name: &str) -> u64 {
-    shards::stable_hash64(name.as_bytes())
-}
-
-struct Node {
-    cfg: Config,
-    me: String,
-    gossip: Gossip,
-    raft: Option<Arc<RaftNode>>,
-    checker: Option<(Checker, mpsc::Receiver<LivenessEvent>)>,
-    responder: Option<Responder>,
-    acks: mpsc::Receiver<Ack>,
-    member_events: mpsc::Receiver<MemberEvent>,
-    discovery: Option<(MdnsDiscovery, mpsc::Receiver<DiscoveryEvent>)>,
-    metrics: Metrics,
-    metrics_server: Option<MetricsServer>,
-    requests: mpsc::Receiver<Request>,
-    events: broadcast::Sender<ClusterEvent>,
-    state_tx: watch::Sender<NodeState>,
-    role_tx: watch::Sender<Role>,
-    leader_tx: watch::Sender<Option<String>>,
-    map_tx: watch::Sender<Option<Arc<ShardMap>>>,
-    serving_tx: watch::Sender<Arc<ServingSet>>,
-    status_tx: watch::Sender<StatusView>,
-    done_tx: mpsc::Sender<Done>,
-    done_rx: mpsc::Receiver<Done>,
-    jobs: JoinSet<()>,
-
-    members_rx: watch::Receiver<Arc<Vec<Member>>>,
-    members: Arc<Vec<Member>>,
-    raft_metrics: Option<watch::Receiver<RaftMetrics>>,
-    cluster_state: Option<watch::Receiver<Arc<ClusterState>>>,
-    tags: BTreeMap<String, String>,
-    membership: Option<Membership>,
-    leader: Option<String>,
+    pub(super) members_rx: watch::Receiver<Arc<Vec<Member>>>,
+    pub(super) members: Arc<Vec<Member>>,
+    pub(super) raft_metrics: Option<watch::Receiver<RaftMetrics>>,
+    pub(super) cluster_state: Option<watch::Receiver<Arc<ClusterState>>>,
+    pub(super) tags: BTreeMap<String, String>,
+    pub(super) membership: Option<Membership>,
+    pub(super) leader: Option<String>,
     /// The last leader other than this node (the suspect after an election).
-    last_leader: Option<String>,
-    is_leader: bool,
-    cluster_id: Option<String>,
-    committed: Option<Arc<ShardMap>>,
-    pending: Option<Arc<ShardMap>>,
+    pub(super) last_leader: Option<String>,
+    pub(super) is_leader: bool,
+    pub(super) cluster_id: Option<String>,
+    pub(super) committed: Option<Arc<ShardMap>>,
+    pub(super) pending: Option<Arc<ShardMap>>,
     /// Highest epoch this node acknowledged.
-    acked: u64,
+    pub(super) acked: u64,
     /// Raft log index of the replicated state last seen.
-    applied: u64,
-    boot_seen: Option<(Vec<String>, Instant)>,
-    bootstrapping: bool,
+    pub(super) applied: u64,
+    pub(super) boot_seen: Option<(Vec<String>, Instant)>,
+    pub(super) bootstrapping: bool,
 
     // Leader state.
-    tracker: Tracker,
-    dirty_at: Option<Instant>,
-    last_reconcile: Instant,
-    write_busy: bool,
-    commit_wanted: Option<u64>,
-    membership_busy: bool,
-    targets: BTreeMap<String, SocketAddr>,
-    dead_since: BTreeMap<String, Instant>,
+    pub(super) tracker: Tracker,
+    pub(super) dirty_at: Option<Instant>,
+    pub(super) last_reconcile: Instant,
+    pub(super) write_busy: bool,
+    pub(super) commit_wanted: Option<u64>,
+    pub(super) membership_busy: bool,
+    pub(super) targets: BTreeMap<String, SocketAddr>,
+    pub(super) dead_since: BTreeMap<String, Instant>,
     /// Previous leaders treated as dead until they answer a probe.
-    suspected: BTreeSet<String>,
-    gone_since: BTreeMap<String, Instant>,
-    removed: BTreeSet<String>,
-    proposed_at: BTreeMap<u64, Instant>,
+    pub(super) suspected: BTreeSet<String>,
+    pub(super) gone_since: BTreeMap<String, Instant>,
+    pub(super) removed: BTreeSet<String>,
+    pub(super) proposed_at: BTreeMap<u64, Instant>,
 
-    last_status: Instant,
-    started: Instant,
-    stats: NodeStats,
+    pub(super) last_status: Instant,
+    pub(super) started: Instant,
+    pub(super) stats: NodeStats,
 }
 
 impl Node {
-    async fn run(mut self) {
+    pub(super) async fn run(mut self) {
         self.set_state(NodeState::Joining);
         // The state loaded from disk (a restart) is the starting point: the
         // watch announces only later changes.
@@ -476,11 +156,11 @@ impl Node {
             let wake = self.next_wake();
             tokio::select! {
                 req = self.requests.recv() => match req {
-                    Some(Request::Stop(reply)) => {
+                    Some(ToNode::Stop(reply)) => {
                         stop_reply = Some(reply);
                         stop_by = Some(self.begin_stop());
                     }
-                    Some(req) => self.on_request(req).await,
+                    Some(ToNode::Request(req)) => self.on_request(req).await,
                     None => break,
                 },
                 changed = self.members_rx.changed() => {
@@ -538,7 +218,7 @@ impl Node {
             .send_if_modified(|cur| std::mem::replace(cur, s) != s)
         {
             info!(state = %s, "state changed");
-            self.metrics.set_node_state(&format!("{s:?}"));
+            self.metrics.set_node_state(s.as_str());
             // Publish the new state in /status and /healthz at the next tick.
             self.last_status = Instant::now() - STATUS_EVERY;
             self.emit(ClusterEvent::StateChanged(s));
@@ -551,7 +231,7 @@ impl Node {
             .send_if_modified(|cur| std::mem::replace(cur, r) != r)
         {
             info!(role = %r, "role changed");
-            self.metrics.set_node_role(&format!("{r:?}"));
+            self.metrics.set_node_role(r.as_str());
             self.emit(ClusterEvent::RoleChanged(r));
         }
     }
@@ -1571,7 +1251,7 @@ impl Node {
                                     .hand_over()
                                     .await
                                     .map(|to| info!(to, "handed leadership over"))
-                                    .map_err(|e| ClusterError::Raft(e.to_string()));
+                                    .map_err(ClusterError::from);
                                 let _ = reply.send(r);
                             }
                             .in_current_span(),
@@ -1588,7 +1268,6 @@ impl Node {
             Request::Stats(reply) => {
                 let _ = reply.send(self.stats.clone());
             }
-            Request::Stop(_) => {}
         }
     }
 
@@ -1625,7 +1304,7 @@ impl Node {
                     crate::raft::RaftApiError::ForwardToLeader { leader: None, .. } => {
                         ClusterError::NoLeader
                     }
-                    e => ClusterError::Raft(e.to_string()),
+                    e => ClusterError::from(e),
                 });
                 if let Err(e) = &r {
                     warn!(error = %e, "registry write failed");
@@ -1643,10 +1322,7 @@ impl Node {
             return Err(ClusterError::NotLeader(self.leader.clone()));
         }
         let raft = self.raft.clone().ok_or(ClusterError::NotMember)?;
-        let to = raft
-            .hand_over()
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let to = raft.hand_over().await.map_err(ClusterError::from)?;
         info!(to, "handed leadership over");
         Ok(())
     }
@@ -1773,11 +1449,6 @@ impl Node {
         }
         if let Some(r) = self.responder.take() {
             r.shutdown().await;
-        }
-        if let Some(s) = self.metrics_server.take() {
-            if let Err(e) = s.shutdown().await {
-                debug!(error = %e, "metrics server shutdown");
-            }
         }
         let _ = self.gossip.shutdown().await;
         info!("stopped");

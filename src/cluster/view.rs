@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::node::raft_id;
+use super::ids::raft_id;
 use super::tags::NodeTags;
-use super::{NodeInfo, NodeState, Role};
+use super::{NodeInfo, NodeState, RaftStatus, Role};
 use crate::config::Config;
 use crate::gossip::{endpoints, GossipStats, Member};
 use crate::liveness::{LivenessSnapshot, TargetStatus};
 use crate::metrics::{Liveness, Metrics, NodeView, RaftRole, StatusView};
-use crate::raft::{MemberRecord, Membership};
+use crate::raft::{MemberRecord, Membership, RaftMetrics};
 use crate::shards::ShardMap;
 
 /// What the views are computed from.
@@ -64,7 +64,7 @@ pub(crate) fn node_infos(i: Input<'_>) -> Vec<NodeInfo> {
             };
             NodeInfo {
                 id: m.name.clone(),
-                gossip_status: format!("{:?}", m.status).to_lowercase(),
+                gossip_status: m.status.as_str().to_string(),
                 role,
                 live,
                 endpoints: endpoints(&m.tags),
@@ -79,6 +79,28 @@ pub(crate) fn node_infos(i: Input<'_>) -> Vec<NodeInfo> {
             }
         })
         .collect()
+}
+
+/// Term, log indexes, voters and learners (by node name) from the Raft
+/// metrics of this node.
+pub(crate) fn raft_status(m: &RaftMetrics) -> RaftStatus {
+    let ms = m.membership_config.membership();
+    let name = |id: u64| {
+        ms.get_node(&id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let mut voters: Vec<String> = ms.voter_ids().map(name).collect();
+    let mut learners: Vec<String> = ms.learner_ids().map(name).collect();
+    voters.sort();
+    learners.sort();
+    RaftStatus {
+        term: m.current_term,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        voters,
+        learners,
+    }
 }
 
 /// The `/status` snapshot.
@@ -98,19 +120,19 @@ pub(crate) fn status(
         cluster_name: cfg.cluster_name.clone(),
         cluster_id,
         leader,
-        role: role.to_string(),
-        state: state.to_string(),
+        role: role.as_str().to_string(),
+        state: state.as_str().to_string(),
         operational: state == NodeState::Operational,
         epoch: committed.map(|m| m.epoch()).unwrap_or(0),
         shard_count: committed
             .map(|m| m.shard_count())
             .unwrap_or(cfg.shard_count),
-        uptime_seconds: uptime.as_secs(),
+        uptime_ms: uptime.as_millis() as u64,
         nodes: infos
             .iter()
             .map(|n| NodeView {
                 id: n.id.clone(),
-                role: n.role.to_string(),
+                role: n.role.as_str().to_string(),
                 gossip_status: n.gossip_status.clone(),
                 liveness: match n.live {
                     Some(true) => Liveness::Alive,
@@ -125,7 +147,7 @@ pub(crate) fn status(
                 endpoints: n.endpoints.clone(),
                 zone: (!n.zone.is_empty()).then(|| n.zone.clone()),
                 weight: n.weight,
-                shards_owned: n.shards,
+                shards: n.shards,
             })
             .collect(),
     }
@@ -145,14 +167,12 @@ pub(crate) fn update_metrics(
             .filter(|n| n.gossip_status == "alive" || n.gossip_status == "suspect")
             .count() as i64,
     );
-    let mut by_status: BTreeMap<String, u64> = ["alive", "suspect", "dead", "left"]
+    let mut by_status: BTreeMap<String, u64> = crate::metrics::GOSSIP_STATUSES
         .iter()
         .map(|s| (s.to_string(), 0))
         .collect();
     for m in members {
-        *by_status
-            .entry(format!("{:?}", m.status).to_lowercase())
-            .or_default() += 1;
+        *by_status.entry(m.status.as_str().to_string()).or_default() += 1;
     }
     metrics.set_gossip_members(by_status.iter().map(|(k, v)| (k.as_str(), *v)));
     if let Some(ms) = membership {

@@ -151,12 +151,9 @@ impl Gossip {
         &self,
         make: impl FnOnce(oneshot::Sender<R>) -> Command,
     ) -> Result<R, GossipError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
+        crate::actor::call(&self.tx, make)
             .await
-            .map_err(|_| GossipError::Shutdown)?;
-        rx.await.map_err(|_| GossipError::Shutdown)
+            .map_err(|_| GossipError::Shutdown)
     }
 
     /// Joins a cluster through `seeds` (a push/pull with each). Returns how

@@ -20,6 +20,17 @@ pub enum MemberStatus {
 }
 
 impl MemberStatus {
+    /// `alive`, `suspect`, `dead` or `left`: the name in JSON, gRPC,
+    /// metrics labels and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Suspect => "suspect",
+            MemberStatus::Dead => "dead",
+            MemberStatus::Left => "left",
+        }
+    }
+
     /// Dead or Left.
     pub fn is_gone(self) -> bool {
         matches!(self, MemberStatus::Dead | MemberStatus::Left)

@@ -124,12 +124,9 @@ impl CheckerHandle {
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, LivenessError> {
-        let (tx, rx) = oneshot::channel();
-        self.cmds
-            .send(make(tx))
+        crate::actor::call(&self.cmds, make)
             .await
-            .map_err(|_| LivenessError::Shutdown)?;
-        rx.await.map_err(|_| LivenessError::Shutdown)
+            .map_err(|_| LivenessError::Shutdown)
     }
 
     /// Starts probing `id` at `addr` (its responder). `Ok(true)` if added or

@@ -6,66 +6,16 @@ use std::collections::HashMap;
 use tonic::Status;
 
 use super::pb;
-use crate::cluster::{ClusterError, ClusterEvent, NodeInfo, NodeState, Role};
-use crate::gossip::{Member, MemberStatus, UserEvent};
-use crate::raft::RaftMetrics;
+use crate::cluster::{ClusterError, ClusterEvent, Member, NodeInfo, UserEvent};
 use crate::shards::ShardMap;
-
-/// `leader`, `voter`, `learner`, `non_member`.
-pub(crate) fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Leader => "leader",
-        Role::Voter => "voter",
-        Role::Learner => "learner",
-        Role::NonMember => "non_member",
-    }
-}
-
-/// `starting`, ..., `stopping`.
-pub(crate) fn state_name(s: NodeState) -> &'static str {
-    match s {
-        NodeState::Starting => "starting",
-        NodeState::Joining => "joining",
-        NodeState::Voting => "voting",
-        NodeState::Resharding => "resharding",
-        NodeState::Operational => "operational",
-        NodeState::Stopping => "stopping",
-    }
-}
-
-fn member_status_name(s: MemberStatus) -> &'static str {
-    match s {
-        MemberStatus::Alive => "alive",
-        MemberStatus::Suspect => "suspect",
-        MemberStatus::Dead => "dead",
-        MemberStatus::Left => "left",
-    }
-}
 
 /// Counts members by gossip status.
 pub(crate) fn members_by_status(members: &[Member]) -> HashMap<String, u32> {
     let mut out = HashMap::new();
     for m in members {
-        *out.entry(member_status_name(m.status).to_string())
-            .or_insert(0) += 1;
+        *out.entry(m.status.as_str().to_string()).or_insert(0) += 1;
     }
     out
-}
-
-/// Raft voters and learners by node name, from the membership this node
-/// applied.
-pub(crate) fn raft_members(m: &RaftMetrics) -> (Vec<String>, Vec<String>) {
-    let ms = m.membership_config.membership();
-    let name = |id: u64| {
-        ms.get_node(&id)
-            .map(|n| n.name.clone())
-            .unwrap_or_else(|| id.to_string())
-    };
-    let mut voters: Vec<String> = ms.voter_ids().map(name).collect();
-    let mut learners: Vec<String> = ms.learner_ids().map(name).collect();
-    voters.sort();
-    learners.sort();
-    (voters, learners)
 }
 
 /// One node on the wire.
@@ -73,7 +23,7 @@ pub(crate) fn node(info: &NodeInfo, leader: Option<&str>) -> pb::NodeInfo {
     pb::NodeInfo {
         id: info.id.clone(),
         gossip_status: info.gossip_status.clone(),
-        raft_role: role_name(info.role).to_string(),
+        raft_role: info.role.as_str().to_string(),
         liveness: match info.live {
             Some(true) => "alive",
             Some(false) => "dead",
@@ -153,11 +103,11 @@ pub(crate) fn event(ev: &ClusterEvent, source: &str, unix_ms: u64) -> pb::Event 
     };
     match ev {
         ClusterEvent::StateChanged(s) => pb::Event {
-            detail: state_name(*s).to_string(),
+            detail: s.as_str().to_string(),
             ..event_base("state_changed", source, unix_ms)
         },
         ClusterEvent::RoleChanged(r) => pb::Event {
-            detail: role_name(*r).to_string(),
+            detail: r.as_str().to_string(),
             ..event_base("role_changed", source, unix_ms)
         },
         ClusterEvent::LeaderChanged(l) => member("leader_changed", l.as_deref().unwrap_or("")),
@@ -206,8 +156,8 @@ pub(crate) fn status(e: ClusterError) -> Status {
         ClusterError::UnknownNode(n) => Status::not_found(format!("unknown node {n}")),
         ClusterError::NotMember => Status::failed_precondition("this node is not a Raft member"),
         ClusterError::Raft(r) => Status::unavailable(format!("raft: {r}")),
-        ClusterError::Timeout(t) => Status::deadline_exceeded(format!("timed out: {t}")),
         ClusterError::Stopped => Status::unavailable("the node is stopping"),
+        ClusterError::Gossip(g) => Status::invalid_argument(g.to_string()),
         e @ (ClusterError::Config(_) | ClusterError::Bind { .. } | ClusterError::Start { .. }) => {
             Status::internal(e.to_string())
         }
@@ -217,6 +167,7 @@ pub(crate) fn status(e: ClusterError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::{NodeState, Role};
     use std::collections::BTreeMap;
 
     fn info(id: &str) -> NodeInfo {
@@ -251,9 +202,10 @@ mod tests {
             status(ClusterError::NotMember).code(),
             tonic::Code::FailedPrecondition
         );
+        let s = status(ClusterError::Stopped);
         assert_eq!(
-            status(ClusterError::Timeout("t".into())).code(),
-            tonic::Code::DeadlineExceeded
+            (s.code(), s.message()),
+            (tonic::Code::Unavailable, "the node is stopping")
         );
     }
 

@@ -8,13 +8,14 @@
 //! endpoint. Next to it the server offers gRPC health (SERVING only while
 //! the node is Operational) and server reflection, so stock gRPC tools can
 //! list and call it. TLS (optionally mutual) and a shared bearer token are
-//! set in [`ManagementConfig`]. [`Cluster::start`](crate::Cluster::start)
-//! starts the server on the listener it bound and `Cluster::stop` stops it.
+//! set in [`AuthConfig`](crate::config::AuthConfig), whose certificate also
+//! secures Raft. The [`Agent`](crate::Agent) starts the server beside the
+//! cluster node and stops it after the node has left.
 //!
-//! Imports: `cluster` (the handle, its events and errors), `shards` (map
-//! accessors), `gossip` (member status names), `config` for nothing: the
-//! config type lives here and `config` imports it. Generated protobuf types
-//! stay private to this module; the client returns the plain types of
+//! Imports: `cluster` (the handle and the public types it re-exports),
+//! `config` (TLS and token settings), `shards` (map accessors); never
+//! `gossip` or `raft`. Generated protobuf types stay private to this
+//! module; the client returns the plain types of
 //! [`types`].
 
 mod auth;
@@ -32,7 +33,7 @@ mod pb {
 }
 
 pub use client::{Client, EventStream};
-pub use config::{ClientTls, ManagementConfig, ManagementTls};
+pub use config::ClientTls;
 pub use error::ManagementError;
 pub use server::{ManagementServer, PreparedServer};
 pub use types::{

@@ -16,19 +16,21 @@ use tracing::{info, warn, Instrument};
 
 use super::auth::CheckToken;
 use super::client::chain;
+use super::config::forwarding_client;
 use super::service::{Forwarding, Service};
-use super::{pb, ManagementConfig, ManagementError, FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use super::{pb, ManagementError, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::cluster::{Cluster, NodeState};
+use crate::config::AuthConfig;
 
 /// How long in-flight calls may run on after a stop before they are cut.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// A management server whose settings were checked (TLS files read and
 /// parsed) but that serves nothing yet: so that a bad certificate fails
-/// `Cluster::start` before the node joins anything.
+/// the agent's start before the node joins anything.
 pub struct PreparedServer {
     builder: Server,
-    config: ManagementConfig,
+    config: AuthConfig,
 }
 
 impl std::fmt::Debug for PreparedServer {
@@ -72,7 +74,7 @@ fn reflection_v1alpha() -> Result<
 
 impl PreparedServer {
     /// Reads and checks the TLS files of `config`.
-    pub fn new(config: &ManagementConfig) -> Result<PreparedServer, ManagementError> {
+    pub fn new(config: &AuthConfig) -> Result<PreparedServer, ManagementError> {
         let mut builder = Server::builder().tcp_nodelay(true);
         if let Some(tls) = &config.tls {
             let mut t = ServerTlsConfig::new()
@@ -123,7 +125,7 @@ impl PreparedServer {
 
         let forwarding = Forwarding {
             token: self.config.token.clone(),
-            tls: self.config.tls.as_ref().map(|t| t.forwarding_client()),
+            tls: self.config.tls.as_ref().map(forwarding_client),
         };
         let check = CheckToken::new(self.config.token.as_deref());
         let service = pb::management_server::ManagementServer::new(Service::new(

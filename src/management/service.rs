@@ -16,8 +16,7 @@ use super::client::{Client, RawClient};
 use super::config::ClientTls;
 use super::pb::management_server::Management;
 use super::{convert, pb, FORWARDED_HEADER};
-use crate::cluster::{Cluster, ClusterError, ClusterEvent, NodeState};
-use crate::gossip::{GossipError, UserEvent};
+use crate::cluster::{Cluster, ClusterError, ClusterEvent, NodeState, UserEvent};
 
 /// Drain waits this long unless told otherwise.
 const DRAIN_DEFAULT: Duration = Duration::from_secs(30);
@@ -180,21 +179,15 @@ impl Management for Service {
         _req: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         let c = &self.cluster;
-        // The replicated state has the id as soon as it is applied; the
-        // status view (refreshed twice a second) is the fallback.
-        let cluster_id = c
-            .raft()
-            .and_then(|r| r.state().borrow().cluster_id.clone())
-            .or_else(|| c.status().borrow().cluster_id.clone())
-            .unwrap_or_default();
+        let cluster_id = c.cluster_id().unwrap_or_default();
         let map = c.shard_map().borrow().clone();
         let mut r = pb::GetStatusResponse {
             node_id: c.node_id().to_string(),
             cluster_name: c.name().to_string(),
             cluster_id,
             leader: c.leader().unwrap_or_default(),
-            role: convert::role_name(c.role()).to_string(),
-            state: convert::state_name(c.state()).to_string(),
+            role: c.role().as_str().to_string(),
+            state: c.state().as_str().to_string(),
             operational: c.state() == NodeState::Operational,
             epoch: map.as_ref().map(|m| m.epoch()).unwrap_or(0),
             shard_count: c.shard_count(),
@@ -207,12 +200,11 @@ impl Management for Service {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             ..pb::GetStatusResponse::default()
         };
-        if let Some(raft) = c.raft() {
-            let m = raft.metrics().borrow().clone();
-            (r.voters, r.learners) = convert::raft_members(&m);
-            r.raft_term = m.current_term;
-            r.raft_last_log_index = m.last_log_index.unwrap_or(0);
-            r.raft_last_applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        if let Some(raft) = c.raft_status() {
+            r.raft_term = raft.term;
+            r.raft_last_log_index = raft.last_log_index;
+            r.raft_last_applied = raft.last_applied;
+            (r.voters, r.learners) = (raft.voters, raft.learners);
         }
         Ok(Response::new(r))
     }
@@ -248,7 +240,7 @@ impl Management for Service {
             Status::failed_precondition(format!(
                 "no committed shard map yet (node {} is {})",
                 self.cluster.node_id(),
-                convert::state_name(self.cluster.state())
+                self.cluster.state().as_str()
             ))
         })?;
         Ok(Response::new(convert::shards(&map, req.get_ref().full_map)))
@@ -400,13 +392,9 @@ impl Management for Service {
             return Err(Status::invalid_argument("name is required"));
         }
         self.cluster
-            .gossip()
-            .user_event(&req.name, &req.payload, req.coalesce)
+            .send_user_event(&req.name, &req.payload, req.coalesce)
             .await
-            .map_err(|e| match e {
-                GossipError::Shutdown => Status::unavailable("the node is stopping"),
-                e => Status::invalid_argument(e.to_string()),
-            })?;
+            .map_err(convert::status)?;
         Ok(Response::new(pb::SendUserEventResponse {}))
     }
 
@@ -418,13 +406,7 @@ impl Management for Service {
     ) -> Result<Response<EventStream>, Status> {
         let events = self.cluster.events();
         let user = if req.get_ref().user_events {
-            Some(
-                self.cluster
-                    .gossip()
-                    .subscribe_user_events()
-                    .await
-                    .map_err(|_| Status::unavailable("the node is stopping"))?,
-            )
+            Some(self.cluster.user_events().await.map_err(convert::status)?)
         } else {
             None
         };

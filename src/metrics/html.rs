@@ -85,12 +85,12 @@ fn render_summary(out: &mut String, v: &StatusView) {
     summary_item(out, "state", or_dash(Some(&v.state)));
     summary_item(out, "epoch", &v.epoch.to_string());
     summary_item(out, "shards", &v.shard_count.to_string());
-    summary_item(out, "uptime", &format_uptime(v.uptime_seconds));
+    summary_item(out, "uptime", &format_uptime(v.uptime_ms / 1000));
 }
 
 fn render_node(out: &mut String, v: &StatusView, n: &NodeView) {
     let is_leader = v.leader.as_deref() == Some(n.id.as_str());
-    let pct = shard_bar_percent(n.shards_owned, v.shard_count);
+    let pct = shard_bar_percent(n.shards, v.shard_count);
     let _ = write!(
         out,
         "<tr{}><td class=\"id\">{}{}</td><td>{}</td><td>{}</td>\
@@ -111,7 +111,7 @@ fn render_node(out: &mut String, v: &StatusView, n: &NodeView) {
         escape_html(or_dash(n.zone.as_deref())),
         n.weight,
         pct,
-        n.shards_owned,
+        n.shards,
         pct,
     );
     for (name, addr) in &n.endpoints {
@@ -217,7 +217,7 @@ return d>0?d+"d "+p(h)+"h":h>0?h+"h "+p(m)+"m":m>0?m+"m "+p(s)+"s":s+"s";}
 function gcls(s){s=String(s||"").toLowerCase();
 return s==="alive"?"alive":s==="suspect"?"suspect":(s==="dead"||s==="failed")?"dead":
 (s==="left"||s==="leaving")?"left":"unknown";}
-var LIVE={alive:1,dead:1,unknown:1},RAFT={voter:1,learner:1,none:1};
+var LIVE={alive:1,dead:1,unknown:1},RAFT={voter:1,learner:1,non_member:1};
 function render(v){
 var cluster=v.cluster_name||"clusterfunk";
 document.getElementById("cluster").textContent=cluster;
@@ -228,7 +228,7 @@ h.textContent=v.operational?"operational":"not operational";
 var dl=document.getElementById("summary");dl.replaceChildren();
 [["this node",v.node_id],["cluster id",dash(v.cluster_id)],["leader",dash(v.leader)],
 ["role",dash(v.role)],["state",dash(v.state)],["epoch",v.epoch],["shards",v.shard_count],
-["uptime",up(v.uptime_seconds||0)]].forEach(function(kv){var d=el("div");
+["uptime",up(Math.floor((v.uptime_ms||0)/1000))]].forEach(function(kv){var d=el("div");
 d.appendChild(el("dt",null,kv[0]));d.appendChild(el("dd",null,kv[1]));dl.appendChild(d);});
 var tb=document.getElementById("nodes");tb.replaceChildren();
 (v.nodes||[]).forEach(function(n){
@@ -237,16 +237,16 @@ var tr=el("tr",lead?"leader":null);
 var id=el("td","id",n.id);if(lead){var st=el("span","star","\u2605");st.title="leader";
 id.appendChild(document.createTextNode(" "));id.appendChild(st);}tr.appendChild(id);
 tr.appendChild(el("td",null,dash(n.role)));
-tr.appendChild(el("td",null,RAFT[n.raft_role]?n.raft_role:"none"));
+tr.appendChild(el("td",null,RAFT[n.raft_role]?n.raft_role:"non_member"));
 var g=el("td");g.appendChild(el("span","badge "+gcls(n.gossip_status),dash(n.gossip_status)));tr.appendChild(g);
 var lv=LIVE[n.liveness]?n.liveness:"unknown";
 var l=el("td");l.appendChild(el("span","badge "+lv,lv));tr.appendChild(l);
 tr.appendChild(el("td",null,dash(n.zone)));
 tr.appendChild(el("td","num",n.weight));
-var pct=v.shard_count>0?Math.min(100,Math.max(0,100*n.shards_owned/v.shard_count)):0;
+var pct=v.shard_count>0?Math.min(100,Math.max(0,100*n.shards/v.shard_count)):0;
 var sc=el("td","shards"),bar=el("div","bar"),fill=el("div","fill");
 fill.style.width=pct.toFixed(1)+"%";bar.appendChild(fill);sc.appendChild(bar);
-var cnt=el("span","num",n.shards_owned+" ");cnt.appendChild(el("span","muted","("+pct.toFixed(0)+"%)"));
+var cnt=el("span","num",n.shards+" ");cnt.appendChild(el("span","muted","("+pct.toFixed(0)+"%)"));
 sc.appendChild(cnt);tr.appendChild(sc);
 var eps=el("td","eps");Object.keys(n.endpoints||{}).sort().forEach(function(k){
 var d=el("div");d.appendChild(el("span","ep",k));
@@ -304,7 +304,7 @@ mod tests {
                 raft_role: RaftRole::Voter,
                 endpoints: BTreeMap::from([("<k>".into(), "<addr>".into())]),
                 zone: Some("<z>".into()),
-                shards_owned: 2,
+                shards: 2,
                 ..NodeView::default()
             }],
             ..StatusView::default()

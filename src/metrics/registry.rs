@@ -25,8 +25,9 @@ pub const NODE_STATES: [&str; 6] = [
     "stopping",
 ];
 
-/// Node roles exposed by `clusterfunk_node_role{role=...}`.
-pub const NODE_ROLES: [&str; 4] = ["leader", "follower", "learner", "non_member"];
+/// Node roles as the coordinator names them, exposed by
+/// `clusterfunk_node_role{role=...}`.
+pub const NODE_ROLES: [&str; 4] = ["leader", "voter", "learner", "non_member"];
 
 /// Gossip member statuses exposed by `clusterfunk_gossip_members{status=...}`.
 pub const GOSSIP_STATUSES: [&str; 4] = ["alive", "suspect", "dead", "left"];
@@ -440,11 +441,6 @@ impl Metrics {
         TextEncoder::new().encode(&families, &mut buf)?;
         // The encoder writes UTF-8 only (names, labels and help are `String`).
         Ok(String::from_utf8_lossy(&buf).into_owned())
-    }
-
-    /// Content type of [`encode_text`](Self::encode_text)'s output.
-    pub fn text_content_type() -> &'static str {
-        prometheus::TEXT_FORMAT
     }
 
     /// Sets the node state (state set; names are normalised to snake_case,

@@ -21,7 +21,7 @@ pub struct StatusView {
     pub cluster_id: Option<String>,
     /// The Raft leader this node sees, if any.
     pub leader: Option<String>,
-    /// This node's role (e.g. `leader`, `follower`, `learner`, `non_member`).
+    /// This node's role (`leader`, `voter`, `learner` or `non_member`).
     pub role: String,
     /// This node's state (e.g. `starting`, `operational`, `resharding`).
     pub state: String,
@@ -31,8 +31,8 @@ pub struct StatusView {
     pub epoch: u64,
     /// Number of shards in the committed map.
     pub shard_count: u32,
-    /// Seconds since this node started.
-    pub uptime_seconds: u64,
+    /// Milliseconds since this node started.
+    pub uptime_ms: u64,
     /// Every node this node knows of, in display order.
     pub nodes: Vec<NodeView>,
 }
@@ -43,7 +43,7 @@ pub struct StatusView {
 pub struct NodeView {
     /// Node id.
     pub id: String,
-    /// Cluster role (e.g. `leader`, `follower`, `learner`, `non_member`).
+    /// Cluster role (`leader`, `voter`, `learner` or `non_member`).
     pub role: String,
     /// Gossip status (e.g. `alive`, `suspect`, `dead`, `left`).
     pub gossip_status: String,
@@ -58,7 +58,7 @@ pub struct NodeView {
     /// Shard assignment weight.
     pub weight: u32,
     /// Shards the node owns in the committed map.
-    pub shards_owned: u32,
+    pub shards: u32,
 }
 
 /// Liveness of a node as judged by the leader's echo checker.
@@ -93,9 +93,8 @@ pub enum RaftRole {
     Voter,
     /// Non-voting member that replicates the log.
     Learner,
-    /// Not in the Raft membership (gossip only); `"none"` in JSON.
+    /// Not in the Raft membership (gossip only).
     #[default]
-    #[serde(rename = "none")]
     NonMember,
 }
 
@@ -105,7 +104,7 @@ impl RaftRole {
         match self {
             RaftRole::Voter => "voter",
             RaftRole::Learner => "learner",
-            RaftRole::NonMember => "none",
+            RaftRole::NonMember => "non_member",
         }
     }
 }
@@ -126,7 +125,7 @@ mod tests {
             operational: true,
             epoch: 4,
             shard_count: 16,
-            uptime_seconds: 12,
+            uptime_ms: 12_000,
             nodes: vec![NodeView {
                 id: "n1".into(),
                 role: "leader".into(),
@@ -136,11 +135,11 @@ mod tests {
                 endpoints: BTreeMap::from([("raft".into(), "127.0.0.1:1".into())]),
                 zone: Some("a".into()),
                 weight: 1,
-                shards_owned: 16,
+                shards: 16,
             }],
         };
         let json = serde_json::to_string(&view).unwrap();
-        assert!(json.contains("\"raft_role\":\"none\""), "{json}");
+        assert!(json.contains("\"raft_role\":\"non_member\""), "{json}");
         assert!(json.contains("\"liveness\":\"alive\""), "{json}");
         let back: StatusView = serde_json::from_str(&json).unwrap();
         assert_eq!(back, view);

@@ -192,18 +192,6 @@ impl From<Fatal<NodeId>> for RaftApiError {
     }
 }
 
-impl RaftApiError {
-    /// The leader to forward to, when this is a `ForwardToLeader` error.
-    pub fn forward_to(&self) -> Option<(Option<NodeId>, Option<&RaftNodeInfo>)> {
-        match self {
-            RaftApiError::ForwardToLeader { leader_id, leader } => {
-                Some((*leader_id, leader.as_ref()))
-            }
-            _ => None,
-        }
-    }
-}
-
 impl From<RaftError<NodeId, ClientWriteError<NodeId, RaftNodeInfo>>> for RaftApiError {
     fn from(e: RaftError<NodeId, ClientWriteError<NodeId, RaftNodeInfo>>) -> Self {
         match e {

@@ -36,10 +36,10 @@ pub use config::{RaftConfig, SnapshotPolicy};
 pub use error::{ConfigError, NetError, RaftApiError, RaftNodeError, StoreError};
 pub use listener::{ListenerCounts, ListenerLimits};
 pub use network::{Connector, GrpcConnector, Network, RaftChannel, Router};
-pub use node::{LeaderContact, RaftNode};
+pub use node::RaftNode;
 pub use server::RaftService;
 pub use store::Storage;
-pub use types::{Ack, ClusterState, Command, MemberRecord, RaftNodeInfo, Response};
+pub use types::{Ack, ClusterState, Command, LeaderContact, MemberRecord, RaftNodeInfo, Response};
 
 // The openraft macro names `Cursor` unqualified for the snapshot data type.
 use std::io::Cursor;

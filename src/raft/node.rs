@@ -10,7 +10,6 @@
 //! [`RaftNode::shutdown`] stops and awaits all of them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,8 +21,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 
 use super::auth::AuthService;
 use super::error::{RaftApiError, RaftNodeError};
@@ -32,20 +29,8 @@ use super::listener::{bounded_incoming, ListenerCounts, ListenerStats};
 use super::network::Network;
 use super::server::{Handler, RaftService};
 use super::store::{self, ClosedSignal, StateMachineStore, Storage};
-use super::types::{Ack, ClusterState, Command, RaftNodeInfo, Response};
+use super::types::{Ack, ClusterState, Command, LeaderContact, RaftNodeInfo, Response};
 use super::{NodeId, Raft, RaftConfig, RaftMetrics};
-
-/// The last AppendEntries (or snapshot chunk) this node accepted from a
-/// leader: when it arrived, in which term, from whom.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LeaderContact {
-    /// When the request arrived (before it was processed).
-    pub at: Instant,
-    /// The leader's term.
-    pub term: u64,
-    /// The leader's id.
-    pub leader: Option<NodeId>,
-}
 
 /// How long `shutdown` waits for the server and storage to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -471,20 +456,6 @@ impl RaftNode {
         slot.as_ref().map(|s| s.stats.counts())
     }
 
-    /// Serves the Raft gRPC service on `listener` until `shutdown`
-    /// resolves, in the caller's task.
-    pub async fn serve_with_shutdown(
-        &self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), RaftNodeError> {
-        tonic::transport::Server::builder()
-            .add_service(AuthService::new(self.service(), self.config.auth.clone()))
-            .serve_with_incoming_shutdown(nodelay(listener), shutdown)
-            .await?;
-        Ok(())
-    }
-
     /// Stops Raft, the server task (if any) and the lease tracker, and
     /// waits until the storage is closed (a sled directory can then be
     /// opened again).
@@ -553,18 +524,6 @@ impl Drop for RaftNode {
             task.abort();
         }
     }
-}
-
-/// Accepted connections with Nagle off: Raft RPCs are small and latency
-/// bound.
-fn nodelay(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
 }
 
 /// The elector (openraft's own election timer is off, see the module doc):

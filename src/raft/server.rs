@@ -18,8 +18,7 @@ use tonic::{Request, Response as GrpcResponse, Status};
 
 use super::codec::{self, pb};
 use super::lease::LeaseState;
-use super::node::LeaderContact;
-use super::types::Ack;
+use super::types::{Ack, LeaderContact};
 use super::{NodeId, Raft};
 
 /// Handles the RPCs of one node.

@@ -6,8 +6,9 @@ use std::fmt;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-use super::{LogId, StoredMembership};
+use super::{LogId, NodeId, StoredMembership};
 
 /// What every Raft member publishes about itself in the membership config.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +241,18 @@ mod bytes_serde {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         Vec::<u8>::deserialize(d).map(Bytes::from)
     }
+}
+
+/// The last AppendEntries (or snapshot chunk) this node accepted from a
+/// leader: when it arrived, in which term, from whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderContact {
+    /// When the request arrived (before it was processed).
+    pub at: Instant,
+    /// The leader's term.
+    pub term: u64,
+    /// The leader's id.
+    pub leader: Option<NodeId>,
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{hash, ShardMapError, MAX_NODES, MAX_SHARD_COUNT};
+use super::{ShardMapError, MAX_NODES, MAX_SHARD_COUNT};
 
 /// In-memory owner entry for an unassigned shard (`owners` holds `u16`
 /// indexes into the sorted node list; `MAX_NODES` keeps real indexes below it).
@@ -146,11 +146,6 @@ impl ShardMap {
             NO_OWNER => None,
             i => Some(self.nodes[usize::from(i)].id.as_str()),
         }
-    }
-
-    /// Shard of `key` in this map (see [`shard_for_bytes`](super::shard_for_bytes)).
-    pub fn shard_for_key(&self, key: &[u8]) -> u32 {
-        hash::shard_for_bytes(key, self.shard_count())
     }
 
     /// Shards owned by `node`, ascending; empty if it owns none or is absent.

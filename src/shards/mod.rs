@@ -3,7 +3,7 @@
 //! between maps and their protobuf encoding (`proto/clusterfunk/v1/shards.proto`).
 //!
 //! Pure code: no async, no I/O, no global state. It may import only std,
-//! prost, serde and thiserror. Everything here is deterministic (no
+//! prost, serde, thiserror and xxhash-rust (XXH64). Everything here is deterministic (no
 //! randomness, no hash-map iteration), because the Raft leader computes a map
 //! that every node must read the same way.
 //!

@@ -4,7 +4,6 @@
 //! so nothing appears in the machine's own network namespace. Names carry
 //! the pid; everything is deleted on drop, also when a test panics.
 
-use std::io::Write;
 use std::process::Command;
 
 /// Runs `ip` with `args`.
@@ -37,10 +36,9 @@ impl Lan {
         let prefix = format!("cf{tag}{}", std::process::id());
         let bridge_ns = format!("{prefix}-lan");
         if let Err(e) = ip(&["netns", "add", &bridge_ns]) {
-            // Straight to stderr: libtest captures eprintln! of passing tests.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: needs root and iproute2 to create network namespaces ({e})"
+            super::skip::skipped(
+                test,
+                &format!("needs root and iproute2 to create network namespaces ({e})"),
             );
             return None;
         }
@@ -127,11 +125,12 @@ pub fn run_in_private_netns(test: &str, scenario: impl FnOnce()) {
         .args(["--net", "ip", "link", "set", "lo", "up"])
         .output();
     if !matches!(&probe, Ok(o) if o.status.success()) {
-        // Straight to stderr: libtest captures eprintln! of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: needs root, `unshare --net` (util-linux) and `ip` (iproute2) to run \
-             in a private network namespace; probe: {probe:?}"
+        super::skip::skipped(
+            test,
+            &format!(
+                "needs root, `unshare --net` (util-linux) and `ip` (iproute2) to run in a \
+                 private network namespace; probe: {probe:?}"
+            ),
         );
         return;
     }

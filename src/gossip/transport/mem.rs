@@ -205,15 +205,6 @@ impl MemNetwork {
         }
     }
 
-    /// Attaches a node at `addr`; fails if the address is taken.
-    pub fn bind_addr(&self, addr: SocketAddr) -> io::Result<MemTransport> {
-        let mut s = self.lock();
-        if s.nodes.contains_key(&addr) {
-            return Err(io::Error::new(io::ErrorKind::AddrInUse, "address in use"));
-        }
-        Ok(self.attach(&mut s, addr))
-    }
-
     fn attach(&self, s: &mut NetState, addr: SocketAddr) -> MemTransport {
         let datagrams = Arc::new(Mailbox::new(INBOX_CAPACITY));
         let streams = Arc::new(Mailbox::new(ACCEPT_CAPACITY));
@@ -264,11 +255,6 @@ impl MemNetwork {
     /// Delays every datagram between `a` and `b` by `delay`, both ways.
     pub fn delay(&self, a: SocketAddr, b: SocketAddr, delay: Duration) {
         self.edit(a, b, |l| l.delay = delay);
-    }
-
-    /// Drops each datagram between `a` and `b` with probability `rate`.
-    pub fn set_loss(&self, a: SocketAddr, b: SocketAddr, rate: f64) {
-        self.edit(a, b, |l| l.drop_rate = rate);
     }
 
     /// Cuts every link of `a`.
