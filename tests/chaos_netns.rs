@@ -1,4 +1,4 @@
-//! The leader and one follower cut off from the other three for 3 s, three
+//! The leader and one follower cut off from the other three for 3 s, five
 //! times, with five agents in network namespaces (`clusterfunk bench chaos
 //! --faults leader-minority`): no shard may be served by two nodes at the
 //! same instant, as each agent's in-process probe of `is_serving` records
@@ -19,7 +19,7 @@ fn leader_with_a_minority_never_overlaps_the_new_owners() {
             "--faults",
             "leader-minority",
             "--rounds",
-            "3",
+            "5",
             "--hold-ms",
             "3000",
             "--seed",

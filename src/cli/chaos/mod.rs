@@ -464,9 +464,15 @@ impl Run {
             self.names.len()
         );
         println!(
-            "{:<16} {:>6} {:>9} {:>11} {:>12} {:>8} {:>11} {:>9} {:>9} {:>8}",
+            "(hit: faults with an overlap; overlaps: shard overlap intervals; max_shards: most \
+             at once; leader: leader changes; unserved_s: unserved shard-seconds; conv: heal to \
+             every node serving and every shard served once)"
+        );
+        println!(
+            "{:<16} {:>6} {:>5} {:>9} {:>11} {:>12} {:>8} {:>11} {:>9} {:>9} {:>8}",
             "fault",
             "count",
+            "hit",
             "overlaps",
             "max_shards",
             "worst_us",
@@ -495,9 +501,10 @@ impl Run {
                 format!("{:.0}ms", conv[i] as f64 / 1e3)
             };
             println!(
-                "{:<16} {:>6} {:>9} {:>11} {:>12} {:>8} {:>11.1} {:>9} {:>9} {:>8}",
+                "{:<16} {:>6} {:>5} {:>9} {:>11} {:>12} {:>8} {:>11.1} {:>9} {:>9} {:>8}",
                 KINDS[*k],
                 idx.len(),
+                st.iter().filter(|s| s.overlaps > 0).count(),
                 st.iter().map(|s| s.overlaps).sum::<u32>(),
                 st.iter().map(|s| s.max_shards).max().unwrap_or(0),
                 st.iter().map(|s| s.worst_overlap_us).max().unwrap_or(0),
