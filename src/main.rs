@@ -45,6 +45,10 @@ enum BenchCmd {
     /// Kill followers and leaders of a local cluster; print p50/p99 of
     /// "kill -9 -> new map committed on every survivor".
     Failover(cli::demo::FailoverArgs),
+    /// Agents in network namespaces under a seeded schedule of kills,
+    /// pauses and partitions; counts shards served by two nodes at once
+    /// (needs root, iproute2 and iptables).
+    Chaos(cli::chaos::ChaosArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +58,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             cmd: BenchCmd::Failover(args),
         } => cli::demo::failover(args),
+        Command::Bench {
+            cmd: BenchCmd::Chaos(args),
+        } => cli::chaos::run(args),
         Command::Mgmt(cmd) => cli::mgmt::run(cmd),
         Command::Shards { cmd: Some(cmd), .. } => cli::shards::run(cmd),
         Command::Shards { cmd: None, list } => cli::mgmt::run_shards(list),

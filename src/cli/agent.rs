@@ -144,6 +144,11 @@ pub struct AgentArgs {
     #[arg(long)]
     #[serde(skip)]
     pub print_events: bool,
+    /// Record what `is_serving` answers for every shard, about every
+    /// millisecond, in this file (`clusterfunk bench chaos` reads it).
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub probe_out: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -362,12 +367,23 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(config, args.print_events))
+    rt.block_on(serve(config, args.print_events, args.probe_out))
 }
 
-async fn serve(config: Config, print_events: bool) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    print_events: bool,
+    probe_out: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let agent = Agent::start(config).await?;
     let cluster = agent.cluster();
+    let probe = match &probe_out {
+        Some(path) => Some(
+            super::probe::Probe::start(cluster.clone(), path)
+                .with_context(|| format!("probe file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut events = cluster.events();
     if print_events {
         let ready = json!({
@@ -395,6 +411,9 @@ async fn serve(config: Config, print_events: bool) -> anyhow::Result<()> {
     }
     tracing::info!("leaving");
     agent.stop().await;
+    if let Some(probe) = probe {
+        probe.stop();
+    }
     Ok(())
 }
 

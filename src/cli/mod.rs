@@ -2,9 +2,11 @@
 //! and calls the library; nothing here is used by the library itself.
 
 pub mod agent;
+pub mod chaos;
 pub mod demo;
 pub mod gossip_node;
 pub mod mgmt;
+pub mod probe;
 pub mod shards;
 
 /// Parses `key=value` (tags).

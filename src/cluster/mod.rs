@@ -510,6 +510,14 @@ impl Cluster {
         set.contains(shard) && self.lease_valid(set.applied())
     }
 
+    /// A receiver of the set of shards this node may serve before the
+    /// lease check that [`is_serving`](Self::is_serving) adds (for probes
+    /// that sample every shard cheaply).
+    #[doc(hidden)]
+    pub fn watch_serving(&self) -> watch::Receiver<Arc<ServingSet>> {
+        self.shared.serving.clone()
+    }
+
     fn lease_valid(&self, applied: u64) -> bool {
         self.shared
             .raft
