@@ -34,11 +34,12 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::{Config, ConfigError};
 use crate::gossip::{Gossip, GossipError};
-use crate::metrics::{Metrics, StatusView};
+use crate::metrics::Metrics;
 use crate::raft::{RaftApiError, RaftNode};
 use crate::shards::ShardMap;
 
 pub use crate::gossip::{MemNetwork, Member, MemberStatus, UserEvent};
+pub use crate::metrics::{Liveness, NodeView, RaftRole, StatusView};
 pub use crate::raft::Router;
 pub use node::NodeStats;
 pub use serving::ServingSet;
@@ -324,6 +325,7 @@ struct Shared {
     raft: Option<Arc<RaftNode>>,
     metrics: Metrics,
     addrs: BTreeMap<String, SocketAddr>,
+    started: std::time::Instant,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -546,9 +548,43 @@ impl Cluster {
         self.call(Request::Stats).await
     }
 
-    /// The status snapshot served on `/status` and by the management API.
+    /// The status snapshot the node task refreshes twice a second (served
+    /// on `/status` and `/`); see [`status_now`](Self::status_now).
     pub fn status(&self) -> watch::Receiver<StatusView> {
         self.shared.status.clone()
+    }
+
+    /// The status as of now: the latest snapshot with its state, role,
+    /// leader, map and member counts read afresh, plus this node's Raft
+    /// term and log indexes (what the management API's GetStatus sends).
+    pub fn status_now(&self) -> StatusView {
+        let mut v = self.shared.status.borrow().clone();
+        let state = self.state();
+        v.cluster_id = self.cluster_id();
+        v.leader = self.leader();
+        v.role = self.role().as_str().to_string();
+        v.state = state.as_str().to_string();
+        v.operational = state == NodeState::Operational;
+        v.shard_count = self.shard_count();
+        if let Some(map) = self.shared.map.borrow().as_ref() {
+            v.epoch = map.epoch();
+            v.shards_owned = map.counts().get(self.node_id()).copied().unwrap_or(0);
+            v.shards_unassigned = map.unassigned();
+        }
+        v.members_by_status.clear();
+        for m in self.cluster_members() {
+            *v.members_by_status
+                .entry(m.status.as_str().to_string())
+                .or_insert(0) += 1;
+        }
+        if let Some(r) = self.raft_status() {
+            v.raft_term = r.term;
+            v.raft_last_log_index = r.last_log_index;
+            v.raft_last_applied = r.last_applied;
+            (v.voters, v.learners) = (r.voters, r.learners);
+        }
+        v.uptime_ms = self.shared.started.elapsed().as_millis() as u64;
+        v
     }
 
     /// This node's Prometheus metrics.
