@@ -10,10 +10,17 @@
 //! every owner's acknowledgement and commits it. Every node serves its
 //! shards only under a lease from the leader.
 //!
+//! Files: `startup.rs` binds the sockets (or their seams), reads TLS and
+//! starts transports and discovery; `node.rs` is the node task; `view.rs`
+//! derives node lists, the status view and gauges; `ids.rs` maps node
+//! names to Raft ids; the rest are the coordinator's rules.
+//!
 //! Imports: `config`, `gossip`, `raft`, `liveness`, `shards`, `discovery`,
-//! `metrics`.
+//! `metrics` (the registry and the status view, never its server). It never
+//! imports `management`: the [`Agent`](crate::Agent) composes the servers.
 
 mod bootstrap;
+mod error;
 mod ids;
 mod node;
 mod reshard;
@@ -32,15 +39,16 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::config::{Config, ConfigError};
-use crate::gossip::{Gossip, GossipError};
+use crate::config::Config;
+use crate::gossip::Gossip;
 use crate::metrics::Metrics;
-use crate::raft::{RaftApiError, RaftNode};
+use crate::raft::RaftNode;
 use crate::shards::ShardMap;
 
 pub use crate::gossip::{MemNetwork, Member, MemberStatus, UserEvent};
 pub use crate::metrics::{Liveness, NodeView, RaftRole, StatusView};
 pub use crate::raft::Router;
+pub use error::ClusterError;
 pub use node::NodeStats;
 pub use serving::ServingSet;
 pub use tags::{EP_GOSSIP, EP_LIVENESS, EP_MANAGEMENT, EP_METRICS, EP_RAFT};
@@ -175,80 +183,6 @@ pub struct Seams {
     pub gossip: Option<MemNetwork>,
     /// Raft RPCs (and acknowledgements) through this router.
     pub raft: Option<Router>,
-}
-
-/// Why a cluster call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The configuration was refused.
-    #[error("configuration: {0}")]
-    Config(#[from] ConfigError),
-    /// A socket could not be bound.
-    #[error("bind {what} on {addr}: {source}")]
-    Bind {
-        /// Which socket.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A component failed to start.
-    #[error("start {what}: {source}")]
-    Start {
-        /// Which component.
-        what: &'static str,
-        /// Its error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// There is no leader right now.
-    #[error("no leader")]
-    NoLeader,
-    /// Only the leader does this; it names the leader it knows.
-    #[error("not the leader (leader: {0:?})")]
-    NotLeader(Option<String>),
-    /// The node is not known to the cluster.
-    #[error("unknown node {0}")]
-    UnknownNode(String),
-    /// The operation needs a Raft member.
-    #[error("this node is not a Raft member")]
-    NotMember,
-    /// A Raft request failed (and may be retried); a stopped Raft node is
-    /// [`Stopped`](Self::Stopped), a known leader elsewhere
-    /// [`NotLeader`](Self::NotLeader), no leader [`NoLeader`](Self::NoLeader).
-    #[error("raft: {0}")]
-    Raft(#[source] RaftApiError),
-    /// Gossip refused the request (e.g. a user event over the size limit).
-    #[error("gossip: {0}")]
-    Gossip(#[source] GossipError),
-    /// The node has stopped.
-    #[error("the node has stopped")]
-    Stopped,
-}
-
-impl From<RaftApiError> for ClusterError {
-    /// Splits "this request failed" from "this node has stopped".
-    fn from(e: RaftApiError) -> ClusterError {
-        match e {
-            RaftApiError::ForwardToLeader { leader: None, .. } => ClusterError::NoLeader,
-            RaftApiError::ForwardToLeader {
-                leader: Some(l), ..
-            } => ClusterError::NotLeader(Some(l.name)),
-            RaftApiError::Fatal(_) => ClusterError::Stopped,
-            e => ClusterError::Raft(e),
-        }
-    }
-}
-
-impl ClusterError {
-    /// A stopped gossip layer means a stopped node.
-    fn from_gossip(e: GossipError) -> ClusterError {
-        match e {
-            GossipError::Shutdown => ClusterError::Stopped,
-            e => ClusterError::Gossip(e),
-        }
-    }
 }
 
 /// This node's view of Raft, for operators.
