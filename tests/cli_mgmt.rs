@@ -7,8 +7,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use clusterfunk::cluster::Seams;
 use clusterfunk::config::AuthConfig;
 use clusterfunk::{Agent, Config, NodeState};
+use common::cluster::{start_agents, stop_all};
 use common::wait::wait_until;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -19,19 +21,16 @@ async fn start_cluster() -> Vec<Agent> {
         tls: None,
         token: Some(TOKEN.into()),
     };
-    let mut nodes: Vec<Agent> = Vec::new();
-    for i in 0..3 {
+    let nodes = start_agents(3, Seams::default(), |i| {
         let mut c = Config::local(format!("c{i}"));
         c.cluster_name = "cli".into();
         c.shard_count = 1000;
         c.auth = mgmt.clone();
         c.tags
             .insert("rack".into(), if i == 1 { "b" } else { "a" }.into());
-        if let Some(first) = nodes.first() {
-            c.join = vec![first.local_endpoints()["gossip"].to_string()];
-        }
-        nodes.push(Agent::start(c).await.expect("start"));
-    }
+        c
+    })
+    .await;
     wait_until("the cluster to form", || {
         let epochs: BTreeSet<Option<u64>> = nodes.iter().map(|n| n.epoch()).collect();
         epochs.len() == 1
@@ -217,17 +216,4 @@ async fn operator_commands_against_a_running_cluster() {
     one_line_failure(&r, "connect to");
 
     stop_all(&nodes).await;
-}
-
-/// Stops followers first, then the leader, so that each drain has a leader
-/// to go through (a node stopping just after the leader waits out its
-/// drain timeout).
-async fn stop_all(nodes: &[Agent]) {
-    let leader = nodes.iter().find_map(|n| n.leader());
-    let (lead, rest): (Vec<&Agent>, Vec<&Agent>) = nodes
-        .iter()
-        .partition(|n| Some(n.node_id()) == leader.as_deref());
-    for n in rest.into_iter().chain(lead) {
-        n.stop().await;
-    }
 }

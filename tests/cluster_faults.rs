@@ -14,7 +14,8 @@ mod common;
 use clusterfunk::cluster::Seams;
 use clusterfunk::gossip::MemNetwork;
 use clusterfunk::raft::Router;
-use clusterfunk::{Cluster, Config, NodeState};
+use clusterfunk::{Agent, Config, NodeState};
+use common::cluster::{start_agents, stop_all};
 use common::wait::wait_until;
 
 const SHARDS: u32 = 256;
@@ -38,34 +39,27 @@ fn net() -> Net {
     }
 }
 
-async fn start(net: &Net, n: usize) -> Vec<Cluster> {
-    let mut nodes: Vec<Cluster> = Vec::new();
-    for i in 0..n {
-        let mut c = Config::local(format!("n{i}"));
-        c.cluster_name = "faults".into();
-        c.shard_count = SHARDS;
-        c.management_addr = None;
-        if let Some(first) = nodes.first() {
-            c.join = vec![ep(first, "gossip")];
-        }
-        nodes.push(
-            Cluster::start_with(c, net.seams.clone())
-                .await
-                .expect("start"),
-        );
-    }
-    nodes
+fn config(i: usize) -> Config {
+    let mut c = Config::local(format!("n{i}"));
+    c.cluster_name = "faults".into();
+    c.shard_count = SHARDS;
+    c.management_addr = None;
+    c
 }
 
-fn ep(c: &Cluster, name: &str) -> String {
+async fn start(net: &Net, n: usize) -> Vec<Agent> {
+    start_agents(n, net.seams.clone(), config).await
+}
+
+fn ep(c: &Agent, name: &str) -> String {
     c.local_endpoints()[name].to_string()
 }
 
-fn gossip_addr(c: &Cluster) -> SocketAddr {
+fn gossip_addr(c: &Agent) -> SocketAddr {
     c.local_endpoints()["gossip"]
 }
 
-fn owners(c: &Cluster) -> BTreeSet<String> {
+fn owners(c: &Agent) -> BTreeSet<String> {
     c.shard_map()
         .borrow()
         .as_ref()
@@ -79,16 +73,16 @@ fn owners(c: &Cluster) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn all_committed_with(nodes: &[&Cluster], want: &BTreeSet<String>) -> bool {
+fn all_committed_with(nodes: &[&Agent], want: &BTreeSet<String>) -> bool {
     let epochs: BTreeSet<Option<u64>> = nodes.iter().map(|n| n.epoch()).collect();
     epochs.len() == 1 && nodes.iter().all(|n| owners(n) == *want)
 }
 
-fn names(nodes: &[&Cluster]) -> BTreeSet<String> {
+fn names(nodes: &[&Agent]) -> BTreeSet<String> {
     nodes.iter().map(|n| n.node_id().to_string()).collect()
 }
 
-fn leader_of(nodes: &[Cluster]) -> &Cluster {
+fn leader_of(nodes: &[Agent]) -> &Agent {
     let id = nodes[0].leader().expect("leader");
     nodes
         .iter()
@@ -97,7 +91,7 @@ fn leader_of(nodes: &[Cluster]) -> &Cluster {
 }
 
 /// Checks, until stopped, that no shard is served by two nodes at once.
-fn watch_single_owner(nodes: Vec<Cluster>) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+fn watch_single_owner(nodes: Vec<Agent>) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let task = tokio::spawn(async move {
@@ -123,7 +117,7 @@ fn watch_single_owner(nodes: Vec<Cluster>) -> (Arc<AtomicBool>, tokio::task::Joi
 async fn a_node_that_never_acknowledges_is_dropped_after_ack_timeout() {
     let net = net();
     let nodes = start(&net, 3).await;
-    let all: Vec<&Cluster> = nodes.iter().collect();
+    let all: Vec<&Agent> = nodes.iter().collect();
     wait_until("first map", || all_committed_with(&all, &names(&all))).await;
     let leader = leader_of(&nodes);
     let mute = nodes
@@ -135,15 +129,12 @@ async fn a_node_that_never_acknowledges_is_dropped_after_ack_timeout() {
     net.raft.cut_one_way(&ep(mute, "raft"), &ep(leader, "raft"));
     let before = leader.stats().await.expect("stats").ack_timeouts;
     // A fourth node joins: the proposal that adds it waits for the mute one.
-    let mut c = Config::local("n3");
-    c.cluster_name = "faults".into();
-    c.shard_count = SHARDS;
-    c.management_addr = None;
+    let mut c = config(3);
     c.join = vec![ep(leader, "gossip")];
-    let newcomer = Cluster::start_with(c, net.seams.clone())
+    let newcomer = Agent::start_with(c, net.seams.clone())
         .await
         .expect("start n3");
-    let rest: Vec<&Cluster> = nodes
+    let rest: Vec<&Agent> = nodes
         .iter()
         .filter(|n| n.node_id() != mute.node_id())
         .chain([&newcomer])
@@ -168,7 +159,7 @@ async fn a_node_that_never_acknowledges_is_dropped_after_ack_timeout() {
 async fn a_partitioned_minority_stops_serving_and_never_commits() {
     let net = net();
     let nodes = start(&net, 3).await;
-    let all: Vec<&Cluster> = nodes.iter().collect();
+    let all: Vec<&Agent> = nodes.iter().collect();
     wait_until("first map", || all_committed_with(&all, &names(&all))).await;
     let (stop, checker) = watch_single_owner(nodes.clone());
     let leader = leader_of(&nodes);
@@ -185,7 +176,7 @@ async fn a_partitioned_minority_stops_serving_and_never_commits() {
         (0..SHARDS).all(|s| !lone.is_serving(s))
     })
     .await;
-    let majority: Vec<&Cluster> = nodes
+    let majority: Vec<&Agent> = nodes
         .iter()
         .filter(|n| n.node_id() != lone.node_id())
         .collect();
@@ -199,16 +190,14 @@ async fn a_partitioned_minority_stops_serving_and_never_commits() {
     stop.store(true, Ordering::Relaxed);
     let samples = checker.await.expect("single-owner checker");
     assert!(samples > 0);
-    for n in &nodes {
-        n.stop().await;
-    }
+    stop_all(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_leader_replaces_a_proposal_the_old_one_never_committed() {
     let net = net();
     let nodes = start(&net, 4).await;
-    let all: Vec<&Cluster> = nodes.iter().collect();
+    let all: Vec<&Agent> = nodes.iter().collect();
     wait_until("first map", || all_committed_with(&all, &names(&all))).await;
     let (stop, checker) = watch_single_owner(nodes.clone());
     let old = leader_of(&nodes).clone();
@@ -229,7 +218,7 @@ async fn a_new_leader_replaces_a_proposal_the_old_one_never_committed() {
     // Lose the leader between Propose and Commit.
     net.raft.isolate(&ep(&old, "raft"));
     net.gossip.isolate(gossip_addr(&old));
-    let rest: Vec<&Cluster> = nodes
+    let rest: Vec<&Agent> = nodes
         .iter()
         .filter(|n| n.node_id() != old.node_id())
         .collect();
@@ -266,7 +255,5 @@ async fn a_new_leader_replaces_a_proposal_the_old_one_never_committed() {
     );
     stop.store(true, Ordering::Relaxed);
     checker.await.expect("single-owner checker");
-    for n in &nodes {
-        n.stop().await;
-    }
+    stop_all(&nodes).await;
 }

@@ -4,92 +4,65 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use clusterfunk::{Cluster, Config, NodeState};
+use clusterfunk::cluster::Seams;
+use clusterfunk::{Agent, Config, NodeState};
+use common::cluster::{start_agents, stop_all};
 use common::wait::wait_until;
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn config(name: &str, seeds: &[String]) -> Config {
+fn config(name: &str) -> Config {
     let mut c = Config::local(name);
     c.cluster_name = "t".into();
     c.shard_count = 1000;
-    c.join = seeds.to_vec();
+    c.management_addr = None;
     c
 }
 
-async fn start(n: usize) -> Vec<Cluster> {
-    let first = Cluster::start(config("n0", &[])).await.expect("start n0");
-    let seed = first.local_endpoints()["gossip"].to_string();
-    let mut nodes = vec![first];
-    for i in 1..n {
-        let c = Cluster::start(config(&format!("n{i}"), std::slice::from_ref(&seed)))
-            .await
-            .expect("start");
-        nodes.push(c);
-    }
-    nodes
+async fn start(n: usize) -> Vec<Agent> {
+    start_agents(n, Seams::default(), |i| config(&format!("n{i}"))).await
 }
 
-/// Waits until every node has committed a map whose owners are `owners`.
-async fn wait_map(nodes: &[&Cluster], owners: &BTreeSet<String>) -> u64 {
-    let res = tokio::time::timeout(WAIT, async {
-        loop {
-            let epochs: Vec<Option<u64>> = nodes
-                .iter()
-                .map(|n| {
-                    let m = n.shard_map();
-                    let m = m.borrow();
-                    m.as_ref().and_then(|m| {
-                        let have: BTreeSet<String> = m
-                            .counts()
-                            .into_iter()
-                            .filter(|(_, c)| *c > 0)
-                            .map(|(n, _)| n.to_string())
-                            .collect();
-                        (have == *owners && m.unassigned() == 0).then_some(m.epoch())
-                    })
-                })
-                .collect();
-            if epochs.iter().all(|e| e.is_some() && *e == epochs[0]) {
-                return epochs[0].expect("epoch");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    match res {
-        Ok(e) => e,
-        Err(_) => {
-            for n in nodes {
-                eprintln!(
-                    "{}: state {:?} role {:?} leader {:?} epoch {:?} map {:?}",
-                    n.node_id(),
-                    n.state(),
-                    n.role(),
-                    n.leader(),
-                    n.epoch(),
-                    n.shard_map().borrow().as_ref().map(|m| m
+/// Waits until every node has committed the same map, owned by exactly
+/// `owners` with no shard unassigned; returns its epoch.
+async fn wait_map(nodes: &[&Agent], owners: &BTreeSet<String>) -> u64 {
+    let common_epoch = || {
+        let epochs: Vec<Option<u64>> = nodes
+            .iter()
+            .map(|n| {
+                let m = n.shard_map();
+                let m = m.borrow();
+                m.as_ref().and_then(|m| {
+                    let have: BTreeSet<String> = m
                         .counts()
                         .into_iter()
-                        .map(|(a, b)| (a.to_string(), b))
-                        .collect::<Vec<_>>())
-                );
-            }
-            panic!("no common map with owners {owners:?}");
-        }
-    }
+                        .filter(|(_, c)| *c > 0)
+                        .map(|(n, _)| n.to_string())
+                        .collect();
+                    (have == *owners && m.unassigned() == 0).then_some(m.epoch())
+                })
+            })
+            .collect();
+        epochs
+            .iter()
+            .all(|e| e.is_some() && *e == epochs[0])
+            .then(|| epochs[0])
+            .flatten()
+    };
+    wait_until(&format!("a common map owned by {owners:?}"), || {
+        common_epoch().is_some()
+    })
+    .await;
+    common_epoch().expect("epoch")
 }
 
-fn names(nodes: &[&Cluster]) -> BTreeSet<String> {
+fn names(nodes: &[&Agent]) -> BTreeSet<String> {
     nodes.iter().map(|n| n.node_id().to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_form_one_cluster_and_reshard_when_a_follower_leaves() {
     let nodes = start(3).await;
-    let all: Vec<&Cluster> = nodes.iter().collect();
+    let all: Vec<&Agent> = nodes.iter().collect();
     let e1 = wait_map(&all, &names(&all)).await;
     let leaders: BTreeSet<_> = nodes.iter().filter_map(|n| n.leader()).collect();
     assert_eq!(leaders.len(), 1, "one leader");
@@ -115,10 +88,10 @@ async fn three_nodes_form_one_cluster_and_reshard_when_a_follower_leaves() {
         .iter()
         .position(|n| n.node_id() != leader)
         .expect("follower");
-    let mut rest: Vec<Cluster> = nodes.clone();
+    let mut rest: Vec<Agent> = nodes.clone();
     let gone = rest.remove(follower);
     gone.stop().await;
-    let survivors: Vec<&Cluster> = rest.iter().collect();
+    let survivors: Vec<&Agent> = rest.iter().collect();
     let e2 = wait_map(&survivors, &names(&survivors)).await;
     assert!(e2 > e1, "epochs grow");
 
@@ -128,7 +101,5 @@ async fn three_nodes_form_one_cluster_and_reshard_when_a_follower_leaves() {
         .map(|n| n.status().borrow().cluster_id.clone())
         .collect();
     assert_eq!(cluster_ids.len(), 1);
-    for n in rest {
-        n.stop().await;
-    }
+    stop_all(&rest).await;
 }

@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clusterfunk::cluster::Seams;
 use clusterfunk::config::{AuthConfig, TlsConfig};
 use clusterfunk::management::{Client, ClientTls, EventKind, Health, NodeFilter};
 use clusterfunk::{Agent, Config, NodeState};
+use common::cluster::{start_agents, stop_all};
 use common::wait::{wait_until, wait_until_async, WAIT};
 use tonic::Code;
 
@@ -85,18 +87,13 @@ fn config(name: &str, seeds: &[String], mgmt: &AuthConfig) -> Config {
 }
 
 async fn start(n: usize, mgmt: &AuthConfig) -> Vec<Agent> {
-    let mut first = config("n0", &[], mgmt);
-    first.tags.insert("rack".into(), "a".into());
-    let first = Agent::start(first).await.expect("start n0");
-    let seed = first.local_endpoints()["gossip"].to_string();
-    let mut nodes = vec![first];
-    for i in 1..n {
-        let mut c = config(&format!("n{i}"), std::slice::from_ref(&seed), mgmt);
+    start_agents(n, Seams::default(), |i| {
+        let mut c = config(&format!("n{i}"), &[], mgmt);
         c.tags
             .insert("rack".into(), if i % 2 == 0 { "a" } else { "b" }.into());
-        nodes.push(Agent::start(c).await.expect("start"));
-    }
-    nodes
+        c
+    })
+    .await
 }
 
 fn mgmt_addr(c: &Agent) -> String {
@@ -539,17 +536,4 @@ async fn channel(addr: &str) -> tonic::transport::Channel {
         .connect()
         .await
         .expect("connect")
-}
-
-/// Stops followers first, then the leader, so that each drain has a leader
-/// to go through (a node stopping just after the leader waits out its
-/// drain timeout).
-async fn stop_all(nodes: &[Agent]) {
-    let leader = nodes.iter().find_map(|n| n.leader());
-    let (lead, rest): (Vec<&Agent>, Vec<&Agent>) = nodes
-        .iter()
-        .partition(|n| Some(n.node_id()) == leader.as_deref());
-    for n in rest.into_iter().chain(lead) {
-        n.stop().await;
-    }
 }

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 
 mod common;
 
+use clusterfunk::cluster::Seams;
 use clusterfunk::{Agent, Config};
+use common::cluster::{start_agents, stop_all};
 use common::wait::wait_until_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -56,17 +58,14 @@ async fn scrape(nodes: &[Agent], name: &str) -> BTreeMap<String, f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_follow_the_cluster() {
-    let mut nodes: Vec<Agent> = Vec::new();
-    for i in 0..3 {
+    let mut nodes = start_agents(3, Seams::default(), |i| {
         let mut c = Config::local(format!("m{i}"));
         c.cluster_name = "metrics".into();
         c.shard_count = SHARDS;
         c.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"));
-        if let Some(first) = nodes.first() {
-            c.join = vec![first.local_endpoints()["gossip"].to_string()];
-        }
-        nodes.push(Agent::start(c).await.expect("start"));
-    }
+        c
+    })
+    .await;
     // Gauges follow commits at once, the status view within 500 ms: wait
     // until shards add up, one node reports leading and every node is
     // healthy (Operational: committed map and a valid serving lease).
@@ -104,7 +103,5 @@ async fn metrics_follow_the_cluster() {
             && owned.values().sum::<f64>() == f64::from(SHARDS)
     })
     .await;
-    for n in nodes {
-        n.stop().await;
-    }
+    stop_all(&nodes).await;
 }

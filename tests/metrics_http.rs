@@ -139,6 +139,7 @@ fn sample_view() -> StatusView {
                 shards: 4,
             },
         ],
+        ..StatusView::default()
     }
 }
 

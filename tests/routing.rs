@@ -3,28 +3,31 @@
 
 mod common;
 
+use clusterfunk::cluster::Seams;
 use clusterfunk::routing::{Route, Routes};
-use clusterfunk::{Cluster, Config, NodeState};
+use clusterfunk::{Config, NodeState};
+use common::cluster::{start_agents, stop_all};
 use common::wait::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_key_is_served_by_exactly_one_node_and_forwarded_there() {
-    let mut nodes: Vec<Cluster> = Vec::new();
-    for i in 0..3 {
+    let nodes = start_agents(3, Seams::default(), |i| {
         let mut c = Config::local(format!("r{i}"));
         c.cluster_name = "routing".into();
         c.shard_count = 64;
         c.management_addr = None;
-        if let Some(first) = nodes.first() {
-            c.join = vec![first.local_endpoints()["gossip"].to_string()];
-        }
-        let node = Cluster::start(c).await.expect("start");
-        node.set_endpoint("kv", format!("kv-of-r{i}:1"))
+        c
+    })
+    .await;
+    for n in &nodes {
+        n.set_endpoint("kv", format!("kv-of-{}:1", n.node_id()))
             .await
             .expect("endpoint");
-        nodes.push(node);
     }
-    let routes: Vec<Routes> = nodes.iter().map(|n| Routes::new(n.clone(), "kv")).collect();
+    let routes: Vec<Routes> = nodes
+        .iter()
+        .map(|n| Routes::new(n.cluster().clone(), "kv"))
+        .collect();
     wait_until(
         "an operational cluster with every endpoint published",
         || {
@@ -52,7 +55,5 @@ async fn every_key_is_served_by_exactly_one_node_and_forwarded_there() {
         }
         assert_eq!(local, 1, "{key} is local on exactly one node");
     }
-    for n in nodes {
-        n.stop().await;
-    }
+    stop_all(&nodes).await;
 }

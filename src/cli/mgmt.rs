@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use clusterfunk::management::{
-    Client, ClientTls, EventKind, Health, NodeEntry, NodeFilter, ShardsInfo, StatusInfo,
+    Client, ClientTls, EventKind, Health, NodeEntry, NodeFilter, ShardsInfo, StatusView,
     WriteOutcome, DEFAULT_PORT,
 };
 use serde::Serialize;
@@ -421,7 +421,7 @@ fn list(v: &[String]) -> String {
     }
 }
 
-fn status_text(s: &StatusInfo) -> String {
+fn status_text(s: &StatusView) -> String {
     let members = s
         .members_by_status
         .iter()

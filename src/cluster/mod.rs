@@ -10,10 +10,17 @@
 //! every owner's acknowledgement and commits it. Every node serves its
 //! shards only under a lease from the leader.
 //!
+//! Files: `startup.rs` binds the sockets (or their seams), reads TLS and
+//! starts transports and discovery; `node.rs` is the node task; `view.rs`
+//! derives node lists, the status view and gauges; `ids.rs` maps node
+//! names to Raft ids; the rest are the coordinator's rules.
+//!
 //! Imports: `config`, `gossip`, `raft`, `liveness`, `shards`, `discovery`,
-//! `metrics`.
+//! `metrics` (the registry and the status view, never its server). It never
+//! imports `management`: the [`Agent`](crate::Agent) composes the servers.
 
 mod bootstrap;
+mod error;
 mod ids;
 mod node;
 mod reshard;
@@ -31,14 +38,16 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::config::{Config, ConfigError};
-use crate::gossip::{Gossip, GossipError};
-use crate::metrics::{Metrics, StatusView};
-use crate::raft::{RaftApiError, RaftNode};
+use crate::config::Config;
+use crate::gossip::Gossip;
+use crate::metrics::Metrics;
+use crate::raft::RaftNode;
 use crate::shards::ShardMap;
 
 pub use crate::gossip::{MemNetwork, Member, MemberStatus, UserEvent};
+pub use crate::metrics::{Liveness, NodeView, RaftRole, StatusView};
 pub use crate::raft::Router;
+pub use error::ClusterError;
 pub use node::NodeStats;
 pub use serving::ServingSet;
 pub use tags::{EP_GOSSIP, EP_LIVENESS, EP_MANAGEMENT, EP_METRICS, EP_RAFT};
@@ -175,80 +184,6 @@ pub struct Seams {
     pub raft: Option<Router>,
 }
 
-/// Why a cluster call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The configuration was refused.
-    #[error("configuration: {0}")]
-    Config(#[from] ConfigError),
-    /// A socket could not be bound.
-    #[error("bind {what} on {addr}: {source}")]
-    Bind {
-        /// Which socket.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A component failed to start.
-    #[error("start {what}: {source}")]
-    Start {
-        /// Which component.
-        what: &'static str,
-        /// Its error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// There is no leader right now.
-    #[error("no leader")]
-    NoLeader,
-    /// Only the leader does this; it names the leader it knows.
-    #[error("not the leader (leader: {0:?})")]
-    NotLeader(Option<String>),
-    /// The node is not known to the cluster.
-    #[error("unknown node {0}")]
-    UnknownNode(String),
-    /// The operation needs a Raft member.
-    #[error("this node is not a Raft member")]
-    NotMember,
-    /// A Raft request failed (and may be retried); a stopped Raft node is
-    /// [`Stopped`](Self::Stopped), a known leader elsewhere
-    /// [`NotLeader`](Self::NotLeader), no leader [`NoLeader`](Self::NoLeader).
-    #[error("raft: {0}")]
-    Raft(#[source] RaftApiError),
-    /// Gossip refused the request (e.g. a user event over the size limit).
-    #[error("gossip: {0}")]
-    Gossip(#[source] GossipError),
-    /// The node has stopped.
-    #[error("the node has stopped")]
-    Stopped,
-}
-
-impl From<RaftApiError> for ClusterError {
-    /// Splits "this request failed" from "this node has stopped".
-    fn from(e: RaftApiError) -> ClusterError {
-        match e {
-            RaftApiError::ForwardToLeader { leader: None, .. } => ClusterError::NoLeader,
-            RaftApiError::ForwardToLeader {
-                leader: Some(l), ..
-            } => ClusterError::NotLeader(Some(l.name)),
-            RaftApiError::Fatal(_) => ClusterError::Stopped,
-            e => ClusterError::Raft(e),
-        }
-    }
-}
-
-impl ClusterError {
-    /// A stopped gossip layer means a stopped node.
-    fn from_gossip(e: GossipError) -> ClusterError {
-        match e {
-            GossipError::Shutdown => ClusterError::Stopped,
-            e => ClusterError::Gossip(e),
-        }
-    }
-}
-
 /// This node's view of Raft, for operators.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RaftStatus {
@@ -322,6 +257,7 @@ struct Shared {
     raft: Option<Arc<RaftNode>>,
     metrics: Metrics,
     addrs: BTreeMap<String, SocketAddr>,
+    started: std::time::Instant,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -553,9 +489,43 @@ impl Cluster {
         self.call(Request::Stats).await
     }
 
-    /// The status snapshot served on `/status` and by the management API.
+    /// The status snapshot the node task refreshes twice a second (served
+    /// on `/status` and `/`); see [`status_now`](Self::status_now).
     pub fn status(&self) -> watch::Receiver<StatusView> {
         self.shared.status.clone()
+    }
+
+    /// The status as of now: the latest snapshot with its state, role,
+    /// leader, map and member counts read afresh, plus this node's Raft
+    /// term and log indexes (what the management API's GetStatus sends).
+    pub fn status_now(&self) -> StatusView {
+        let mut v = self.shared.status.borrow().clone();
+        let state = self.state();
+        v.cluster_id = self.cluster_id();
+        v.leader = self.leader();
+        v.role = self.role().as_str().to_string();
+        v.state = state.as_str().to_string();
+        v.operational = state == NodeState::Operational;
+        v.shard_count = self.shard_count();
+        if let Some(map) = self.shared.map.borrow().as_ref() {
+            v.epoch = map.epoch();
+            v.shards_owned = map.counts().get(self.node_id()).copied().unwrap_or(0);
+            v.shards_unassigned = map.unassigned();
+        }
+        v.members_by_status.clear();
+        for m in self.cluster_members() {
+            *v.members_by_status
+                .entry(m.status.as_str().to_string())
+                .or_insert(0) += 1;
+        }
+        if let Some(r) = self.raft_status() {
+            v.raft_term = r.term;
+            v.raft_last_log_index = r.last_log_index;
+            v.raft_last_applied = r.last_applied;
+            (v.voters, v.learners) = (r.voters, r.learners);
+        }
+        v.uptime_ms = self.shared.started.elapsed().as_millis() as u64;
+        v
     }
 
     /// This node's Prometheus metrics.

@@ -243,6 +243,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         raft,
         metrics,
         addrs,
+        started: std::time::Instant::now(),
         task: std::sync::Mutex::new(Some(task)),
     };
     Ok(Cluster {

@@ -115,6 +115,21 @@ pub(crate) fn status(
     committed: Option<&ShardMap>,
     uptime: Duration,
 ) -> StatusView {
+    let count_of = |id: &str| committed.map(|m| m.counts().get(id).copied().unwrap_or(0));
+    let mut members_by_status = BTreeMap::new();
+    let (mut voters, mut learners) = (Vec::new(), Vec::new());
+    for n in infos {
+        *members_by_status
+            .entry(n.gossip_status.clone())
+            .or_insert(0) += 1;
+        match n.role {
+            Role::Leader | Role::Voter => voters.push(n.id.clone()),
+            Role::Learner => learners.push(n.id.clone()),
+            Role::NonMember => {}
+        }
+    }
+    voters.sort();
+    learners.sort();
     StatusView {
         node_id: cfg.node_id.clone(),
         cluster_name: cfg.cluster_name.clone(),
@@ -127,6 +142,15 @@ pub(crate) fn status(
         shard_count: committed
             .map(|m| m.shard_count())
             .unwrap_or(cfg.shard_count),
+        shards_owned: count_of(&cfg.node_id).unwrap_or(0),
+        shards_unassigned: committed.map(|m| m.unassigned()).unwrap_or(0),
+        members_by_status,
+        voters,
+        learners,
+        // The node task holds no Raft metrics; `Cluster::status_now` adds them.
+        raft_term: 0,
+        raft_last_log_index: 0,
+        raft_last_applied: 0,
         uptime_ms: uptime.as_millis() as u64,
         nodes: infos
             .iter()

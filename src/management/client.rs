@@ -11,10 +11,9 @@ use tonic_health::pb::HealthCheckRequest;
 
 use super::auth::AddToken;
 use super::config::ClientTls;
-use super::types::{
-    EndpointEntry, Event, Health, NodeEntry, NodeFilter, ShardsInfo, StatusInfo, WriteOutcome,
-};
+use super::types::{EndpointEntry, Event, Health, NodeEntry, NodeFilter, ShardsInfo, WriteOutcome};
 use super::{pb, ManagementError};
+use crate::cluster::StatusView;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -148,7 +147,7 @@ impl Client {
     }
 
     /// The node's view of the cluster.
-    pub async fn status(&self) -> Result<StatusInfo, ManagementError> {
+    pub async fn status(&self) -> Result<StatusView, ManagementError> {
         let r = self.raw().get_status(pb::GetStatusRequest {}).await?;
         Ok(r.into_inner().into())
     }

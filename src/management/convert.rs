@@ -1,21 +1,34 @@
 //! Server side: the cluster's types as wire messages, and cluster errors as
 //! gRPC statuses. Pure functions.
 
-use std::collections::HashMap;
-
 use tonic::Status;
 
 use super::pb;
-use crate::cluster::{ClusterError, ClusterEvent, Member, NodeInfo, UserEvent};
+use crate::cluster::{ClusterError, ClusterEvent, NodeInfo, StatusView, UserEvent};
 use crate::shards::ShardMap;
 
-/// Counts members by gossip status.
-pub(crate) fn members_by_status(members: &[Member]) -> HashMap<String, u32> {
-    let mut out = HashMap::new();
-    for m in members {
-        *out.entry(m.status.as_str().to_string()).or_insert(0) += 1;
+/// A node's status on the wire (its node list goes by ListNodes).
+pub(crate) fn status_response(v: StatusView) -> pb::GetStatusResponse {
+    pb::GetStatusResponse {
+        node_id: v.node_id,
+        cluster_name: v.cluster_name,
+        cluster_id: v.cluster_id.unwrap_or_default(),
+        leader: v.leader.unwrap_or_default(),
+        role: v.role,
+        state: v.state,
+        operational: v.operational,
+        epoch: v.epoch,
+        shard_count: v.shard_count,
+        shards_owned: v.shards_owned,
+        shards_unassigned: v.shards_unassigned,
+        members_by_status: v.members_by_status.into_iter().collect(),
+        voters: v.voters,
+        learners: v.learners,
+        uptime_ms: v.uptime_ms,
+        raft_term: v.raft_term,
+        raft_last_log_index: v.raft_last_log_index,
+        raft_last_applied: v.raft_last_applied,
     }
-    out
 }
 
 /// One node on the wire.

@@ -32,13 +32,14 @@ mod pb {
     tonic::include_proto!("clusterfunk.v1.management");
 }
 
+pub use crate::cluster::StatusView;
 pub use client::{Client, EventStream};
 pub use config::ClientTls;
 pub use error::ManagementError;
 pub use server::{ManagementServer, PreparedServer};
 pub use types::{
     EndpointEntry, Event, EventKind, Health, NodeEntry, NodeFilter, ShardCount, ShardsInfo,
-    StatusInfo, WriteOutcome,
+    WriteOutcome,
 };
 
 /// The gRPC service name, as health checks and reflection know it.

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -16,7 +16,7 @@ use super::client::{Client, RawClient};
 use super::config::ClientTls;
 use super::pb::management_server::Management;
 use super::{convert, pb, FORWARDED_HEADER};
-use crate::cluster::{Cluster, ClusterError, ClusterEvent, NodeState, UserEvent};
+use crate::cluster::{Cluster, ClusterError, ClusterEvent, UserEvent};
 
 /// Drain waits this long unless told otherwise.
 const DRAIN_DEFAULT: Duration = Duration::from_secs(30);
@@ -37,7 +37,6 @@ pub(crate) struct Forwarding {
 /// The management service of one node.
 pub(crate) struct Service {
     cluster: Cluster,
-    started: Instant,
     forwarding: Forwarding,
     shutdown: watch::Receiver<bool>,
     /// Events skipped by slow WatchEvents readers, all streams together.
@@ -52,7 +51,6 @@ impl Service {
     ) -> Self {
         Service {
             cluster,
-            started: Instant::now(),
             forwarding,
             shutdown,
             missed: Arc::new(AtomicU64::new(0)),
@@ -178,35 +176,9 @@ impl Management for Service {
         &self,
         _req: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
-        let c = &self.cluster;
-        let cluster_id = c.cluster_id().unwrap_or_default();
-        let map = c.shard_map().borrow().clone();
-        let mut r = pb::GetStatusResponse {
-            node_id: c.node_id().to_string(),
-            cluster_name: c.name().to_string(),
-            cluster_id,
-            leader: c.leader().unwrap_or_default(),
-            role: c.role().as_str().to_string(),
-            state: c.state().as_str().to_string(),
-            operational: c.state() == NodeState::Operational,
-            epoch: map.as_ref().map(|m| m.epoch()).unwrap_or(0),
-            shard_count: c.shard_count(),
-            shards_owned: map
-                .as_ref()
-                .map(|m| m.counts().get(c.node_id()).copied().unwrap_or(0))
-                .unwrap_or(0),
-            shards_unassigned: map.as_ref().map(|m| m.unassigned()).unwrap_or(0),
-            members_by_status: convert::members_by_status(&c.cluster_members()),
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-            ..pb::GetStatusResponse::default()
-        };
-        if let Some(raft) = c.raft_status() {
-            r.raft_term = raft.term;
-            r.raft_last_log_index = raft.last_log_index;
-            r.raft_last_applied = raft.last_applied;
-            (r.voters, r.learners) = (raft.voters, raft.learners);
-        }
-        Ok(Response::new(r))
+        Ok(Response::new(convert::status_response(
+            self.cluster.status_now(),
+        )))
     }
 
     async fn list_nodes(

@@ -7,48 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::pb;
-
-/// A node's view of the cluster (GetStatus).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusInfo {
-    /// The node that answered.
-    pub node_id: String,
-    /// Cluster name.
-    pub cluster_name: String,
-    /// Made at bootstrap; `None` before.
-    pub cluster_id: Option<String>,
-    /// The Raft leader, if there is one.
-    pub leader: Option<String>,
-    /// `leader`, `voter`, `learner` or `non_member`.
-    pub role: String,
-    /// `starting`, `joining`, `voting`, `resharding`, `operational` or
-    /// `stopping`.
-    pub state: String,
-    /// Whether the node is Operational.
-    pub operational: bool,
-    /// Epoch of the committed map (0 before the first).
-    pub epoch: u64,
-    /// Shards in the cluster.
-    pub shard_count: u32,
-    /// Shards the answering node owns.
-    pub shards_owned: u32,
-    /// Shards no node owns in the committed map.
-    pub shards_unassigned: u32,
-    /// Gossip members of this cluster by status.
-    pub members_by_status: BTreeMap<String, u32>,
-    /// Raft voters by node id.
-    pub voters: Vec<String>,
-    /// Raft learners by node id.
-    pub learners: Vec<String>,
-    /// Milliseconds since the node's management server started.
-    pub uptime_ms: u64,
-    /// Current Raft term.
-    pub raft_term: u64,
-    /// Index of the last Raft log entry.
-    pub raft_last_log_index: u64,
-    /// Index of the last applied Raft log entry.
-    pub raft_last_applied: u64,
-}
+use crate::cluster::StatusView;
 
 /// One node of the cluster (ListNodes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,9 +238,9 @@ fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-impl From<pb::GetStatusResponse> for StatusInfo {
+impl From<pb::GetStatusResponse> for StatusView {
     fn from(r: pb::GetStatusResponse) -> Self {
-        StatusInfo {
+        StatusView {
             node_id: r.node_id,
             cluster_name: r.cluster_name,
             cluster_id: opt(r.cluster_id),
@@ -300,6 +259,7 @@ impl From<pb::GetStatusResponse> for StatusInfo {
             raft_term: r.raft_term,
             raft_last_log_index: r.raft_last_log_index,
             raft_last_applied: r.raft_last_applied,
+            nodes: Vec::new(),
         }
     }
 }

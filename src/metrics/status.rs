@@ -1,5 +1,6 @@
-//! [`StatusView`]: the snapshot of the cluster that `/status` returns and
-//! `/` renders. The coordinator builds it and publishes it on a
+//! [`StatusView`]: the one shape of a node's status: what `/status`
+//! returns, `/` renders, the management API's GetStatus sends and its
+//! client returns. The coordinator builds it and publishes it on a
 //! `tokio::sync::watch` channel; this module only reads it.
 
 use std::collections::BTreeMap;
@@ -31,9 +32,29 @@ pub struct StatusView {
     pub epoch: u64,
     /// Number of shards in the committed map.
     pub shard_count: u32,
+    /// Shards this node owns in the committed map.
+    pub shards_owned: u32,
+    /// Shards no node owns in the committed map.
+    pub shards_unassigned: u32,
+    /// Gossip members of this cluster by status (`alive`, `suspect`,
+    /// `dead`, `left`).
+    pub members_by_status: BTreeMap<String, u32>,
+    /// Raft voters by node id, sorted.
+    pub voters: Vec<String>,
+    /// Raft learners by node id, sorted.
+    pub learners: Vec<String>,
+    /// Current Raft term (0 when not known: not a member, or the periodic
+    /// snapshot, which carries no Raft metrics).
+    pub raft_term: u64,
+    /// Index of the last Raft log entry (0 when not known).
+    pub raft_last_log_index: u64,
+    /// Index of the last applied Raft log entry (0 when not known).
+    pub raft_last_applied: u64,
     /// Milliseconds since this node started.
     pub uptime_ms: u64,
-    /// Every node this node knows of, in display order.
+    /// Every node this node knows of, in display order (empty in the
+    /// management API's answer, which lists nodes with ListNodes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeView>,
 }
 
@@ -125,6 +146,9 @@ mod tests {
             operational: true,
             epoch: 4,
             shard_count: 16,
+            shards_owned: 16,
+            members_by_status: BTreeMap::from([("alive".into(), 1)]),
+            voters: vec!["n1".into()],
             uptime_ms: 12_000,
             nodes: vec![NodeView {
                 id: "n1".into(),
@@ -137,6 +161,7 @@ mod tests {
                 weight: 1,
                 shards: 16,
             }],
+            ..StatusView::default()
         };
         let json = serde_json::to_string(&view).unwrap();
         assert!(json.contains("\"raft_role\":\"non_member\""), "{json}");

@@ -1,6 +1,7 @@
 //! Helpers shared by integration tests; each test uses part of them.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod netns;
 pub mod skip;
 pub mod wait;

@@ -1,0 +1,84 @@
+//! [`ClusterError`]: why a cluster call failed. "This request failed"
+//! (`NoLeader`, `NotLeader`, `Raft`, `Gossip`, ...) stays apart from "this
+//! node has stopped" (`Stopped`), and errors of other layers are kept as
+//! sources, not strings.
+
+use std::net::SocketAddr;
+
+use crate::config::ConfigError;
+use crate::gossip::GossipError;
+use crate::raft::RaftApiError;
+
+/// Why a cluster call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The configuration was refused.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A socket could not be bound.
+    #[error("bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A component failed to start.
+    #[error("start {what}: {source}")]
+    Start {
+        /// Which component.
+        what: &'static str,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// There is no leader right now.
+    #[error("no leader")]
+    NoLeader,
+    /// Only the leader does this; it names the leader it knows.
+    #[error("not the leader (leader: {0:?})")]
+    NotLeader(Option<String>),
+    /// The node is not known to the cluster.
+    #[error("unknown node {0}")]
+    UnknownNode(String),
+    /// The operation needs a Raft member.
+    #[error("this node is not a Raft member")]
+    NotMember,
+    /// A Raft request failed (and may be retried); a stopped Raft node is
+    /// [`Stopped`](Self::Stopped), a known leader elsewhere
+    /// [`NotLeader`](Self::NotLeader), no leader [`NoLeader`](Self::NoLeader).
+    #[error("raft: {0}")]
+    Raft(#[source] RaftApiError),
+    /// Gossip refused the request (e.g. a user event over the size limit).
+    #[error("gossip: {0}")]
+    Gossip(#[source] GossipError),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+impl From<RaftApiError> for ClusterError {
+    /// Splits "this request failed" from "this node has stopped".
+    fn from(e: RaftApiError) -> ClusterError {
+        match e {
+            RaftApiError::ForwardToLeader { leader: None, .. } => ClusterError::NoLeader,
+            RaftApiError::ForwardToLeader {
+                leader: Some(l), ..
+            } => ClusterError::NotLeader(Some(l.name)),
+            RaftApiError::Fatal(_) => ClusterError::Stopped,
+            e => ClusterError::Raft(e),
+        }
+    }
+}
+
+impl ClusterError {
+    /// A stopped gossip layer means a stopped node.
+    pub(super) fn from_gossip(e: GossipError) -> ClusterError {
+        match e {
+            GossipError::Shutdown => ClusterError::Stopped,
+            e => ClusterError::Gossip(e),
+        }
+    }
+}
