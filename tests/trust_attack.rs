@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clusterfunk::gossip::Keyring;
 use clusterfunk::raft::RaftAuth;
-use clusterfunk::{Cluster, Config, NodeState};
+use clusterfunk::{Agent, Cluster, Config, NodeState};
 use common::wait::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -93,7 +93,7 @@ fn epoch_and_owners(c: &Cluster) -> Option<(u64, BTreeSet<String>)> {
     Some((m.epoch(), owners))
 }
 
-async fn converged(nodes: &[Cluster]) {
+async fn converged(nodes: &[Agent]) {
     wait_until("every node operational with the same map", || {
         let first = epoch_and_owners(&nodes[0]);
         first.as_ref().is_some_and(|(_, o)| o.len() == nodes.len())
@@ -165,11 +165,11 @@ async fn spray(to: SocketAddr, n: usize, rng: &mut Rng) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_input_on_every_port_leaves_the_cluster_working() {
-    let n0 = Cluster::start(config("n0", &[])).await.expect("n0");
+    let n0 = Agent::start(config("n0", &[])).await.expect("n0");
     let seed = n0.local_endpoints()["gossip"].to_string();
     let mut nodes = vec![n0];
     for i in 1..3 {
-        let c = Cluster::start(config(&format!("n{i}"), std::slice::from_ref(&seed)))
+        let c = Agent::start(config(&format!("n{i}"), std::slice::from_ref(&seed)))
             .await
             .expect("start");
         nodes.push(c);

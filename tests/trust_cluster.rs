@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clusterfunk::gossip::{Gossip, GossipConfig, Keyring, MemNetwork, MemberStatus};
 use clusterfunk::raft::{RaftAuth, AUTH_HEADER};
-use clusterfunk::{Cluster, Config, NodeState};
+use clusterfunk::{Agent, Cluster, Config, NodeState};
 use common::wait::{wait_until, wait_until_async};
 use tonic::metadata::MetadataValue;
 use tonic::Code;
@@ -59,14 +59,14 @@ fn owners(c: &Cluster) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outsiders_stay_out_and_raw_raft_calls_need_the_credential() {
-    let n0 = Cluster::start(config("n0", &[], Some(&KEY)))
+    let n0 = Agent::start(config("n0", &[], Some(&KEY)))
         .await
         .expect("n0");
     let seed = n0.local_endpoints()["gossip"].to_string();
     let seeds = std::slice::from_ref(&seed);
     let mut nodes = vec![n0];
     for i in 1..3 {
-        let c = Cluster::start(config(&format!("n{i}"), seeds, Some(&KEY)))
+        let c = Agent::start(config(&format!("n{i}"), seeds, Some(&KEY)))
             .await
             .expect("start");
         nodes.push(c);
@@ -75,7 +75,7 @@ async fn outsiders_stay_out_and_raw_raft_calls_need_the_credential() {
     // (their join is refused) or run alone; either way they must stay out.
     let mut outsiders = Vec::new();
     for (name, key) in [("plain", None), ("wrong", Some(&[0x13u8; 32][..]))] {
-        if let Ok(c) = Cluster::start(config(name, seeds, key)).await {
+        if let Ok(c) = Agent::start(config(name, seeds, key)).await {
             outsiders.push(c);
         }
     }
