@@ -158,8 +158,9 @@ fn leader_of(nodes: &[Cluster]) -> Option<&Cluster> {
 }
 
 /// Every node Operational with one committed map whose every shard has an
-/// owner, and every shard served by exactly one node.
-fn converged(nodes: &[Cluster]) -> bool {
+/// owner, every node with a weight owning shards again, and every shard
+/// served by exactly one node.
+fn converged(nodes: &[Cluster], weights: &[u32]) -> bool {
     let maps: BTreeSet<_> = nodes.iter().map(owners_of).collect();
     if maps.len() != 1 || nodes.iter().any(|n| n.state() != NodeState::Operational) {
         return false;
@@ -167,7 +168,12 @@ fn converged(nodes: &[Cluster]) -> bool {
     let Some(Some((_, owners))) = maps.into_iter().next() else {
         return false;
     };
+    let owning: BTreeSet<&str> = owners.iter().flatten().map(String::as_str).collect();
     owners.iter().all(Option::is_some)
+        && nodes
+            .iter()
+            .zip(weights)
+            .all(|(n, w)| *w == 0 || owning.contains(n.node_id()))
         && (0..SHARDS).all(|s| nodes.iter().filter(|n| n.is_serving(s)).count() == 1)
 }
 
@@ -225,9 +231,9 @@ async fn run_seed(seed: u64) {
         raft,
     };
     let nodes = start(&net, &format!("sim{seed}")).await;
-    common::wait::wait_until("first map", || converged(&nodes)).await;
-    let (stop, seen, task) = checker(nodes.clone());
     let mut weights = vec![1u32; NODES];
+    common::wait::wait_until("first map", || converged(&nodes, &weights)).await;
+    let (stop, seen, task) = checker(nodes.clone());
     for step in 0..STEPS {
         let fault = pick(&mut rng, &weights);
         let hold = Duration::from_millis(rng.gen_range(300..2000));
@@ -277,10 +283,15 @@ async fn run_seed(seed: u64) {
         tokio::time::sleep(hold).await;
         net.raft.heal();
         net.gossip.heal();
+        let healed = tokio::time::Instant::now();
         common::wait::wait_until(&format!("seed {seed} step {step}: convergence"), || {
-            converged(&nodes)
+            converged(&nodes, &weights)
         })
         .await;
+        eprintln!(
+            "safety_sim: seed {seed} step {step}: converged {:?} after healing",
+            healed.elapsed()
+        );
         if matches!(fault, Fault::StepDown) {
             assert_eq!(
                 before,
