@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use clusterfunk::local::{owners, unix_ms, Commit, LocalCluster};
+use clusterfunk::management::Client;
 
 const SHARDS: u32 = 1000;
 const WAIT: Duration = Duration::from_secs(60);
@@ -129,4 +130,118 @@ async fn simultaneous_start_gives_one_cluster_and_names_never_merge() {
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Every node's status, when every node answers, agrees on one leader and
+/// one epoch and is operational.
+async fn settled(lc: &LocalCluster, nodes: &[String]) -> Option<(String, u64)> {
+    let mut seen = BTreeSet::new();
+    for n in nodes {
+        let addr = lc.endpoint(n, "management")?;
+        let client = Client::connect(&addr, None, None).await.ok()?;
+        let s = client.status().await.ok()?;
+        if !s.operational {
+            return None;
+        }
+        seen.insert((s.leader?, s.epoch));
+    }
+    (seen.len() == 1).then(|| seen.into_iter().next()).flatten()
+}
+
+/// Polls [`settled`] until `accept` takes its answer; panics after WAIT.
+async fn wait_settled(
+    lc: &LocalCluster,
+    nodes: &[String],
+    what: &str,
+    accept: impl Fn(&(String, u64)) -> bool,
+) -> (String, u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(s) = settled(lc, nodes).await.filter(|s| accept(s)) {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Fails naming how many shards moved (not printing 1,000 owners).
+fn assert_same_map(
+    before: &(u64, Vec<Option<String>>),
+    after: &(u64, Vec<Option<String>>),
+    what: &str,
+) {
+    let moved = before
+        .1
+        .iter()
+        .zip(&after.1)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        moved == 0 && before.0 == after.0 && before.1.len() == after.1.len(),
+        "{what} moved {moved} shards (epoch {} -> {})",
+        before.0,
+        after.0
+    );
+}
+
+async fn full_map(lc: &LocalCluster, node: &str) -> (u64, Vec<Option<String>>) {
+    let addr = lc.endpoint(node, "management").expect("management");
+    let client = Client::connect(&addr, None, None).await.expect("connect");
+    let s = client.shards(true).await.expect("shards");
+    (s.epoch, s.owners)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_down_and_a_full_restart_move_no_shard() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lc = cluster(dir.path(), "still");
+    lc.start("n1", None).await.expect("start n1");
+    let seed = lc.endpoint("n1", "gossip").expect("gossip addr");
+    for i in 2..=5 {
+        lc.start(&format!("n{i}"), Some(&seed))
+            .await
+            .expect("start");
+    }
+    let all = lc.nodes();
+    lc.wait_commit(&all, 0, WAIT, |c| owners(c).len() == 5 && covers_all(c))
+        .await
+        .expect("first map on every node");
+    let (lead, _) = wait_settled(&lc, &all, "formed", |_| true).await;
+    let before = full_map(&lc, &lead).await;
+    assert!(before.1.iter().all(Option::is_some), "every shard owned");
+
+    // A step-down moves leadership, not shards.
+    let addr = lc.endpoint(&lead, "management").expect("management");
+    let client = Client::connect(&addr, None, None).await.expect("connect");
+    client.step_down().await.expect("step down");
+    let (new_lead, _) = wait_settled(&lc, &all, "a new leader, settled", |(l, _)| *l != lead).await;
+    assert_eq!(
+        full_map(&lc, &new_lead).await,
+        before,
+        "step-down moved shards"
+    );
+
+    // kill -9 of every node, then a restart of all from their data dirs:
+    // the same map, same epoch.
+    for n in &all {
+        lc.kill(n).await.expect("kill");
+    }
+    for n in &all {
+        lc.restart(n).await.expect("restart");
+    }
+    let (lead, _) = wait_settled(&lc, &all, "restarted cluster settled", |_| true).await;
+    assert_eq!(
+        full_map(&lc, &lead).await,
+        before,
+        "a full restart moved shards"
+    );
+    for n in &all {
+        assert!(
+            lc.commits(n).iter().all(|c| c.epoch <= before.0),
+            "{n} committed a newer map: {:?}",
+            lc.commits(n)
+        );
+    }
+    lc.shutdown().await;
 }
