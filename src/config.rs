@@ -101,8 +101,9 @@ pub struct Config {
     /// Changes are batched for this long before the leader proposes a map.
     /// Default 5 ms.
     pub reshard_debounce: Duration,
-    /// A node dropped for not acknowledging stays out of maps this long.
-    /// Default 5 s.
+    /// A node dropped for not acknowledging stays out of maps this long,
+    /// doubled for each further exclusion in a row (up to 32 times).
+    /// Default 1 s.
     pub exclude_backoff: Duration,
     /// A voter that is dead (liveness) this long is replaced by a learner.
     /// Default 3 s.
@@ -227,7 +228,7 @@ impl Config {
             ack_timeout: Duration::from_millis(500),
             lease: Duration::from_millis(250),
             reshard_debounce: Duration::from_millis(5),
-            exclude_backoff: Duration::from_secs(5),
+            exclude_backoff: Duration::from_secs(1),
             voter_grace: Duration::from_secs(3),
             removal_grace: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),

@@ -808,6 +808,10 @@ impl Node {
                     warn!(silent = ?silent, "no acknowledgement in time; dropping them");
                     self.dirty_at = Some(now);
                 }
+                Step::Readmit(back) => {
+                    info!(back = ?back, "exclusion over; proposing with them again");
+                    self.dirty_at = Some(now);
+                }
                 Step::Wait => {}
             }
             if now.duration_since(self.last_reconcile) >= RECONCILE_EVERY {

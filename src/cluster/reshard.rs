@@ -7,8 +7,10 @@
 //! but is not live (dead, gone, excluded) is not waited for, but the commit
 //! still waits until its serving lease has certainly ended (its bound, from
 //! `RaftNode::lease_bound`). Then it appends `Commit{epoch}`. If some stay
-//! silent past `ack_timeout`, they are excluded for a back-off period and a
-//! new proposal without them follows, which again waits out their leases.
+//! silent past `ack_timeout`, they are excluded for a back-off period
+//! (doubling while they keep failing) and a new proposal without them
+//! follows, which again waits out their leases; when the back-off ends a
+//! proposal with them follows at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::time::{Duration, Instant};
@@ -39,6 +41,8 @@ pub(crate) enum Step {
     Commit(u64),
     /// The deadline passed: these nodes are excluded; propose again.
     Repropose(BTreeSet<String>),
+    /// These nodes' exclusion ended: propose again with them.
+    Readmit(BTreeSet<String>),
 }
 
 /// Pending proposal plus the nodes excluded for not acknowledging.
@@ -46,6 +50,11 @@ pub(crate) enum Step {
 pub(crate) struct Tracker {
     pending: Option<Pending>,
     excluded: BTreeMap<String, Instant>,
+    /// Exclusions in a row per node: each doubles the next back-off (up to
+    /// 32 times the base), so a node that keeps failing to acknowledge
+    /// costs a re-proposal ever more rarely, while one that was only cut
+    /// off for a moment is back after the base back-off.
+    strikes: BTreeMap<String, u32>,
 }
 
 impl Tracker {
@@ -76,6 +85,8 @@ impl Tracker {
     pub fn on_ack(&mut self, node: &str, epoch: u64, now: Instant) -> Step {
         match &mut self.pending {
             Some(p) if p.epoch == epoch => {
+                // It acknowledges again: its next exclusion starts afresh.
+                self.strikes.remove(node);
                 p.waiting.remove(node);
                 p.lapse.remove(node);
                 if p.ready(now) {
@@ -88,19 +99,30 @@ impl Tracker {
         }
     }
 
-    /// Checks the deadline: silent nodes are excluded until `now + backoff`.
+    /// Checks the deadlines: silent nodes are excluded for `backoff`
+    /// (doubled for each exclusion in a row); ended exclusions readmit.
     pub fn on_tick(&mut self, now: Instant, backoff: Duration) -> Step {
+        let ended: BTreeSet<String> = self
+            .excluded
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
         self.excluded.retain(|_, until| *until > now);
         match &self.pending {
             Some(p) if p.ready(now) => Step::Commit(p.epoch),
             Some(p) if now >= p.deadline && !p.waiting.is_empty() => {
                 let silent = p.waiting.clone();
                 for n in &silent {
-                    self.excluded.insert(n.clone(), now + backoff);
+                    let strikes = self.strikes.entry(n.clone()).or_insert(0);
+                    *strikes = (*strikes + 1).min(6);
+                    let until = now + backoff * (1 << (*strikes - 1));
+                    self.excluded.insert(n.clone(), until);
                 }
                 self.pending = None;
                 Step::Repropose(silent)
             }
+            _ if !ended.is_empty() => Step::Readmit(ended),
             _ => Step::Wait,
         }
     }
@@ -129,8 +151,15 @@ impl Tracker {
 
     /// When the tracker next needs a tick.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let p = self.pending.as_ref()?;
-        Some(p.lapse.values().copied().fold(p.deadline, Instant::min))
+        let pending = self
+            .pending
+            .as_ref()
+            .map(|p| p.lapse.values().copied().fold(p.deadline, Instant::min));
+        let exclusion = self.excluded.values().copied().min();
+        match (pending, exclusion) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -177,9 +206,41 @@ mod tests {
         assert_eq!(t.on_tick(later, backoff), Step::Repropose(set(&["b", "c"])));
         assert!(t.is_excluded("b", later));
         assert!(!t.is_excluded("a", later));
+        assert_eq!(t.next_deadline(), Some(later + backoff));
+        assert_eq!(
+            t.on_tick(later + backoff, backoff),
+            Step::Readmit(set(&["b", "c"]))
+        );
         assert!(!t.is_excluded("b", later + backoff));
         t.readmit("c");
         assert!(!t.is_excluded("c", later));
+    }
+
+    #[test]
+    fn repeated_exclusions_back_off_and_an_acknowledgement_resets_them() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let base = ms(1000);
+        let mut t = Tracker::default();
+        let mut at = now;
+        let mut lengths = Vec::new();
+        for epoch in 1..=3 {
+            t.proposed(epoch, set(&["x"]), BTreeMap::new(), at, ms(500));
+            at += ms(500);
+            assert_eq!(t.on_tick(at, base), Step::Repropose(set(&["x"])));
+            let until = t.next_deadline().expect("excluded");
+            lengths.push(until - at);
+            at = until;
+            assert_eq!(t.on_tick(at, base), Step::Readmit(set(&["x"])));
+        }
+        assert_eq!(lengths, vec![ms(1000), ms(2000), ms(4000)]);
+        // It acknowledges a proposal: the next exclusion is the base again.
+        t.proposed(4, set(&["x", "y"]), BTreeMap::new(), at, ms(500));
+        t.on_ack("x", 4, at);
+        t.proposed(5, set(&["x"]), BTreeMap::new(), at, ms(500));
+        at += ms(500);
+        t.on_tick(at, base);
+        assert_eq!(t.next_deadline(), Some(at + base));
     }
 
     #[test]
