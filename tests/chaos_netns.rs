@@ -10,7 +10,6 @@ use std::process::Command;
 const TEST_NAME: &str = "leader_with_a_minority_never_overlaps_the_new_owners";
 
 #[test]
-#[ignore = "fails until the quorum lease lands (issue 13)"]
 fn leader_with_a_minority_never_overlaps_the_new_owners() {
     let out = Command::new(env!("CARGO_BIN_EXE_clusterfunk"))
         .args([
