@@ -33,6 +33,7 @@ fn net() -> Net {
         seams: Seams {
             gossip: Some(gossip.clone()),
             raft: Some(raft.clone()),
+            ..Seams::default()
         },
         gossip,
         raft,

@@ -220,6 +220,7 @@ async fn run_seed(seed: u64) {
         seams: Seams {
             gossip: Some(gossip.clone()),
             raft: Some(raft.clone()),
+            ..Seams::default()
         },
         gossip,
         raft,

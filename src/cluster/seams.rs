@@ -8,7 +8,6 @@
 //! [`MemNetwork`](crate::gossip::MemNetwork) apply to echo probes exactly
 //! as to gossip datagrams.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
@@ -16,30 +15,19 @@ use crate::gossip::{MemTransport, Transport};
 use crate::liveness::DatagramSocket;
 
 impl DatagramSocket for MemTransport {
-    fn send_to<'a>(
-        &'a self,
-        buf: &'a [u8],
-        target: SocketAddr,
-    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
-        async move {
-            Transport::send_to(self, buf, target).await?;
-            Ok(buf.len())
-        }
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
+        Transport::send_to(self, buf, target).await?;
+        Ok(buf.len())
     }
 
     /// Cancel safe: the in-memory inbox hands a datagram over only in the
     /// poll that completes. A longer datagram is cut to `buf.len()`, as UDP
     /// would.
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
-        async move {
-            let (data, from) = Transport::recv(self).await?;
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            Ok((n, from))
-        }
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let (data, from) = Transport::recv(self).await?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        Ok((n, from))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

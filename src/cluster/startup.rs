@@ -28,7 +28,7 @@ use crate::discovery::{
 use crate::gossip::{endpoint_key, Gossip, MemTransport, NetTransport, Transport};
 use crate::liveness::{Checker, Responder};
 use crate::metrics::{Metrics, StatusView};
-use crate::raft::{Network, RaftNode, RaftNodeInfo, Router, Storage};
+use crate::raft::{Network, RaftNode, RaftNodeInfo, Storage};
 
 /// Version of the coordinator's protocol, announced over mDNS.
 const PROTOCOL_VERSION: u32 = 1;
@@ -77,8 +77,12 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
     if cfg.member {
         // Through the router, the Raft address is only a name to route by:
         // no listener, no TLS (nothing leaves the process).
-        let listener = match &seams.raft {
-            Some(router) => RaftListener::Router(router.clone(), router.reserve_addr()),
+        let (raft_addr, tcp, network) = match &seams.raft {
+            Some(router) => {
+                let addr = router.reserve_addr();
+                let network = Network::new(router.connector(&addr.to_string()));
+                (addr, None, network)
+            }
             None => {
                 let listener = tokio::net::TcpListener::bind(cfg.raft_addr)
                     .await
@@ -87,27 +91,14 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
                     .local_addr()
                     .map_err(bind_err("raft", cfg.raft_addr))?;
                 let (server_tls, client_tls) = raft_tls(&cfg).map_err(start_err("raft tls"))?;
-                RaftListener::Tcp {
-                    listener,
-                    raft_addr: cfg.advertised(bound),
-                    server_tls,
-                    client_tls,
-                }
+                let network = Network::grpc_tls(&cfg.raft, client_tls);
+                (cfg.advertised(bound), Some((listener, server_tls)), network)
             }
         };
-        let raft_addr = listener.raft_addr();
         addrs.insert(tags::EP_RAFT.to_string(), raft_addr);
         let storage = match &cfg.storage {
             StorageConfig::Memory => Storage::Memory,
             StorageConfig::DataDir(p) => Storage::Sled(p.join("raft")),
-        };
-        let network = match &listener {
-            RaftListener::Router(router, _) => {
-                Network::new(router.connector(&raft_addr.to_string()))
-            }
-            RaftListener::Tcp { client_tls, .. } => {
-                Network::grpc_tls(&cfg.raft, client_tls.clone())
-            }
         };
         let mut raft_cfg = cfg.raft.clone();
         raft_cfg.serving_lease = cfg.lease;
@@ -121,18 +112,13 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         )
         .await
         .map_err(start_err("raft"))?;
-        match listener {
-            RaftListener::Router(router, _) => {
-                router.register(&raft_addr.to_string(), node.service());
-            }
-            RaftListener::Tcp {
-                listener,
-                server_tls,
-                ..
-            } => {
+        match (tcp, &seams.raft) {
+            (Some((listener, server_tls)), _) => {
                 node.serve_tls(listener, server_tls)
                     .map_err(start_err("raft server"))?;
             }
+            (None, Some(router)) => router.register(&raft_addr.to_string(), node.service()),
+            (None, None) => {}
         }
         raft = Some(Arc::new(node));
         let started = match &seams.liveness {
@@ -337,27 +323,6 @@ fn raft_tls(
 enum GossipTransport {
     Net(NetTransport),
     Mem(MemTransport),
-}
-
-/// The Raft listener, or the router standing in for it.
-enum RaftListener {
-    Router(Router, SocketAddr),
-    Tcp {
-        listener: tokio::net::TcpListener,
-        raft_addr: SocketAddr,
-        server_tls: Option<tonic::transport::ServerTlsConfig>,
-        client_tls: Option<tonic::transport::ClientTlsConfig>,
-    },
-}
-
-impl RaftListener {
-    /// The address other nodes reach this node's Raft at.
-    fn raft_addr(&self) -> SocketAddr {
-        match self {
-            RaftListener::Router(_, addr) => *addr,
-            RaftListener::Tcp { raft_addr, .. } => *raft_addr,
-        }
-    }
 }
 
 /// Announces this node and starts browsing for its peers: through the
