@@ -193,3 +193,30 @@ impl LocalChannel {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_addresses_are_unique_and_synthetic() {
+        let router = Router::new();
+        let other = router.clone();
+        let addrs: HashSet<SocketAddr> = (0..600)
+            .map(|i| {
+                if i % 2 == 0 {
+                    router.reserve_addr()
+                } else {
+                    other.reserve_addr()
+                }
+            })
+            .collect();
+        assert_eq!(addrs.len(), 600);
+        for a in &addrs {
+            let std::net::IpAddr::V4(ip) = a.ip() else {
+                panic!("not IPv4: {a}");
+            };
+            assert_eq!(ip.octets()[..2], [198, 18][..], "{a}");
+        }
+    }
+}
