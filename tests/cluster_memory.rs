@@ -12,9 +12,6 @@
 //! that no other test in the same process opens sockets meanwhile.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 mod common;
 
@@ -22,6 +19,7 @@ use clusterfunk::cluster::{MemoryRegistry, Seams};
 use clusterfunk::gossip::MemNetwork;
 use clusterfunk::raft::Router;
 use clusterfunk::{Cluster, Config, NodeState};
+use common::serving::OverlapWatch;
 use common::wait::wait_until;
 
 const SHARDS: u32 = 64;
@@ -68,34 +66,6 @@ fn settled_on(nodes: &[Cluster], owners: &BTreeSet<String>) -> bool {
     got == owners
         && nodes.iter().all(|n| n.state() == NodeState::Operational)
         && (0..SHARDS).all(|s| nodes.iter().filter(|n| n.is_serving(s)).count() == 1)
-}
-
-/// Samples every node's `is_serving` for every shard until stopped and
-/// keeps the first overlaps seen.
-fn overlap_checker(
-    nodes: Vec<Cluster>,
-) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(u64, Vec<String>)>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let task = tokio::spawn(async move {
-        let (mut samples, mut overlaps) = (0u64, Vec::new());
-        while !flag.load(Ordering::Relaxed) {
-            for shard in 0..SHARDS {
-                let serving: Vec<&str> = nodes
-                    .iter()
-                    .filter(|n| n.is_serving(shard))
-                    .map(|n| n.node_id())
-                    .collect();
-                if serving.len() > 1 && overlaps.len() < 10 {
-                    overlaps.push(format!("shard {shard} served by {serving:?}"));
-                }
-            }
-            samples += 1;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        (samples, overlaps)
-    });
-    (stop, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -154,7 +124,7 @@ async fn three_nodes_with_no_socket_drop_the_one_whose_liveness_is_cut() {
     let victim_liveness = victim.local_endpoints()["liveness"];
     let epoch_before = leader.epoch().expect("epoch");
     let refused_before = raft.refused();
-    let (stop, task) = overlap_checker(nodes.clone());
+    let overlaps = OverlapWatch::start(nodes.clone());
 
     // Cut the victim's liveness only: the leader's probes stop reaching it,
     // while its Raft and gossip links stay up.
@@ -179,10 +149,8 @@ async fn three_nodes_with_no_socket_drop_the_one_whose_liveness_is_cut() {
     liveness.rejoin(victim_liveness);
     wait_until("the node is back in the map", || settled_on(&nodes, &all)).await;
 
-    stop.store(true, Ordering::Relaxed);
-    let (samples, overlaps) = task.await.expect("checker");
-    assert!(samples > 10, "the checker barely ran: {samples}");
-    assert!(overlaps.is_empty(), "shards served twice: {overlaps:?}");
+    let samples = overlaps.finish().await;
+    assert!(samples > 10, "the sampler barely ran: {samples}");
     assert_eq!(socket_fds(), sockets_before, "a node bound a real socket");
 
     // Followers first, so each drain has a leader to go through; a stopped
