@@ -140,6 +140,11 @@ async fn three_nodes_with_no_socket_drop_the_one_whose_liveness_is_cut() {
         .find(|i| i.id == victim_id)
         .expect("victim still listed");
     assert_eq!(seen.live, Some(false), "the leader's checker saw it dead");
+    let retries = u64::from(config(0).liveness.retries);
+    assert!(
+        liveness.stats().dropped_by_link >= retries,
+        "at least liveness_retries probes were lost to the cut"
+    );
     assert_eq!(seen.gossip_status, "alive", "gossip still sees it");
     // Raft still reached it: it applied and committed the map without it.
     assert!(victim.epoch().expect("victim epoch") > epoch_before);
