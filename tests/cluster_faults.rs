@@ -5,9 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 mod common;
 
@@ -16,6 +13,7 @@ use clusterfunk::gossip::MemNetwork;
 use clusterfunk::raft::Router;
 use clusterfunk::{Agent, Config, NodeState};
 use common::cluster::{start_agents, stop_all};
+use common::serving::OverlapWatch;
 use common::wait::wait_until;
 
 const SHARDS: u32 = 256;
@@ -33,6 +31,7 @@ fn net() -> Net {
         seams: Seams {
             gossip: Some(gossip.clone()),
             raft: Some(raft.clone()),
+            ..Seams::default()
         },
         gossip,
         raft,
@@ -90,27 +89,9 @@ fn leader_of(nodes: &[Agent]) -> &Agent {
         .expect("leader node")
 }
 
-/// Checks, until stopped, that no shard is served by two nodes at once.
-fn watch_single_owner(nodes: Vec<Agent>) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let task = tokio::spawn(async move {
-        let mut samples = 0;
-        while !flag.load(Ordering::Relaxed) {
-            for shard in 0..SHARDS {
-                let serving: Vec<&str> = nodes
-                    .iter()
-                    .filter(|n| n.is_serving(shard))
-                    .map(|n| n.node_id())
-                    .collect();
-                assert!(serving.len() <= 1, "shard {shard} served by {serving:?}");
-            }
-            samples += 1;
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        samples
-    });
-    (stop, task)
+/// Samples, until finished, that no shard is served by two nodes at once.
+fn watch_single_owner(nodes: &[Agent]) -> OverlapWatch {
+    OverlapWatch::start(nodes.iter().map(|n| n.cluster().clone()).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -161,7 +142,7 @@ async fn a_partitioned_minority_stops_serving_and_never_commits() {
     let nodes = start(&net, 3).await;
     let all: Vec<&Agent> = nodes.iter().collect();
     wait_until("first map", || all_committed_with(&all, &names(&all))).await;
-    let (stop, checker) = watch_single_owner(nodes.clone());
+    let overlaps = watch_single_owner(&nodes);
     let leader = leader_of(&nodes);
     let lone = nodes
         .iter()
@@ -187,9 +168,7 @@ async fn a_partitioned_minority_stops_serving_and_never_commits() {
     assert!(majority[0].epoch() > lone_epoch);
     assert_eq!(lone.epoch(), lone_epoch, "the minority never commits");
     assert_ne!(lone.state(), NodeState::Operational);
-    stop.store(true, Ordering::Relaxed);
-    let samples = checker.await.expect("single-owner checker");
-    assert!(samples > 0);
+    assert!(overlaps.finish().await > 0);
     stop_all(&nodes).await;
 }
 
@@ -199,7 +178,7 @@ async fn a_new_leader_replaces_a_proposal_the_old_one_never_committed() {
     let nodes = start(&net, 4).await;
     let all: Vec<&Agent> = nodes.iter().collect();
     wait_until("first map", || all_committed_with(&all, &names(&all))).await;
-    let (stop, checker) = watch_single_owner(nodes.clone());
+    let overlaps = watch_single_owner(&nodes);
     let old = leader_of(&nodes).clone();
     let first_epoch = old.epoch().expect("epoch");
     // One follower cannot acknowledge to this leader: the next proposal
@@ -253,7 +232,6 @@ async fn a_new_leader_replaces_a_proposal_the_old_one_never_committed() {
         heavy > light * 2,
         "weight 3 node owns {heavy}, weight 1 owns {light}"
     );
-    stop.store(true, Ordering::Relaxed);
-    checker.await.expect("single-owner checker");
+    overlaps.finish().await;
     stop_all(&nodes).await;
 }

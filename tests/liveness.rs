@@ -1,19 +1,16 @@
-//! Liveness checker and responder over real UDP sockets on 127.0.0.1, plus
-//! one run over an in-memory socket with paused time.
+//! Liveness checker and responder over real UDP sockets on 127.0.0.1, and
+//! over the in-memory network (the one gossip uses) with paused time: exact
+//! detection time, cut links, loss and delay.
 
 mod common;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clusterfunk::gossip::MemNetwork;
 use clusterfunk::liveness::wire::{Packet, PacketKind, PACKET_LEN};
 use clusterfunk::liveness::{
-    Checker, DatagramSocket, LivenessConfig, LivenessEvent, LivenessSnapshot, Responder,
-    TargetStatus,
+    Checker, LivenessConfig, LivenessEvent, LivenessSnapshot, Responder, TargetStatus,
 };
 use common::wait::wait_until_async;
 use tokio::net::UdpSocket;
@@ -311,82 +308,16 @@ async fn handles_fail_after_shutdown() {
     assert!(events.recv().await.is_none(), "event channel closed");
 }
 
-// ---- in-memory network, paused time ----
-
-type Datagram = (Vec<u8>, SocketAddr);
-
-/// A lossless in-memory datagram network: sockets by address, bounded
-/// queues that drop on overflow like UDP.
-#[derive(Clone, Default)]
-struct MemNet {
-    sockets: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Datagram>>>>,
-}
-
-struct MemSocket {
-    addr: SocketAddr,
-    net: MemNet,
-    rx: tokio::sync::Mutex<mpsc::Receiver<Datagram>>,
-}
-
-impl MemNet {
-    fn bind(&self, port: u16) -> MemSocket {
-        let addr = SocketAddr::from(([10, 0, 0, 1], port));
-        let (tx, rx) = mpsc::channel(1024);
-        self.sockets.lock().expect("lock").insert(addr, tx);
-        MemSocket {
-            addr,
-            net: self.clone(),
-            rx: tokio::sync::Mutex::new(rx),
-        }
-    }
-}
-
-impl Drop for MemSocket {
-    fn drop(&mut self) {
-        if let Ok(mut s) = self.net.sockets.lock() {
-            s.remove(&self.addr);
-        }
-    }
-}
-
-impl DatagramSocket for MemSocket {
-    fn send_to<'a>(
-        &'a self,
-        buf: &'a [u8],
-        target: SocketAddr,
-    ) -> impl Future<Output = io::Result<usize>> + Send + 'a {
-        let tx = self.net.sockets.lock().expect("lock").get(&target).cloned();
-        if let Some(tx) = tx {
-            let _ = tx.try_send((buf.to_vec(), self.addr));
-        }
-        std::future::ready(Ok(buf.len()))
-    }
-
-    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let mut rx = self.rx.lock().await;
-        match rx.recv().await {
-            Some((data, from)) => {
-                let n = data.len().min(buf.len());
-                buf[..n].copy_from_slice(&data[..n]);
-                Ok((n, from))
-            }
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.addr)
-    }
-}
+// ---- in-memory network (the one gossip uses), paused time ----
 
 #[tokio::test(start_paused = true)]
 async fn detection_time_is_exact_with_paused_time() {
-    let net = MemNet::default();
+    let net = MemNetwork::new();
     let config = LivenessConfig::default();
-    let responder = Responder::spawn(net.bind(2)).expect("responder");
+    let responder = Responder::spawn(net.bind()).expect("responder");
     let target = responder.local_addr();
     let start = Instant::now();
-    let (checker, mut events) = Checker::spawn(config.clone(), net.bind(1)).expect("checker");
+    let (checker, mut events) = Checker::spawn(config.clone(), net.bind()).expect("checker");
     checker.add("n", target).await.expect("add");
     let mut state = checker.watch();
     wait_state(&mut state, "alive", |s| {
@@ -394,10 +325,10 @@ async fn detection_time_is_exact_with_paused_time() {
     })
     .await;
 
-    // Stop between the rounds at 200 and 300 ms: the probe at 300 ms is the
+    // Cut between the rounds at 200 and 300 ms: the probe at 300 ms is the
     // first unanswered, so Dead comes (retries-1) × interval + floor later.
     tokio::time::sleep_until(start + Duration::from_millis(250)).await;
-    responder.shutdown().await;
+    net.isolate(target);
     assert_eq!(
         next_event(&mut events).await,
         LivenessEvent::Dead("n".into())
@@ -409,8 +340,8 @@ async fn detection_time_is_exact_with_paused_time() {
         "dead at {took:?}, expected {expect:?}"
     );
 
-    // Restart on the same address: Alive at the next round's reply.
-    let again = Responder::spawn(net.bind(2)).expect("responder");
+    // Restored: Alive at the next round's reply.
+    net.rejoin(target);
     assert_eq!(
         next_event(&mut events).await,
         LivenessEvent::Alive("n".into())
@@ -420,6 +351,77 @@ async fn detection_time_is_exact_with_paused_time() {
         took >= Duration::from_millis(600) && took <= Duration::from_millis(602),
         "alive at {took:?}"
     );
+    assert!(responder.stats().echoed > 0);
     checker.shutdown().await;
-    again.shutdown().await;
+    responder.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn cut_link_kills_only_that_target_and_total_loss_too() {
+    let net = MemNetwork::new();
+    let a = Responder::spawn(net.bind()).expect("responder a");
+    let b = Responder::spawn(net.bind()).expect("responder b");
+    let (checker, mut events) =
+        Checker::spawn(LivenessConfig::default(), net.bind()).expect("checker");
+    let from = checker.local_addr();
+    checker.add("a", a.local_addr()).await.expect("add a");
+    checker.add("b", b.local_addr()).await.expect("add b");
+    let mut state = checker.watch();
+    wait_state(&mut state, "both alive", |s| s.alive().count() == 2).await;
+
+    // A cut link between the checker and `a` only: `a` dies, `b` does not.
+    net.cut(from, a.local_addr());
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Dead("a".into())
+    );
+    assert_eq!(
+        checker.watch().borrow().status("b"),
+        Some(TargetStatus::Alive)
+    );
+    net.restore(from, a.local_addr());
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Alive("a".into())
+    );
+
+    // Every datagram to `b` lost: the same as a cut.
+    net.drop_rate(from, b.local_addr(), 1.0);
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Dead("b".into())
+    );
+    net.heal();
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Alive("b".into())
+    );
+    assert!(net.stats().dropped_by_link > 0);
+    checker.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn delay_beyond_the_deadline_counts_as_misses() {
+    let net = MemNetwork::new();
+    let config = LivenessConfig::default();
+    let r = Responder::spawn(net.bind()).expect("responder");
+    let (checker, mut events) = Checker::spawn(config.clone(), net.bind()).expect("checker");
+    checker.add("n", r.local_addr()).await.expect("add");
+    let mut state = checker.watch();
+    wait_state(&mut state, "alive", |s| {
+        s.status("n") == Some(TargetStatus::Alive)
+    })
+    .await;
+
+    // Each way takes a whole interval: no reply is in time any more.
+    net.delay(checker.local_addr(), r.local_addr(), config.interval);
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Dead("n".into())
+    );
+    assert!(checker.stats().await.expect("stats").misses >= u64::from(config.retries));
+    checker.shutdown().await;
+    r.shutdown().await;
 }

@@ -1,6 +1,7 @@
-//! Randomised fault schedules against five in-process nodes (gossip on an
-//! in-memory network, Raft through the in-process router; liveness stays on
-//! loopback UDP, so "Raft cut but liveness fine" is one of the cases), with
+//! Randomised fault schedules against five in-process nodes (gossip and
+//! liveness on in-memory networks, Raft through the in-process router; an
+//! isolated node keeps its liveness, so "Raft cut but liveness fine" is one
+//! of the cases, and "liveness cut but Raft fine" another), with
 //! a checker that samples every node's `is_serving` about every
 //! millisecond throughout and fails on:
 //!
@@ -13,7 +14,7 @@
 //!
 //! Faults: a node isolated (Raft and gossip), the leader and one follower
 //! cut off from the other three, a one-way Raft cut, a step-down, a weight
-//! change. Each run prints its seed; `CF_SIM_SEED=S` replays one schedule
+//! change, a node's liveness cut alone. Each run prints its seed; `CF_SIM_SEED=S` replays one schedule
 //! (timing is real, so a replay repeats the faults, not every interleaving)
 //! and `CF_SIM_SEEDS=N` runs N seeds (default 2; `cargo test --release
 //! --test safety_sim -- --nocapture` with a large N is the long run);
@@ -42,6 +43,7 @@ struct Net {
     seams: Seams,
     gossip: MemNetwork,
     raft: Router,
+    liveness: MemNetwork,
 }
 
 fn ep(c: &Cluster, name: &str) -> String {
@@ -184,15 +186,16 @@ enum Fault {
     OneWay(usize, usize),
     StepDown,
     Weight(usize, u32),
+    LivenessCut(usize),
 }
 
 fn pick(rng: &mut StdRng, weights: &[u32]) -> Fault {
     // CF_SIM_FAULT=N (0 isolate, 1 leader with a follower, 2 one-way,
-    // 3 step-down, 4 weight) repeats one kind of fault.
+    // 3 step-down, 4 weight, 5 liveness cut) repeats one kind of fault.
     let kind = std::env::var("CF_SIM_FAULT")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rng.gen_range(0..5));
+        .unwrap_or_else(|| rng.gen_range(0..6));
     match kind {
         0 => Fault::Isolate(rng.gen_range(0..NODES)),
         1 => Fault::LeaderWithFollower,
@@ -202,6 +205,7 @@ fn pick(rng: &mut StdRng, weights: &[u32]) -> Fault {
             Fault::OneWay(a, b)
         }
         3 => Fault::StepDown,
+        5 => Fault::LivenessCut(rng.gen_range(0..NODES)),
         _ => {
             let n = rng.gen_range(0..NODES);
             // Never drain every node.
@@ -222,13 +226,17 @@ async fn run_seed(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let gossip = MemNetwork::new();
     let raft = Router::new();
+    let liveness = MemNetwork::new();
     let net = Net {
         seams: Seams {
             gossip: Some(gossip.clone()),
             raft: Some(raft.clone()),
+            liveness: Some(liveness.clone()),
+            discovery: None,
         },
         gossip,
         raft,
+        liveness,
     };
     let nodes = start(&net, &format!("sim{seed}")).await;
     let mut weights = vec![1u32; NODES];
@@ -271,6 +279,11 @@ async fn run_seed(seed: u64) {
                     let _ = l.step_down().await;
                 }
             }
+            Fault::LivenessCut(i) => {
+                // Probes to it are lost; its Raft and gossip links stay up.
+                net.liveness
+                    .isolate(nodes[*i].local_endpoints()["liveness"]);
+            }
             Fault::Weight(n, w) => {
                 let target = nodes[*n].node_id().to_string();
                 if let Some(l) = leader_of(&nodes) {
@@ -283,6 +296,7 @@ async fn run_seed(seed: u64) {
         tokio::time::sleep(hold).await;
         net.raft.heal();
         net.gossip.heal();
+        net.liveness.heal();
         let healed = tokio::time::Instant::now();
         common::wait::wait_until(&format!("seed {seed} step {step}: convergence"), || {
             converged(&nodes, &weights)

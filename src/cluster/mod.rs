@@ -11,9 +11,10 @@
 //! shards only under a lease from the leader.
 //!
 //! Files: `startup.rs` binds the sockets (or their seams), reads TLS and
-//! starts transports and discovery; `node.rs` is the node task; `view.rs`
-//! derives node lists, the status view and gauges; `ids.rs` maps node
-//! names to Raft ids; the rest are the coordinator's rules.
+//! starts transports and discovery; `seams.rs` lets the in-memory network
+//! carry liveness; `node.rs` is the node task; `view.rs` derives node
+//! lists, the status view and gauges; `ids.rs` maps node names to Raft ids;
+//! the rest are the coordinator's rules.
 //!
 //! Imports: `config`, `gossip`, `raft`, `liveness`, `shards`, `discovery`,
 //! `metrics` (the registry and the status view, never its server). It never
@@ -24,6 +25,7 @@ mod error;
 mod ids;
 mod node;
 mod reshard;
+mod seams;
 mod serving;
 mod startup;
 mod tags;
@@ -44,6 +46,7 @@ use crate::metrics::Metrics;
 use crate::raft::RaftNode;
 use crate::shards::ShardMap;
 
+pub use crate::discovery::MemoryRegistry;
 pub use crate::gossip::{MemNetwork, Member, MemberStatus, UserEvent};
 pub use crate::metrics::{Liveness, NodeView, RaftRole, StatusView};
 pub use crate::raft::Router;
@@ -174,14 +177,26 @@ pub enum ClusterEvent {
 }
 
 /// Networks a node can use instead of real sockets, so tests can cut and
-/// delay links: gossip over an in-memory network, Raft RPCs through an
-/// in-process router. Liveness keeps its UDP socket on loopback.
+/// delay links. Each seam that is set replaces one kind of socket; with all
+/// four set a node binds none (the agent's management and metrics servers
+/// are not the cluster's). Clone one `Seams` for every node of a test: the
+/// networks inside are shared handles.
 #[derive(Clone, Default)]
 pub struct Seams {
     /// Gossip over this in-memory network instead of UDP+TCP.
     pub gossip: Option<MemNetwork>,
-    /// Raft RPCs (and acknowledgements) through this router.
+    /// Raft RPCs (and acknowledgements) through this router instead of
+    /// gRPC over TCP. No Raft listener is bound: the node's Raft address
+    /// is a synthetic one from [`Router::reserve_addr`].
     pub raft: Option<Router>,
+    /// Liveness echo (the responder, and the checker on members) over this
+    /// in-memory network instead of UDP. It may be the gossip network
+    /// itself or a separate one; either way liveness gets addresses of its
+    /// own, so it can be cut while gossip stays up.
+    pub liveness: Option<MemNetwork>,
+    /// Zero-conf discovery through this in-memory registry instead of
+    /// mDNS. As with mDNS, it runs only when `Config::zero_conf` is on.
+    pub discovery: Option<MemoryRegistry>,
 }
 
 /// This node's view of Raft, for operators.

@@ -23,7 +23,7 @@ use super::tags::{self, NodeTags};
 use super::{view, voters};
 use super::{ClusterError, ClusterEvent, NodeInfo, NodeState, Request, Role, ToNode};
 use crate::config::Config;
-use crate::discovery::{DiscoveryEvent, MdnsDiscovery};
+use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::gossip::{endpoint_key, Gossip, Member, MemberEvent, MemberEventKind};
 use crate::liveness::{Checker, LivenessEvent, Responder};
 use crate::metrics::{Metrics, StatusView};
@@ -88,7 +88,7 @@ pub(super) struct Node {
     pub(super) responder: Option<Responder>,
     pub(super) acks: mpsc::Receiver<Ack>,
     pub(super) member_events: mpsc::Receiver<MemberEvent>,
-    pub(super) discovery: Option<(MdnsDiscovery, mpsc::Receiver<DiscoveryEvent>)>,
+    pub(super) discovery: Option<(Box<dyn Discovery>, mpsc::Receiver<DiscoveryEvent>)>,
     pub(super) metrics: Metrics,
     pub(super) requests: mpsc::Receiver<ToNode>,
     pub(super) events: broadcast::Sender<ClusterEvent>,

@@ -1,6 +1,7 @@
-//! Start-up: binds the sockets (gossip, liveness, Raft, or their in-memory
-//! seams), reads the Raft TLS files, builds the first gossip tags, starts
-//! mDNS discovery, then hands everything to the node task.
+//! Start-up: binds the sockets (gossip, liveness, Raft) or takes their
+//! in-memory seams instead, reads the Raft TLS files (only when Raft goes
+//! over TCP), builds the first gossip tags, starts discovery (mDNS, or the
+//! in-memory registry), then hands everything to the node task.
 //!
 //! Nothing here decides anything about the cluster: once the `Node` is
 //! built, [`node`](super::node) runs it.
@@ -21,7 +22,9 @@ use super::serving::ServingSet;
 use super::tags;
 use super::{Cluster, ClusterError, NodeState, Role, Seams, Shared};
 use crate::config::{Config, StorageConfig};
-use crate::discovery::{Announcement, DiscoveryEvent, MdnsDiscovery, PeerFilter};
+use crate::discovery::{
+    Announcement, Discovery, DiscoveryError, DiscoveryEvent, MdnsDiscovery, PeerFilter,
+};
 use crate::gossip::{endpoint_key, Gossip, MemTransport, NetTransport, Transport};
 use crate::liveness::{Checker, Responder};
 use crate::metrics::{Metrics, StatusView};
@@ -50,10 +53,20 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         GossipTransport::Mem(t) => t.local_addr(),
         GossipTransport::Net(t) => cfg.advertised(t.local_addr()),
     };
-    let responder = Responder::bind(cfg.liveness_addr)
-        .await
-        .map_err(start_err("liveness responder"))?;
-    let liveness_addr = cfg.advertised(responder.local_addr());
+    let (responder, liveness_addr) = match &seams.liveness {
+        Some(net) => {
+            let r = Responder::spawn(net.bind()).map_err(start_err("liveness responder"))?;
+            let addr = r.local_addr();
+            (r, addr)
+        }
+        None => {
+            let r = Responder::bind(cfg.liveness_addr)
+                .await
+                .map_err(start_err("liveness responder"))?;
+            let addr = cfg.advertised(r.local_addr());
+            (r, addr)
+        }
+    };
     let mut addrs = BTreeMap::new();
     addrs.insert(tags::EP_GOSSIP.to_string(), gossip_addr);
     addrs.insert(tags::EP_LIVENESS.to_string(), liveness_addr);
@@ -62,22 +75,30 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
     let mut raft = None;
     let mut checker = None;
     if cfg.member {
-        let listener = tokio::net::TcpListener::bind(cfg.raft_addr)
-            .await
-            .map_err(bind_err("raft", cfg.raft_addr))?;
-        let bound = listener
-            .local_addr()
-            .map_err(bind_err("raft", cfg.raft_addr))?;
-        let raft_addr = cfg.advertised(bound);
+        // Through the router, the Raft address is only a name to route by:
+        // no listener, no TLS (nothing leaves the process).
+        let (raft_addr, tcp, network) = match &seams.raft {
+            Some(router) => {
+                let addr = router.reserve_addr();
+                let network = Network::new(router.connector(&addr.to_string()));
+                (addr, None, network)
+            }
+            None => {
+                let listener = tokio::net::TcpListener::bind(cfg.raft_addr)
+                    .await
+                    .map_err(bind_err("raft", cfg.raft_addr))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(bind_err("raft", cfg.raft_addr))?;
+                let (server_tls, client_tls) = raft_tls(&cfg).map_err(start_err("raft tls"))?;
+                let network = Network::grpc_tls(&cfg.raft, client_tls);
+                (cfg.advertised(bound), Some((listener, server_tls)), network)
+            }
+        };
         addrs.insert(tags::EP_RAFT.to_string(), raft_addr);
         let storage = match &cfg.storage {
             StorageConfig::Memory => Storage::Memory,
             StorageConfig::DataDir(p) => Storage::Sled(p.join("raft")),
-        };
-        let (server_tls, client_tls) = raft_tls(&cfg).map_err(start_err("raft tls"))?;
-        let network = match &seams.raft {
-            Some(router) => Network::new(router.connector(&raft_addr.to_string())),
-            None => Network::grpc_tls(&cfg.raft, client_tls),
         };
         let mut raft_cfg = cfg.raft.clone();
         raft_cfg.serving_lease = cfg.lease;
@@ -91,17 +112,23 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         )
         .await
         .map_err(start_err("raft"))?;
-        if let Some(router) = &seams.raft {
-            router.register(&raft_addr.to_string(), node.service());
+        match (tcp, &seams.raft) {
+            (Some((listener, server_tls)), _) => {
+                node.serve_tls(listener, server_tls)
+                    .map_err(start_err("raft server"))?;
+            }
+            (None, Some(router)) => router.register(&raft_addr.to_string(), node.service()),
+            (None, None) => {}
         }
-        node.serve_tls(listener, server_tls)
-            .map_err(start_err("raft server"))?;
         raft = Some(Arc::new(node));
-        let probe_from = SocketAddr::new(cfg.liveness_addr.ip(), 0);
-        let (c, rx) = Checker::bind(cfg.liveness.clone(), probe_from)
-            .await
-            .map_err(start_err("liveness checker"))?;
-        checker = Some((c, rx));
+        let started = match &seams.liveness {
+            Some(net) => Checker::spawn(cfg.liveness.clone(), net.bind()),
+            None => {
+                let probe_from = SocketAddr::new(cfg.liveness_addr.ip(), 0);
+                Checker::bind(cfg.liveness.clone(), probe_from).await
+            }
+        };
+        checker = Some(started.map_err(start_err("liveness checker"))?);
     }
 
     let (status_tx, status_rx) = watch::channel(StatusView {
@@ -155,7 +182,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
 
     let mut discovery = None;
     if cfg.zero_conf {
-        match start_discovery(&cfg, gossip_addr) {
+        match start_discovery(&cfg, &seams, gossip_addr) {
             Ok(d) => discovery = Some(d),
             Err(e) => warn!(node = %me, error = %e, "zero-conf discovery unavailable"),
         }
@@ -298,11 +325,17 @@ enum GossipTransport {
     Mem(MemTransport),
 }
 
+/// Announces this node and starts browsing for its peers: through the
+/// in-memory registry when the seam is set, over mDNS otherwise.
 fn start_discovery(
     cfg: &Config,
+    seams: &Seams,
     gossip_addr: SocketAddr,
-) -> Result<(MdnsDiscovery, mpsc::Receiver<DiscoveryEvent>), crate::discovery::DiscoveryError> {
-    let d = MdnsDiscovery::start(cfg.mdns.clone())?;
+) -> Result<(Box<dyn Discovery>, mpsc::Receiver<DiscoveryEvent>), DiscoveryError> {
+    let d: Box<dyn Discovery> = match &seams.discovery {
+        Some(registry) => Box::new(registry.endpoint()),
+        None => Box::new(MdnsDiscovery::start(cfg.mdns.clone())?),
+    };
     let ann = Announcement {
         cluster: cfg.cluster_name.clone(),
         node_id: cfg.node_id.clone(),

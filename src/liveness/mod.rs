@@ -34,8 +34,11 @@
 //!   address is picked up with no extra step: responders are stateless, so
 //!   its replies simply resume.
 //! - Socket seam: [`DatagramSocket`] (`send_to`, `recv_from`, `local_addr`),
-//!   implemented for `tokio::net::UdpSocket`, so an in-memory network can
-//!   replace the socket.
+//!   implemented here for `tokio::net::UdpSocket` (steady state allocates
+//!   nothing). The coordinator implements it for the in-memory network that
+//!   gossip also uses (`gossip::MemTransport`, adapted in `cluster`, since
+//!   this module may not import gossip), so a whole node's liveness can run
+//!   in memory and be cut, delayed or made lossy on its own.
 //!
 //! # Connection refused is deliberately ignored
 //!

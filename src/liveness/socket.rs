@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 
 /// A datagram socket, as the checker and responder use it.
 ///
-/// The tokio [`tokio::net::UdpSocket`] implements it; an in-memory network
-/// (for simulation or tests with cut links) can implement it too.
+/// The tokio [`tokio::net::UdpSocket`] implements it; so does the in-memory
+/// network's `gossip::MemTransport` (the impl lives in `cluster`), for
+/// simulations and tests with cut links.
 ///
 /// Contract: `recv_from` must be cancel safe (dropping the future before it
 /// completes loses no datagram), because the checker polls it inside

@@ -3,5 +3,6 @@
 
 pub mod cluster;
 pub mod netns;
+pub mod serving;
 pub mod skip;
 pub mod wait;

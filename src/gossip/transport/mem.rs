@@ -2,6 +2,11 @@
 //! cut (one way or both), delayed or made lossy, and restored. Datagrams are
 //! the exact bytes the codec produced, so every message round-trips through
 //! the wire format as it would over UDP.
+//!
+//! The same network also carries the liveness echo datagrams of a whole
+//! in-memory node: the coordinator adapts [`MemTransport`] to the liveness
+//! socket seam (`cluster/seams.rs`), so gossip and liveness share one
+//! implementation without importing each other.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -257,6 +262,17 @@ impl MemNetwork {
         self.edit(a, b, |l| l.delay = delay);
     }
 
+    /// Drops each datagram between `a` and `b` (both ways) with probability
+    /// `rate` (0.0 to 1.0); streams are not affected.
+    pub fn drop_rate(&self, a: SocketAddr, b: SocketAddr, rate: f64) {
+        let rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        self.edit(a, b, |l| l.drop_rate = rate);
+    }
+
     /// Cuts every link of `a`.
     pub fn isolate(&self, a: SocketAddr) {
         self.lock().isolated.insert(a);
@@ -300,7 +316,7 @@ impl MemNetwork {
         };
         if link.cut
             || link.datagrams_cut
-            || (link.drop_rate > 0.0 && rand::thread_rng().gen_bool(link.drop_rate.min(1.0)))
+            || (link.drop_rate > 0.0 && rand::thread_rng().gen_bool(link.drop_rate))
         {
             self.count(|c| c.dropped_by_link += 1);
             return;

@@ -3,6 +3,7 @@
 //! codec), and a test can cut and restore the link between any two nodes.
 
 use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tonic::codegen::{http, BoxFuture, Service, StdError};
@@ -18,6 +19,8 @@ struct Inner {
     cut: HashSet<(String, String)>,
     isolated: HashSet<String>,
     refused: u64,
+    /// Addresses handed out by [`Router::reserve_addr`].
+    reserved: HashSet<SocketAddr>,
 }
 
 /// Routes Raft RPCs between nodes of one process by address.
@@ -43,6 +46,26 @@ impl Router {
         // A poisoned lock only means a test thread panicked mid-update of
         // plain sets; the data is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh synthetic address for a node that binds no listener: unique
+    /// within this router, in the benchmarking range `198.18.0.0/15` (never
+    /// a real host), port 7000. Use its string form as the node's Raft
+    /// address for [`register`](Self::register) and
+    /// [`connector`](Self::connector).
+    pub fn reserve_addr(&self) -> SocketAddr {
+        const BASE: u32 = u32::from_be_bytes([198, 18, 0, 0]);
+        const SPAN: u32 = 1 << 17;
+        let mut inner = self.lock();
+        let n = inner.reserved.len() as u32 % SPAN;
+        let mut ip = BASE + n;
+        loop {
+            let addr = SocketAddr::from((Ipv4Addr::from(ip), 7000));
+            if inner.reserved.insert(addr) {
+                return addr;
+            }
+            ip = BASE + (ip - BASE + 1) % SPAN;
+        }
     }
 
     /// Makes `service` reachable at `addr` (replacing any previous one).
@@ -168,5 +191,32 @@ impl LocalChannel {
             this.router.route(&this.from, &this.to)?;
             Ok(resp)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_addresses_are_unique_and_synthetic() {
+        let router = Router::new();
+        let other = router.clone();
+        let addrs: HashSet<SocketAddr> = (0..600)
+            .map(|i| {
+                if i % 2 == 0 {
+                    router.reserve_addr()
+                } else {
+                    other.reserve_addr()
+                }
+            })
+            .collect();
+        assert_eq!(addrs.len(), 600);
+        for a in &addrs {
+            let std::net::IpAddr::V4(ip) = a.ip() else {
+                panic!("not IPv4: {a}");
+            };
+            assert_eq!(ip.octets()[..2], [198, 18][..], "{a}");
+        }
     }
 }
