@@ -21,8 +21,12 @@
 
 mod bootstrap;
 mod error;
+mod follower;
 mod ids;
+mod jobs;
+mod leader;
 mod node;
+mod requests;
 mod reshard;
 mod serving;
 mod startup;
