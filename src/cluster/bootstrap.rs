@@ -5,7 +5,18 @@
 //! the lowest id initialises Raft with every node it sees. A node that sees an
 //! existing cluster never bootstraps: that cluster's leader adds it. The
 //! caller also requires the visible set to stay unchanged for a short settle
-//! time, so that nodes starting together agree on who is lowest.
+//! time, so that nodes starting together agree on who is lowest
+//! ([`Settle`]).
+
+use std::collections::BTreeMap;
+
+use tokio::time::{Duration, Instant};
+use tracing::info;
+
+use super::ids::raft_id;
+use super::tags::NodeTags;
+use crate::gossip::{Member, MemberStatus};
+use crate::raft::{NodeId, RaftNodeInfo};
 
 /// One Raft-capable node of our cluster name, as gossip shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +59,66 @@ pub(crate) fn decide(local: &str, expect: usize, visible: &[Candidate]) -> Decis
     Decision::Initialize(names)
 }
 
+/// [`decide`] over gossip members, plus the settle time: the same set must
+/// stay visible for `settle` before this node initialises Raft.
+#[derive(Debug, Default)]
+pub(crate) struct Settle {
+    seen: Option<(Vec<String>, Instant)>,
+}
+
+impl Settle {
+    /// The Raft members to initialise with, once it is this node's turn.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check(
+        &mut self,
+        me: &str,
+        cluster: &str,
+        expect: usize,
+        settle: Duration,
+        members: &[Member],
+        now: Instant,
+    ) -> Option<BTreeMap<NodeId, RaftNodeInfo>> {
+        let visible: Vec<Candidate> = members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .filter_map(|m| {
+                let t = NodeTags::parse(&m.tags);
+                (t.cluster == cluster && t.raft_capable()).then(|| Candidate {
+                    name: m.name.clone(),
+                    cluster_id: t.cluster_id,
+                    leader: t.leader,
+                })
+            })
+            .collect();
+        let names = match decide(me, expect, &visible) {
+            Decision::Initialize(names) => names,
+            Decision::Wait | Decision::JoinExisting => {
+                self.seen = None;
+                return None;
+            }
+        };
+        match &self.seen {
+            Some((seen, since)) if *seen == names => {
+                if now.duration_since(*since) < settle {
+                    return None;
+                }
+            }
+            _ => {
+                self.seen = Some((names, now));
+                return None;
+            }
+        }
+        let mut init = BTreeMap::new();
+        for m in members.iter().filter(|m| names.contains(&m.name)) {
+            if let Some(addr) = NodeTags::parse(&m.tags).raft_addr {
+                init.insert(raft_id(&m.name), RaftNodeInfo::new(m.name.clone(), addr));
+            }
+        }
+        info!(voters = ?names, "bootstrapping a new cluster");
+        Some(init)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +151,45 @@ mod tests {
         seen[2].leader = None;
         seen[1].cluster_id = Some("x".into());
         assert_eq!(decide("a", 3, &seen), Decision::JoinExisting);
+    }
+
+    #[test]
+    fn the_visible_set_must_settle_first() {
+        use crate::cluster::tags;
+        let member = |name: &str| {
+            let tags = [
+                (tags::CLUSTER, "demo"),
+                (tags::KIND, tags::KIND_MEMBER),
+                ("ep.raft", "127.0.0.1:1"),
+                ("ep.liveness", "127.0.0.1:2"),
+            ];
+            Member {
+                name: name.into(),
+                addr: "127.0.0.1:3".parse().expect("addr"),
+                status: MemberStatus::Alive,
+                incarnation: 0,
+                tags: tags
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }
+        };
+        let t0 = Instant::now();
+        let settle = Duration::from_millis(500);
+        let mut s = Settle::default();
+        let two = [member("a"), member("b")];
+        let three = [member("a"), member("b"), member("c")];
+        let check = |s: &mut Settle, seen: &[Member], at| s.check("a", "demo", 2, settle, seen, at);
+        assert!(check(&mut s, &two, t0).is_none(), "first sight");
+        assert!(check(&mut s, &two, t0 + settle / 2).is_none());
+        // The set changed: the settle time starts again.
+        assert!(check(&mut s, &three, t0 + settle).is_none());
+        assert!(check(&mut s, &three, t0 + settle * 2 - Duration::from_millis(1)).is_none());
+        let init = check(&mut s, &three, t0 + settle * 2).expect("initialise");
+        assert_eq!(init.len(), 3);
+        assert!(Settle::default()
+            .check("b", "demo", 2, settle, &two, t0)
+            .is_none());
     }
 
     #[test]

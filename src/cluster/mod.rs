@@ -22,8 +22,12 @@
 
 mod bootstrap;
 mod error;
+mod follower;
 mod ids;
+mod jobs;
+mod leader;
 mod node;
+mod requests;
 mod reshard;
 mod seams;
 mod serving;

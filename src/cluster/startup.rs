@@ -6,7 +6,7 @@
 //! Nothing here decides anything about the cluster: once the `Node` is
 //! built, [`node`](super::node) runs it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,9 +15,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{warn, Instrument};
 
+use super::bootstrap::Settle;
+use super::follower::Follower;
 use super::ids::raft_id;
+use super::leader::Leader;
 use super::node::{Node, NodeStats, STATUS_EVERY};
-use super::reshard::Tracker;
 use super::serving::ServingSet;
 use super::tags;
 use super::{Cluster, ClusterError, NodeState, Role, Seams, Shared};
@@ -225,27 +227,10 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         tags: tag_map,
         membership: None,
         leader: None,
-        last_leader: None,
-        is_leader: false,
-        cluster_id: None,
-        committed: None,
-        pending: None,
-        acked: 0,
-        applied: 0,
-        boot_seen: None,
+        boot: Settle::default(),
         bootstrapping: false,
-        tracker: Tracker::default(),
-        dirty_at: None,
-        last_reconcile: Instant::now(),
-        write_busy: false,
-        commit_wanted: None,
-        membership_busy: false,
-        targets: BTreeMap::new(),
-        dead_since: BTreeMap::new(),
-        suspected: BTreeSet::new(),
-        gone_since: BTreeMap::new(),
-        removed: BTreeSet::new(),
-        proposed_at: BTreeMap::new(),
+        lead: Leader::new(cfg.clone(), Instant::now()),
+        follow: Follower::new(me.clone()),
         last_status: Instant::now() - STATUS_EVERY,
         started: Instant::now(),
         stats: NodeStats::default(),

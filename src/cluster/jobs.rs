@@ -1,0 +1,145 @@
+//! The node task's background jobs: Raft writes, membership changes,
+//! acknowledgements, gossip joins and the hand-over. Each runs in a task the
+//! node owns and ends in a [`Done`] the node reads back, so the node's loop
+//! never waits on the network. No decisions here: the engines made them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::time::Duration;
+use tracing::{debug, info, warn};
+
+use super::leader::{MembershipChange, Write};
+use super::ClusterError;
+use crate::gossip::Gossip;
+use crate::raft::{Command, NodeId, RaftApiError, RaftNode, RaftNodeInfo, Response};
+
+/// A finished job.
+pub(super) enum Done {
+    Write(Write, Result<Response, String>),
+    Membership(Result<(), String>),
+    Bootstrap(Result<(), String>),
+    Joined(Result<usize, String>),
+    Acked(bool),
+}
+
+/// Joins the configured seeds, retrying until one answers (a seed may
+/// start later than this node).
+pub(super) async fn join_seeds(gossip: Gossip, seeds: Vec<String>) -> Done {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let mut addrs = Vec::new();
+        for s in &seeds {
+            if let Ok(found) = tokio::net::lookup_host(s.as_str()).await {
+                addrs.extend(found);
+            }
+        }
+        match gossip.join(&addrs).await {
+            Ok(n) => return Done::Joined(Ok(n)),
+            Err(e) if delay > Duration::from_secs(5) => return Done::Joined(Err(e.to_string())),
+            Err(e) => debug!(error = %e, "join failed; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+}
+
+/// Joins one peer found by discovery.
+pub(super) async fn join_peer(gossip: Gossip, addr: SocketAddr) -> Done {
+    Done::Joined(gossip.join(&[addr]).await.map_err(|e| e.to_string()))
+}
+
+/// Initialises Raft with `members` (this node bootstraps the cluster).
+pub(super) async fn bootstrap(
+    raft: Arc<RaftNode>,
+    members: BTreeMap<NodeId, RaftNodeInfo>,
+) -> Done {
+    Done::Bootstrap(raft.initialize(members).await.map_err(|e| e.to_string()))
+}
+
+/// A leader write.
+pub(super) async fn write(raft: Arc<RaftNode>, what: Write, cmd: Command) -> Done {
+    let result = raft.client_write(cmd).await.map_err(|e| e.to_string());
+    if result.is_ok() {
+        // Followers learn the new commit index now rather than at the
+        // next heartbeat, so they apply (and acknowledge) sooner.
+        let _ = raft.raft().trigger().heartbeat().await;
+    }
+    Done::Write(what, result)
+}
+
+/// Sends the acknowledgement of `epoch` to the leader.
+pub(super) async fn ack(raft: Arc<RaftNode>, epoch: u64) -> Done {
+    // The leader may be unknown for a moment right after an election; a
+    // few quick attempts cover that, and a proposal that never hears from
+    // us is replaced after ack_timeout anyway.
+    for _ in 0..5 {
+        if let Some((_, info)) = raft.leader() {
+            if raft.ack_to(&info.addr, epoch).await.is_ok() {
+                return Done::Acked(true);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Done::Acked(false)
+}
+
+/// A membership change the leader decided, step by step.
+pub(super) async fn change_membership(raft: Arc<RaftNode>, change: MembershipChange) -> Done {
+    let MembershipChange {
+        readdress,
+        add,
+        voters,
+        remove,
+    } = change;
+    let r = async {
+        if !readdress.is_empty() {
+            raft.raft()
+                .change_membership(openraft::ChangeMembers::SetNodes(readdress), true)
+                .await
+                .map_err(RaftApiError::from)?;
+        }
+        for (id, info) in add {
+            raft.add_learner(id, info, false).await?;
+        }
+        if let Some(voters) = voters {
+            raft.change_membership(voters, true).await?;
+        }
+        if !remove.is_empty() {
+            raft.raft()
+                .change_membership(openraft::ChangeMembers::RemoveNodes(remove), false)
+                .await
+                .map_err(RaftApiError::from)?;
+        }
+        Ok::<(), RaftApiError>(())
+    }
+    .await;
+    Done::Membership(r.map_err(|e| e.to_string()))
+}
+
+/// Appends `cmd` through the leader; the reply goes to `reply`.
+pub(super) async fn write_via_leader(
+    raft: Arc<RaftNode>,
+    cmd: Command,
+    reply: Option<oneshot::Sender<Result<(), ClusterError>>>,
+) {
+    let r = raft.write_via_leader(cmd).await.map_err(|e| match e {
+        RaftApiError::ForwardToLeader { leader: None, .. } => ClusterError::NoLeader,
+        e => ClusterError::from(e),
+    });
+    if let Err(e) = &r {
+        warn!(error = %e, "registry write failed");
+    }
+    if let Some(reply) = reply {
+        let _ = reply.send(r);
+    }
+}
+
+/// Hands leadership to another voter.
+pub(super) async fn hand_over(raft: Arc<RaftNode>) -> Result<(), ClusterError> {
+    let to = raft.hand_over().await.map_err(ClusterError::from)?;
+    info!(to, "handed leadership over");
+    Ok(())
+}

@@ -1,0 +1,726 @@
+//! The leader's rules, as pure state: no I/O, no awaits, no clock.
+//!
+//! Every node holds one [`Leader`]; it acts only while the node leads
+//! ([`became_leader`](Leader::became_leader) to
+//! [`lost_leadership`](Leader::lost_leadership)). Inputs are what the node
+//! task observes (gossip members and events, the Raft membership, the
+//! replicated state, liveness reports, acknowledgements, finished writes,
+//! operator requests, a tick), each with the time `now`; outputs are
+//! [`Action`]s the node task carries out in order. The rules:
+//!
+//! - Owners: every Raft member that gossip shows alive, liveness has not
+//!   found dead, not removed by an operator and not excluded for a missed
+//!   acknowledgement; a member gossip does not know yet keeps its place in
+//!   the newest map (a restarted leader drops nobody).
+//! - A new map is proposed, after `reshard_debounce`, only when the owners or
+//!   their weights differ from the newest map (so a restart or a leader
+//!   change moves nothing), rebalanced from the committed map (minimal moves).
+//! - Hand-over: the owners in the new map and every live owner losing shards
+//!   must acknowledge; a losing owner that is not live has its serving lease
+//!   waited out ([`Tracker`]). Silent owners are excluded after
+//!   `ack_timeout` and a new map follows without them.
+//! - After an election the previous leader is treated as dead until it
+//!   answers a liveness probe; after a hand-over (step-down) it is not.
+//! - Membership: new Raft-capable members join as learners, at most
+//!   `max_voters` vote, spread over zones; members gone for `removal_grace`
+//!   (or removed by an operator) leave Raft.
+//! - The cluster id is written before any map.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use tokio::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+use super::ids::raft_id;
+use super::reshard::{Step, Tracker};
+use super::tags::{self, NodeTags};
+pub(super) use super::voters::MembershipChange;
+use super::{voters, ClusterError, ClusterEvent};
+use crate::config::Config;
+use crate::gossip::{Member, MemberEvent, MemberEventKind};
+use crate::liveness::LivenessEvent;
+use crate::raft::{ClusterState, Membership, NodeId, Response};
+use crate::shards::{self, ShardMap};
+
+/// How often the leader re-checks membership with no other trigger.
+pub(super) const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Pause after a failed leader write before trying again.
+pub(super) const RETRY_AFTER: Duration = Duration::from_millis(50);
+
+/// What the leader's rules read, borrowed from the node task for one call.
+pub(super) struct Inputs<'a> {
+    /// Gossip members (any status), this node included.
+    pub members: &'a [Member],
+    /// The Raft membership, once this node is in Raft.
+    pub membership: Option<&'a Membership>,
+    /// The newest replicated state (registry weights, last epoch, id).
+    pub state: Option<&'a ClusterState>,
+    /// The committed map this node applied.
+    pub committed: Option<&'a ShardMap>,
+    /// The pending proposal this node applied.
+    pub pending: Option<&'a ShardMap>,
+    /// The cluster id this node applied.
+    pub cluster_id: Option<&'a str>,
+    /// Until when a node may still serve under a lease this leader granted
+    /// (`RaftNode::lease_bound`); `None` when unknown.
+    pub lease_bound: &'a dyn Fn(NodeId) -> Option<Instant>,
+}
+
+/// A leader write in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Write {
+    ClusterId,
+    Propose(u64),
+    Commit(u64),
+}
+
+/// What the leader asks the node task to do.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Action {
+    /// Append `SetClusterId` (the answer comes back as [`Write::ClusterId`]).
+    SetClusterId(String),
+    /// Append `Propose{epoch, map}`.
+    Propose { epoch: u64, map: ShardMap },
+    /// Append `Commit{epoch}`.
+    Commit(u64),
+    /// Change the Raft membership in a background job.
+    ChangeMembership(MembershipChange),
+    /// Stop probing every liveness target.
+    ClearLiveness,
+    /// Probe this node at this address.
+    Watch(String, SocketAddr),
+    /// Stop probing this node.
+    Unwatch(String),
+    /// Publish an event.
+    Emit(ClusterEvent),
+    /// A map committed `took` after it was proposed, moving `moved` shards.
+    RecordReshard { took: Duration, moved: u64 },
+    /// A liveness transition (`true`: alive again).
+    RecordLiveness(bool),
+}
+
+/// The leader's counters (part of [`NodeStats`](super::NodeStats)).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Counters {
+    pub proposals: u64,
+    pub commits: u64,
+    pub ack_timeouts: u64,
+    pub write_failures: u64,
+    pub membership_failures: u64,
+}
+
+/// The leader's state and rules.
+pub(super) struct Leader {
+    cfg: Config,
+    me: String,
+    active: bool,
+    /// The last leader other than this node (the suspect after an election).
+    last_leader: Option<String>,
+    tracker: Tracker,
+    dirty_at: Option<Instant>,
+    last_reconcile: Instant,
+    write_busy: bool,
+    commit_wanted: Option<u64>,
+    membership_busy: bool,
+    targets: BTreeMap<String, SocketAddr>,
+    dead_since: BTreeMap<String, Instant>,
+    /// Previous leaders treated as dead until they answer a probe.
+    suspected: BTreeSet<String>,
+    gone_since: BTreeMap<String, Instant>,
+    removed: BTreeSet<String>,
+    proposed_at: BTreeMap<u64, Instant>,
+    pub(super) counts: Counters,
+}
+
+impl Leader {
+    pub fn new(cfg: Config, now: Instant) -> Leader {
+        Leader {
+            me: cfg.node_id.clone(),
+            cfg,
+            active: false,
+            last_leader: None,
+            tracker: Tracker::default(),
+            dirty_at: None,
+            last_reconcile: now,
+            write_busy: false,
+            commit_wanted: None,
+            membership_busy: false,
+            targets: BTreeMap::new(),
+            dead_since: BTreeMap::new(),
+            suspected: BTreeSet::new(),
+            gone_since: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            proposed_at: BTreeMap::new(),
+            counts: Counters::default(),
+        }
+    }
+
+    /// Whether this node leads (between `became_leader` and
+    /// `lost_leadership`).
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Whether a previous leader is suspected (the tick then wants to know
+    /// who answers liveness probes).
+    pub fn has_suspects(&self) -> bool {
+        !self.suspected.is_empty()
+    }
+
+    /// When the leader next needs a tick.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let debounce = self.dirty_at.map(|d| d + self.cfg.reshard_debounce);
+        match (debounce, self.tracker.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The Raft leader is now `leader` (as this node sees it).
+    pub fn on_leader(&mut self, leader: Option<&str>) {
+        if let Some(l) = leader.filter(|l| *l != self.me) {
+            self.last_leader = Some(l.to_string());
+        }
+    }
+
+    /// Something changed that may call for a new map or membership.
+    pub fn mark_dirty(&mut self, now: Instant) {
+        if self.active && self.dirty_at.is_none() {
+            self.dirty_at = Some(now);
+        }
+    }
+
+    /// This node just became leader. `handed_over`: the previous leader
+    /// asked for this election (step-down), so it is alive.
+    pub fn became_leader(&mut self, ins: &Inputs, now: Instant, handed_over: bool) -> Vec<Action> {
+        info!(previous = ?self.last_leader, "became leader");
+        self.active = true;
+        self.tracker.reset();
+        self.dead_since.clear();
+        self.suspected.clear();
+        // An election means the previous leader went quiet: treat it as dead
+        // until it answers a liveness probe, instead of waiting for
+        // `retries` missed probes. A false suspicion costs one extra map.
+        // A hand-over (step-down) says the previous leader is alive: then a
+        // leader change moves no shard.
+        if let Some(prev) = self.last_leader.clone().filter(|_| !handed_over) {
+            self.dead_since.insert(prev.clone(), now);
+            self.suspected.insert(prev);
+        }
+        self.targets.clear();
+        self.write_busy = false;
+        self.commit_wanted = None;
+        self.membership_busy = false;
+        let mut out = vec![Action::ClearLiveness];
+        self.sync_targets(ins, &mut out);
+        self.dirty_at = Some(now);
+        out
+    }
+
+    /// This node no longer leads.
+    pub fn lost_leadership(&mut self) -> Vec<Action> {
+        info!("no longer leader");
+        self.active = false;
+        self.tracker.reset();
+        self.dirty_at = None;
+        self.targets.clear();
+        self.dead_since.clear();
+        self.suspected.clear();
+        vec![Action::ClearLiveness]
+    }
+
+    /// A gossip member event: events for the application, and when members
+    /// went away (for `removal_grace`).
+    pub fn on_member_event(&mut self, ev: &MemberEvent, now: Instant) -> Vec<Action> {
+        let name = ev.member.name.clone();
+        if name == self.me || ev.member.tags.get(tags::CLUSTER) != Some(&self.cfg.cluster_name) {
+            return Vec::new();
+        }
+        let out = match ev.kind {
+            MemberEventKind::Join => {
+                self.gone_since.remove(&name);
+                Some(ClusterEvent::MemberJoined(name))
+            }
+            MemberEventKind::Leave => {
+                self.gone_since.insert(name.clone(), now);
+                Some(ClusterEvent::MemberLeft(name))
+            }
+            MemberEventKind::Failed => {
+                self.gone_since.insert(name.clone(), now);
+                Some(ClusterEvent::MemberFailed(name))
+            }
+            MemberEventKind::Updated => Some(ClusterEvent::MemberUpdated(name)),
+            MemberEventKind::AliveAgain => {
+                self.gone_since.remove(&name);
+                Some(ClusterEvent::MemberAlive(name))
+            }
+            MemberEventKind::Suspect => None,
+        };
+        match out {
+            Some(ev) => {
+                self.mark_dirty(now);
+                vec![Action::Emit(ev)]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// A liveness verdict from the checker.
+    pub fn on_liveness(&mut self, ev: LivenessEvent, now: Instant) -> Vec<Action> {
+        let out = match ev {
+            LivenessEvent::Dead(id) => {
+                warn!(peer = %id, "liveness: dead");
+                self.dead_since.entry(id.clone()).or_insert(now);
+                vec![
+                    Action::RecordLiveness(false),
+                    Action::Emit(ClusterEvent::MemberFailed(id)),
+                ]
+            }
+            LivenessEvent::Alive(id) => {
+                info!(peer = %id, "liveness: alive again");
+                self.dead_since.remove(&id);
+                self.suspected.remove(&id);
+                self.tracker.readmit(&id);
+                vec![
+                    Action::RecordLiveness(true),
+                    Action::Emit(ClusterEvent::MemberAlive(id)),
+                ]
+            }
+        };
+        self.mark_dirty(now);
+        out
+    }
+
+    /// An operator asks to (re)admit `node`, which gossip must know.
+    pub fn add_node(
+        &mut self,
+        ins: &Inputs,
+        node: String,
+        now: Instant,
+    ) -> Result<(), ClusterError> {
+        if !ins.members.iter().any(|m| m.name == node) {
+            return Err(ClusterError::UnknownNode(node));
+        }
+        self.removed.remove(&node);
+        self.mark_dirty(now);
+        Ok(())
+    }
+
+    /// An operator asks to remove `node`, which must be in Raft, from Raft
+    /// and from the shard map.
+    pub fn remove_node(
+        &mut self,
+        ins: &Inputs,
+        node: String,
+        now: Instant,
+    ) -> Result<(), ClusterError> {
+        let known = ins
+            .membership
+            .is_some_and(|m| m.get_node(&raft_id(&node)).is_some());
+        if !known {
+            return Err(ClusterError::UnknownNode(node));
+        }
+        self.removed.insert(node);
+        self.mark_dirty(now);
+        Ok(())
+    }
+
+    /// `node` acknowledged the proposal of `epoch`.
+    pub fn on_ack(&mut self, node: &str, epoch: u64, now: Instant) -> Vec<Action> {
+        if !self.active {
+            return Vec::new();
+        }
+        debug!(from = node, epoch, "ack");
+        match self.tracker.on_ack(node, epoch, now) {
+            Step::Commit(e) => self.commit(e),
+            _ => Vec::new(),
+        }
+    }
+
+    /// This node applied the commit of `epoch`, which moved `moved` shards.
+    pub fn on_committed(&mut self, epoch: u64, moved: u32, now: Instant) -> Vec<Action> {
+        if !self.active {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        self.tracker.committed(epoch);
+        if let Some(at) = self.proposed_at.remove(&epoch) {
+            out.push(Action::RecordReshard {
+                took: now.saturating_duration_since(at),
+                moved: u64::from(moved),
+            });
+        }
+        self.proposed_at.retain(|e, _| *e > epoch);
+        out
+    }
+
+    /// A leader write finished.
+    pub fn on_write_done(
+        &mut self,
+        what: Write,
+        result: &Result<Response, String>,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.write_busy = false;
+        match (&what, result) {
+            (Write::Propose(e), Ok(Response::Proposed { .. })) => {
+                self.counts.proposals += 1;
+                info!(epoch = e, "proposed shard map");
+            }
+            (Write::Commit(e), Ok(Response::Committed { .. })) => {
+                self.counts.commits += 1;
+                debug!(epoch = e, "commit written");
+            }
+            (_, Ok(Response::ProposalRejected { epoch, last_epoch })) => {
+                warn!(epoch, last_epoch, "proposal rejected; proposing again");
+                self.tracker.reset();
+                self.retry_later(now);
+            }
+            (_, Ok(_)) => {}
+            (what, Err(e)) => {
+                self.counts.write_failures += 1;
+                warn!(?what, error = %e, "leader write failed");
+                if matches!(what, Write::Propose(_)) {
+                    self.tracker.reset();
+                }
+                self.retry_later(now);
+            }
+        }
+        match self.commit_wanted.take() {
+            Some(e) => self.commit(e),
+            None => Vec::new(),
+        }
+    }
+
+    /// A membership change job finished.
+    pub fn on_membership_done(&mut self, result: Result<(), String>, now: Instant) {
+        self.membership_busy = false;
+        if let Err(e) = result {
+            self.counts.membership_failures += 1;
+            debug!(error = %e, "membership change failed");
+            self.retry_later(now);
+        }
+    }
+
+    /// The periodic step. `answering(name)`: the liveness checker has a
+    /// reply from `name` (clears a suspected previous leader).
+    pub fn tick(
+        &mut self,
+        ins: &Inputs,
+        now: Instant,
+        answering: &dyn Fn(&str) -> bool,
+    ) -> Vec<Action> {
+        let back: Vec<String> = self
+            .suspected
+            .iter()
+            .filter(|n| answering(n))
+            .cloned()
+            .collect();
+        for n in back {
+            info!(peer = %n, "previous leader answers; no longer suspected");
+            self.suspected.remove(&n);
+            self.dead_since.remove(&n);
+            self.mark_dirty(now);
+        }
+        let mut out = Vec::new();
+        if !self.active {
+            return out;
+        }
+        match self.tracker.on_tick(now, self.cfg.exclude_backoff) {
+            Step::Commit(e) => out.extend(self.commit(e)),
+            Step::Repropose(silent) => {
+                self.counts.ack_timeouts += 1;
+                warn!(silent = ?silent, "no acknowledgement in time; dropping them");
+                self.dirty_at = Some(now);
+            }
+            Step::Readmit(back) => {
+                info!(back = ?back, "exclusion over; proposing with them again");
+                self.dirty_at = Some(now);
+            }
+            Step::Wait => {}
+        }
+        if now.duration_since(self.last_reconcile) >= RECONCILE_EVERY {
+            self.mark_dirty(now);
+        }
+        if self
+            .dirty_at
+            .is_some_and(|d| now >= d + self.cfg.reshard_debounce)
+            && !self.write_busy
+        {
+            self.dirty_at = None;
+            self.last_reconcile = now;
+            self.sync_targets(ins, &mut out);
+            self.reconcile_membership(ins, now, &mut out);
+            self.leader_writes(ins, now, &mut out);
+        }
+        out
+    }
+
+    fn retry_later(&mut self, now: Instant) {
+        if self.active {
+            self.dirty_at = Some(now + RETRY_AFTER);
+        }
+    }
+
+    fn commit(&mut self, epoch: u64) -> Vec<Action> {
+        if self.write_busy {
+            self.commit_wanted = Some(epoch);
+            return Vec::new();
+        }
+        self.write_busy = true;
+        vec![Action::Commit(epoch)]
+    }
+
+    /// The leader's liveness targets: every Raft member but itself.
+    fn sync_targets(&mut self, ins: &Inputs, out: &mut Vec<Action>) {
+        let mut want = BTreeMap::new();
+        if let Some(ms) = ins.membership {
+            for (_, info) in ms.nodes() {
+                if info.name == self.me {
+                    continue;
+                }
+                let addr = ins
+                    .members
+                    .iter()
+                    .find(|m| m.name == info.name)
+                    .and_then(|m| NodeTags::parse(&m.tags).liveness_addr)
+                    .and_then(|a| a.parse::<SocketAddr>().ok());
+                if let Some(addr) = addr {
+                    want.insert(info.name.clone(), addr);
+                }
+            }
+        }
+        for (name, addr) in &self.targets {
+            if want.get(name) != Some(addr) {
+                out.push(Action::Unwatch(name.clone()));
+                self.dead_since.remove(name);
+            }
+        }
+        for (name, addr) in &want {
+            if self.targets.get(name) != Some(addr) {
+                out.push(Action::Watch(name.clone(), *addr));
+            }
+        }
+        self.targets = want;
+    }
+
+    /// Whether `name` counts as healthy for voting and owning shards.
+    fn healthy(&self, ins: &Inputs, name: &str, now: Instant, grace: Duration) -> bool {
+        if name == self.me {
+            return true;
+        }
+        // A member gossip does not know (yet: this node may have just
+        // restarted) is not evidence of failure; only gossip's verdict or
+        // the liveness checker's is.
+        let gone = ins
+            .members
+            .iter()
+            .any(|m| m.name == name && m.status.is_gone());
+        let dead_long = self
+            .dead_since
+            .get(name)
+            .is_some_and(|t| now.duration_since(*t) >= grace);
+        !gone && !dead_long && !self.removed.contains(name)
+    }
+
+    /// Adds new Raft-capable members as learners, keeps the voter set and
+    /// removes members gone for longer than `removal_grace` (see
+    /// [`voters::plan`]), one change at a time.
+    fn reconcile_membership(&mut self, ins: &Inputs, now: Instant, out: &mut Vec<Action>) {
+        if self.membership_busy {
+            return;
+        }
+        let Some(membership) = ins.membership else {
+            return;
+        };
+        let healthy = |n: &str| self.healthy(ins, n, now, self.cfg.voter_grace);
+        let gone_long = |n: &str| {
+            self.gone_since
+                .get(n)
+                .is_some_and(|t| now.duration_since(*t) >= self.cfg.removal_grace)
+        };
+        let facts = voters::Facts {
+            me: &self.me,
+            cluster: &self.cfg.cluster_name,
+            cluster_id: ins.cluster_id,
+            members: ins.members,
+            membership,
+            max_voters: self.cfg.max_voters,
+            removed: &self.removed,
+            healthy: &healthy,
+            gone_long: &gone_long,
+        };
+        let Some((change, voters)) = voters::plan(&facts) else {
+            return;
+        };
+        self.membership_busy = true;
+        info!(
+            add = change.add.len(),
+            remove = change.remove.len(),
+            readdressed = change.readdress.len(),
+            voters = ?voters,
+            "membership change"
+        );
+        out.push(Action::ChangeMembership(change));
+    }
+
+    /// The owners the next map should have, with their weights.
+    fn live_owners(&self, ins: &Inputs, st: &ClusterState, now: Instant) -> Vec<(String, u32)> {
+        let Some(ms) = ins.membership else {
+            return Vec::new();
+        };
+        let mut owners = Vec::new();
+        for (_, info) in ms.nodes() {
+            let name = &info.name;
+            if self.removed.contains(name) || self.tracker.is_excluded(name, now) {
+                continue;
+            }
+            let weight = match ins.members.iter().find(|m| &m.name == name) {
+                Some(m) => {
+                    let t = NodeTags::parse(&m.tags);
+                    let alive = name == &self.me
+                        || (!m.status.is_gone() && !self.dead_since.contains_key(name));
+                    if !t.member || t.cluster != self.cfg.cluster_name || !alive {
+                        continue;
+                    }
+                    st.members.get(name).map(|r| r.weight).unwrap_or(t.weight)
+                }
+                // Not in gossip (yet): keep it as the newest map has it, so
+                // a leader that just restarted does not drop everyone.
+                None => {
+                    let newest = ins.pending.or(ins.committed);
+                    match newest.and_then(|m| m.node(name)) {
+                        Some(n) if !self.dead_since.contains_key(name) => {
+                            st.members.get(name).map(|r| r.weight).unwrap_or(n.weight)
+                        }
+                        _ => continue,
+                    }
+                }
+            };
+            owners.push((name.clone(), weight));
+        }
+        owners.sort();
+        owners
+    }
+
+    /// The leader's writes: the cluster id, then a new map when the live
+    /// owner set differs from the newest map (or a proposal of an earlier
+    /// leader is pending).
+    fn leader_writes(&mut self, ins: &Inputs, now: Instant, out: &mut Vec<Action>) {
+        let Some(st) = ins.state else {
+            return;
+        };
+        if st.cluster_id.is_none() {
+            let id = format!("{:016x}", rand::random::<u64>());
+            self.write_busy = true;
+            out.push(Action::SetClusterId(id));
+            return;
+        }
+        let owners = self.live_owners(ins, st, now);
+        if owners.is_empty() {
+            return;
+        }
+        let newest = ins.pending.or(ins.committed);
+        let orphan = st
+            .proposed
+            .as_ref()
+            .is_some_and(|(e, _)| self.tracker.pending().map(|p| p.epoch) != Some(*e));
+        let same = newest.is_some_and(|m| {
+            let have: Vec<(String, u32)> =
+                m.nodes().iter().map(|n| (n.id.clone(), n.weight)).collect();
+            have == owners
+        });
+        if same && !orphan {
+            return;
+        }
+        let base = match ins.committed {
+            Some(c) => c.clone(),
+            None => match ShardMap::new(self.cfg.shard_count) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "cannot make an empty map");
+                    return;
+                }
+            },
+        };
+        let epoch = st.last_epoch + 1;
+        let map = match shards::rebalance(&base, &owners) {
+            Ok(m) => m.with_epoch(epoch),
+            Err(e) => {
+                warn!(error = %e, "rebalance failed");
+                return;
+            }
+        };
+        let (expected, lapse) = self.who_must_ack(ins, &map, &owners, now);
+        info!(
+            epoch,
+            owners = owners.len(),
+            waiting = expected.len(),
+            lapsing = lapse.len(),
+            "proposing shard map"
+        );
+        self.tracker
+            .proposed(epoch, expected, lapse, now, self.cfg.ack_timeout);
+        self.proposed_at.insert(epoch, now);
+        out.push(Action::Emit(ClusterEvent::MapProposed { epoch }));
+        self.write_busy = true;
+        out.push(Action::Propose { epoch, map });
+    }
+
+    /// The complete hand-over: every owner in the new map must acknowledge,
+    /// and so must every live owner of the committed map that loses a shard
+    /// (it confirms it stopped serving it). A losing owner that is not live
+    /// (gone, dead, excluded, removed) is not waited for, but the commit
+    /// waits until its lease has certainly ended.
+    fn who_must_ack(
+        &self,
+        ins: &Inputs,
+        map: &ShardMap,
+        owners: &[(String, u32)],
+        now: Instant,
+    ) -> (BTreeSet<String>, BTreeMap<String, Instant>) {
+        let mut expected: BTreeSet<String> = owners.iter().map(|(n, _)| n.clone()).collect();
+        let mut lapse = BTreeMap::new();
+        let Some(committed) = ins.committed else {
+            return (expected, lapse);
+        };
+        for node in committed.nodes() {
+            let name = &node.id;
+            if expected.contains(name) {
+                continue;
+            }
+            let loses = committed
+                .shards_of(name)
+                .iter()
+                .any(|s| map.owner_of(*s) != Some(name.as_str()));
+            if !loses {
+                continue;
+            }
+            if self.is_live(ins, name, now) {
+                expected.insert(name.clone());
+            } else {
+                let bound = (ins.lease_bound)(raft_id(name)).unwrap_or(now + self.cfg.lease * 2);
+                lapse.insert(name.clone(), bound);
+            }
+        }
+        (expected, lapse)
+    }
+
+    /// Whether `name` is believed to be running: known to gossip and not
+    /// gone there, not found dead by liveness, not excluded or removed.
+    fn is_live(&self, ins: &Inputs, name: &str, now: Instant) -> bool {
+        name == self.me
+            || (ins
+                .members
+                .iter()
+                .any(|m| m.name == name && !m.status.is_gone())
+                && !self.dead_since.contains_key(name)
+                && !self.tracker.is_excluded(name, now)
+                && !self.removed.contains(name))
+    }
+}
+
+#[cfg(test)]
+#[path = "leader_tests.rs"]
+mod tests;
