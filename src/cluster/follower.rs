@@ -70,6 +70,8 @@ pub(super) struct Follower {
     cluster_id: Option<String>,
     /// Acknowledgements decided (part of `NodeStats::acks_sent`).
     pub(super) acks_sent: u64,
+    /// When this node last said it is ready (see [`Follower::ready_ack`]).
+    last_ready: Option<tokio::time::Instant>,
 }
 
 impl Follower {
@@ -154,6 +156,28 @@ impl Follower {
             self.pending = None;
         }
         NewCommit { map, moved, mine }
+    }
+
+    /// A node left out of the committed map (excluded for not
+    /// acknowledging, or not added yet) says it is ready by acknowledging
+    /// the committed epoch, at most every `every`: the leader readmits an
+    /// excluded node on it at once instead of after its back-off. Returns
+    /// the epoch to acknowledge, if it is time.
+    pub fn ready_ack(
+        &mut self,
+        now: tokio::time::Instant,
+        every: std::time::Duration,
+    ) -> Option<u64> {
+        let committed = self.committed.as_ref()?;
+        let in_map = |m: &ShardMap| m.node(&self.me).is_some();
+        if in_map(committed) || self.pending.as_deref().is_some_and(in_map) {
+            return None;
+        }
+        if self.last_ready.is_some_and(|t| now < t + every) {
+            return None;
+        }
+        self.last_ready = Some(now);
+        Some(committed.epoch())
     }
 
     /// Whether to acknowledge the proposal of `epoch` just applied: once,

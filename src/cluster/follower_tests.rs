@@ -213,3 +213,25 @@ fn a_stop_drains_only_an_owner_that_others_can_replace() {
     a.apply(log.commit(2));
     assert!(a.drained());
 }
+
+#[test]
+fn a_node_left_out_of_the_map_says_it_is_ready_now_and_then() {
+    let mut log = Log::new();
+    let mut c = Follower::new("c");
+    let t = tokio::time::Instant::now();
+    let every = std::time::Duration::from_millis(500);
+    assert_eq!(c.ready_ack(t, every), None, "no map yet");
+    let m1 = map(&[("a", 1), ("c", 1)], None, 1);
+    c.apply(log.propose(&m1));
+    c.apply(log.commit(1));
+    assert_eq!(c.ready_ack(t, every), None, "in the map");
+    let m2 = map(&[("a", 1)], Some(&m1), 2);
+    c.apply(log.propose(&m2));
+    c.apply(log.commit(2));
+    assert_eq!(c.ready_ack(t, every), Some(2), "left out: ready");
+    assert_eq!(c.ready_ack(t + every / 2, every), None, "not again so soon");
+    assert_eq!(c.ready_ack(t + every, every), Some(2));
+    let m3 = map(&[("a", 1), ("c", 1)], Some(&m2), 3);
+    c.apply(log.propose(&m3));
+    assert_eq!(c.ready_ack(t + every * 3, every), None, "in the proposal");
+}

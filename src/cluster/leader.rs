@@ -332,6 +332,13 @@ impl Leader {
             return Vec::new();
         }
         debug!(from = node, epoch, "ack");
+        if self.tracker.is_excluded(node, now) {
+            // It reaches the leader again (see `Follower::ready_ack`): no
+            // need to wait out the rest of its back-off.
+            info!(node, "an excluded node acknowledges again; readmitting it");
+            self.tracker.readmit(node);
+            self.mark_dirty(now);
+        }
         match self.tracker.on_ack(node, epoch, now) {
             Step::Commit(e) => self.commit(e),
             _ => Vec::new(),

@@ -373,6 +373,42 @@ fn a_silent_owner_is_excluded_and_the_map_proposed_again_without_it() {
 }
 
 #[test]
+fn an_excluded_node_that_acknowledges_again_is_readmitted_at_once() {
+    let t0 = Instant::now();
+    let mut w = World::new(&["a", "b", "c"]);
+    let mut l = elected(&w, t0);
+    let t1 = settle(&mut l, &mut w, t0);
+    w.state.members.insert(
+        "b".into(),
+        MemberRecord {
+            weight: 2,
+            zone: String::new(),
+        },
+    );
+    l.mark_dirty(t1);
+    let (epoch, map) = proposal(&tick(&mut l, &w, t1 + ms(5))).expect("map");
+    w.propose(&mut l, epoch, &map, t1 + ms(5));
+    l.on_ack("a", epoch, t1 + ms(6));
+    l.on_ack("b", epoch, t1 + ms(6));
+    let timeout = t1 + ms(505);
+    tick(&mut l, &w, timeout);
+    let (again, map) = proposal(&tick(&mut l, &w, timeout + ms(5))).expect("map");
+    assert!(map.node("c").is_none(), "c is excluded");
+    w.propose(&mut l, again, &map, timeout + ms(5));
+    // Long before its back-off ends, c's "ready" acknowledgement of the
+    // committed epoch readmits it: the next map has it again.
+    let back = timeout + ms(100);
+    l.on_ack("c", epoch - 1, back);
+    l.on_ack("a", again, back);
+    l.on_ack("b", again, back);
+    let out = tick(&mut l, &w, back + ms(10));
+    assert!(
+        proposal(&out).is_some_and(|(_, m)| m.node("c").is_some()),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn an_election_suspects_the_previous_leader_a_hand_over_does_not() {
     let t0 = Instant::now();
     let mut w = World::new(&["a", "b", "c"]);

@@ -512,6 +512,11 @@ impl Node {
         if !self.initialized() {
             self.bootstrap_check();
         }
+        if self.raft.is_some() && !self.lead.is_active() {
+            if let Some(epoch) = self.follow.ready_ack(now, self.cfg.ack_timeout) {
+                self.send_ack(epoch).await;
+            }
+        }
         let snapshot = match &self.checker {
             Some((c, _)) if self.lead.has_suspects() => Some(c.watch().borrow().clone()),
             _ => None,
