@@ -237,3 +237,31 @@ async fn a_step_down_and_a_full_restart_move_no_shard() {
     }
     lc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_sigterm_restart_keeps_every_node_owning_shards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lc = cluster(dir.path(), "rolling");
+    lc.start("n1", None).await.expect("start n1");
+    let seed = lc.endpoint("n1", "gossip").expect("gossip addr");
+    for i in 2..=5 {
+        lc.start(&format!("n{i}"), Some(&seed))
+            .await
+            .expect("start");
+    }
+    let all = lc.nodes();
+    lc.wait_commit(&all, 0, WAIT, |c| owners(c).len() == 5 && covers_all(c))
+        .await
+        .expect("first map on every node");
+    for n in &all {
+        // SIGTERM drains the node (its shards move away first), then a
+        // restart with the same flags must give it its share back.
+        lc.stop(n, WAIT).await.expect("graceful stop");
+        let t = unix_ms();
+        lc.restart(n).await.expect("restart");
+        lc.wait_commit(&all, t, WAIT, |c| owners(c).len() == 5 && covers_all(c))
+            .await
+            .unwrap_or_else(|e| panic!("after restarting {n}, every node owns shards: {e}"));
+    }
+    lc.shutdown().await;
+}

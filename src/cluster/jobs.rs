@@ -23,6 +23,19 @@ pub(super) enum Done {
     Bootstrap(Result<(), String>),
     Joined(Result<usize, String>),
     Acked(bool),
+    /// The registry write that undoes a stop's drain finished.
+    DrainUndone(bool),
+}
+
+/// Writes `cmd` (undoing a stop's drain) through the leader.
+pub(super) async fn undo_drain(raft: Arc<RaftNode>, cmd: Command) -> Done {
+    match raft.write_via_leader(cmd).await {
+        Ok(()) => Done::DrainUndone(true),
+        Err(e) => {
+            debug!(error = %e, "undoing the drain failed; trying again");
+            Done::DrainUndone(false)
+        }
+    }
 }
 
 /// Joins the configured seeds, retrying until one answers (a seed may

@@ -29,6 +29,7 @@ mod leader;
 mod node;
 mod requests;
 mod reshard;
+mod restore;
 mod seams;
 mod serving;
 mod startup;

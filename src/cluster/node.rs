@@ -24,6 +24,7 @@ use super::follower::{Follower, StateInputs};
 use super::ids::raft_id;
 use super::jobs::{self, Done};
 use super::leader::{Action, Inputs, Leader, MembershipChange, Write};
+use super::restore::{self, DrainMark};
 use super::serving::ServingSet;
 use super::tags;
 use super::view;
@@ -101,6 +102,11 @@ pub(super) struct Node {
     pub(super) lead: Leader,
     /// This node's view of the maps.
     pub(super) follow: Follower,
+    /// Where a graceful stop records its drain (see `restore`).
+    pub(super) drain_mark: Option<DrainMark>,
+    /// A previous stop's drain still to undo (the registry weight before
+    /// it) and when to try next.
+    pub(super) undo_drain: Option<(Option<u32>, Instant)>,
 
     pub(super) last_status: Instant,
     pub(super) started: Instant,
@@ -479,8 +485,39 @@ impl Node {
         }
     }
 
+    /// A restart after a graceful stop gives the node its weight back, once
+    /// it is in Raft and a leader is known.
+    fn undo_drain_if_due(&mut self, now: Instant) {
+        let Some((before, at)) = self.undo_drain else {
+            return;
+        };
+        let stopping = *self.state_tx.borrow() == NodeState::Stopping;
+        let in_raft = self
+            .membership
+            .as_ref()
+            .is_some_and(|m| m.get_node(&raft_id(&self.me)).is_some());
+        let Some(raft) = self.raft.clone() else {
+            return;
+        };
+        if now < at || stopping || !in_raft || self.leader.is_none() {
+            return;
+        }
+        self.undo_drain = Some((before, now + Duration::from_secs(1)));
+        info!(weight = ?before, "undoing the drain of the last graceful stop");
+        let cmd = restore::undo(&self.me, before, &self.cfg.zone);
+        self.spawn(jobs::undo_drain(raft, cmd));
+    }
+
     async fn on_done(&mut self, done: Done) {
         match done {
+            Done::DrainUndone(ok) => {
+                if ok {
+                    self.undo_drain = None;
+                    if let Some(Err(e)) = self.drain_mark.as_ref().map(DrainMark::clear) {
+                        warn!(error = %e, "could not remove the drain mark");
+                    }
+                }
+            }
             Done::Write(what, result) => {
                 let actions = self.lead.on_write_done(what, &result, Instant::now());
                 self.execute(actions).await;
@@ -512,6 +549,7 @@ impl Node {
         if !self.initialized() {
             self.bootstrap_check();
         }
+        self.undo_drain_if_due(now);
         if self.raft.is_some() && !self.lead.is_active() {
             if let Some(epoch) = self.follow.ready_ack(now, self.cfg.ack_timeout) {
                 self.send_ack(epoch).await;

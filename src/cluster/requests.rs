@@ -5,7 +5,7 @@
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::{info, Instrument};
+use tracing::{info, warn, Instrument};
 
 use super::jobs;
 use super::node::{Node, NodeStats};
@@ -137,6 +137,17 @@ impl Node {
         match self.weight_command(self.me.clone(), 0) {
             Ok(cmd) => {
                 info!("draining before leaving");
+                // A restart undoes this drain (see `restore`). A drain not
+                // yet undone keeps the mark it already has.
+                if let (Some(mark), None) = (&self.drain_mark, &self.undo_drain) {
+                    let before = self
+                        .cluster_state
+                        .as_ref()
+                        .and_then(|s| s.borrow().members.get(&self.me).map(|r| r.weight));
+                    if let Err(e) = mark.write(before) {
+                        warn!(error = %e, "could not record the drain; a restart will not undo it");
+                    }
+                }
                 self.write_via_leader(cmd, None);
                 now + self.cfg.drain_timeout
             }

@@ -20,6 +20,7 @@ use super::follower::Follower;
 use super::ids::raft_id;
 use super::leader::Leader;
 use super::node::{Node, NodeStats, STATUS_EVERY};
+use super::restore::DrainMark;
 use super::serving::ServingSet;
 use super::tags;
 use super::{Cluster, ClusterError, NodeState, Role, Seams, Shared};
@@ -199,6 +200,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
     let (serving_tx, serving_rx) = watch::channel(Arc::new(ServingSet::default()));
     let (done_tx, done_rx) = mpsc::channel(256);
 
+    let drain_mark = DrainMark::of(&cfg);
     let node = Node {
         me: me.clone(),
         members_rx: gossip.watch(),
@@ -231,6 +233,11 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         bootstrapping: false,
         lead: Leader::new(cfg.clone(), Instant::now()),
         follow: Follower::new(me.clone()),
+        undo_drain: drain_mark
+            .as_ref()
+            .and_then(DrainMark::read)
+            .map(|before| (before, Instant::now())),
+        drain_mark,
         last_status: Instant::now() - STATUS_EVERY,
         started: Instant::now(),
         stats: NodeStats::default(),
