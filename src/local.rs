@@ -45,6 +45,16 @@ pub enum LocalError {
     Timeout(String),
 }
 
+/// The agent's port flags, and the endpoint each one binds.
+const PORT_FLAGS: [&str; 5] = [
+    "--gossip-port",
+    "--raft-port",
+    "--liveness-port",
+    "--management-port",
+    "--metrics-port",
+];
+const PORT_NAMES: [&str; 5] = ["gossip", "raft", "liveness", "management", "metrics"];
+
 /// A map commit as one agent reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
@@ -307,13 +317,7 @@ impl LocalCluster {
             .ok_or_else(|| LocalError::Unknown(node.to_string()))?;
         let ready = self.observed().ready.get(node).cloned().unwrap_or_default();
         let (mut args, prefix) = (p.args, p.prefix);
-        for (flag, ep) in [
-            ("--gossip-port", "gossip"),
-            ("--raft-port", "raft"),
-            ("--liveness-port", "liveness"),
-            ("--management-port", "management"),
-            ("--metrics-port", "metrics"),
-        ] {
+        for (flag, ep) in PORT_FLAGS.iter().zip(PORT_NAMES) {
             let port = ready
                 .get(ep)
                 .and_then(|a| a.rsplit(':').next())
@@ -323,7 +327,20 @@ impl LocalCluster {
                 args[i + 1] = port;
             }
         }
-        self.spawn(node, args, prefix).await
+        match self.spawn(node, args.clone(), prefix.clone()).await {
+            // Another process took a port meanwhile (the OS hands freed
+            // ports out again): come back on fresh ones; peers learn them
+            // from gossip.
+            Err(LocalError::NotReady { .. }) => {
+                for flag in PORT_FLAGS {
+                    if let Some(i) = args.iter().position(|a| a == flag) {
+                        args[i + 1] = "0".into();
+                    }
+                }
+                self.spawn(node, args, prefix).await
+            }
+            r => r,
+        }
     }
 
     /// The commits `node` reported, oldest first.
