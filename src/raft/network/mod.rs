@@ -285,6 +285,7 @@ impl Network {
         let mut client = self.client(addr)?;
         let mut req = tonic::Request::new(pb::ForwardRequest {
             command: Some(codec::command_to_pb(cmd)),
+            from: self.self_id,
         });
         req.set_timeout(timeout);
         let resp = call(addr, timeout, client.forward(req)).await?;
@@ -324,7 +325,7 @@ impl Network {
     /// Asks the node at `addr` to start an election now (leader hand-over).
     pub async fn elect(&self, addr: &str, timeout: Duration) -> Result<(), NetError> {
         let mut client = self.client(addr)?;
-        let mut req = tonic::Request::new(pb::ElectRequest {});
+        let mut req = tonic::Request::new(pb::ElectRequest { from: self.self_id });
         req.set_timeout(timeout);
         call(addr, timeout, client.elect(req)).await.map(|_| ())
     }
