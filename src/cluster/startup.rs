@@ -105,6 +105,9 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         };
         let mut raft_cfg = cfg.raft.clone();
         raft_cfg.serving_lease = cfg.lease;
+        if raft_cfg.auth.is_none() {
+            raft_cfg.auth = auth_from_keyring(&cfg);
+        }
         let node = RaftNode::start(
             raft_id(&me),
             RaftNodeInfo::new(me.clone(), raft_addr.to_string()),
@@ -271,6 +274,24 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
 }
 
 /// A component that did not start, keeping its error as the source.
+/// The Raft credential of the gossip keyring, as the agent derives it:
+/// library users who set only `gossip.keyring` get authenticated Raft too.
+/// Sends the primary key's credential and accepts every key's (so a node
+/// started mid-rotation talks to both sides); accepts calls without one
+/// while gossip accepts plaintext (a rolling switch to encryption).
+fn auth_from_keyring(cfg: &Config) -> Option<crate::raft::RaftAuth> {
+    let ring = cfg.gossip.keyring.as_ref()?;
+    let mut auth = crate::raft::RaftAuth::from_secret(ring.primary_key());
+    for key in ring.keys().skip(1) {
+        auth = auth.accept_also(key);
+    }
+    Some(if cfg.gossip.verify_incoming {
+        auth
+    } else {
+        auth.optional()
+    })
+}
+
 fn start_err<E>(what: &'static str) -> impl FnOnce(E) -> ClusterError
 where
     E: std::error::Error + Send + Sync + 'static,
