@@ -5,6 +5,7 @@ pub mod agent;
 pub mod chaos;
 pub mod demo;
 pub mod gossip_node;
+pub mod keys;
 pub mod mgmt;
 pub mod probe;
 pub mod shards;
