@@ -15,35 +15,33 @@ use clusterfunk::management::NodeKeys;
 
 use super::mgmt::{connect, emit, table, RpcArgs};
 
-/// `keys` flags.
+/// `keys` subcommands.
 #[derive(Args, Debug)]
 pub struct KeysArgs {
     #[command(subcommand)]
     op: KeysCmd,
-    #[command(flatten)]
-    rpc: RpcArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum KeysCmd {
     /// Show each key's fingerprint and how many nodes have it (and use it
     /// as primary).
-    List,
+    List(RpcArgs),
     /// Add KEY (base64, 16/24/32 bytes) to every node's keyring.
-    Install {
-        /// The key, base64.
-        key: String,
-    },
+    Install(KeyArgs),
     /// Make KEY, already installed everywhere, every node's primary.
-    Use {
-        /// The key, base64.
-        key: String,
-    },
+    Use(KeyArgs),
     /// Remove KEY from every node's keyring (refused where it is primary).
-    Remove {
-        /// The key, base64.
-        key: String,
-    },
+    Remove(KeyArgs),
+}
+
+/// A key and how to reach a node.
+#[derive(Args, Debug)]
+struct KeyArgs {
+    /// The key, base64.
+    key: String,
+    #[command(flatten)]
+    rpc: RpcArgs,
 }
 
 /// Decodes a key as `--encrypt` does: standard base64 of 16, 24 or 32 bytes.
@@ -76,21 +74,21 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
 }
 
 async fn execute(args: KeysArgs) -> anyhow::Result<()> {
-    let op = match &args.op {
-        KeysCmd::List => KeyOp::List,
-        KeysCmd::Install { key } => KeyOp::Install(parse_key(key)?),
-        KeysCmd::Use { key } => KeyOp::Use(parse_key(key)?),
-        KeysCmd::Remove { key } => KeyOp::Remove(parse_key(key)?),
+    let (op, rpc) = match &args.op {
+        KeysCmd::List(rpc) => (KeyOp::List, rpc),
+        KeysCmd::Install(a) => (KeyOp::Install(parse_key(&a.key)?), &a.rpc),
+        KeysCmd::Use(a) => (KeyOp::Use(parse_key(&a.key)?), &a.rpc),
+        KeysCmd::Remove(a) => (KeyOp::Remove(parse_key(&a.key)?), &a.rpc),
     };
     let work = async {
-        let client = connect(&args.rpc).await?;
+        let client = connect(rpc).await?;
         Ok::<_, anyhow::Error>(client.keys(&op).await?)
     };
     let wait = Duration::from_secs(30);
     let nodes = tokio::time::timeout(wait, work)
         .await
         .map_err(|_| anyhow!("no answer within {} s", wait.as_secs()))??;
-    emit(args.rpc.format, &nodes, || text(&op, &nodes))?;
+    emit(rpc.format, &nodes, || text(&op, &nodes))?;
     let failed: Vec<&str> = nodes
         .iter()
         .filter(|n| n.error.is_some())

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod gossip_node;
 pub mod keys;
 pub mod mgmt;
+pub mod posture;
 pub mod probe;
 pub mod shards;
 
