@@ -10,6 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use clusterfunk::cluster::{ClusterEvent, KeyOp};
+use clusterfunk::config::StorageConfig;
 use clusterfunk::gossip::{fingerprint, Keyring};
 use clusterfunk::management::{Client, NodeKeys};
 use clusterfunk::raft::{RaftAuth, AUTH_HEADER};
@@ -203,4 +204,56 @@ async fn a_new_key_replaces_the_old_one_with_no_node_dropping_out() {
         o.stop().await;
     }
     stop_all(&nodes).await;
+}
+
+/// A node restarted after a rotation comes back with the keys it had, not
+/// the one it was first started with (the keyring file in its data dir),
+/// and rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_restarted_after_a_rotation_keeps_the_new_key() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let with_dir = |i: usize| {
+        let mut c = config(&format!("r{i}"), &OLD);
+        c.storage = StorageConfig::DataDir(dirs[i].path().to_path_buf());
+        c
+    };
+    let nodes = start_agents(3, Default::default(), with_dir).await;
+    let everyone: BTreeSet<String> = (0..3).map(|i| format!("r{i}")).collect();
+    let all_up = |ns: &[&Agent]| {
+        ns.iter().all(|n| {
+            n.state() == NodeState::Operational
+                && names(n) == everyone
+                && n.cluster_members()
+                    .iter()
+                    .all(|m| m.status == clusterfunk::gossip::MemberStatus::Alive)
+        })
+    };
+    wait_until("three nodes operational", || {
+        all_up(&nodes.iter().collect::<Vec<_>>())
+    })
+    .await;
+    for op in [
+        KeyOp::Install(NEW.to_vec()),
+        KeyOp::Use(NEW.to_vec()),
+        KeyOp::Remove(OLD.to_vec()),
+    ] {
+        for n in &nodes {
+            n.keys(op.clone()).await.expect("key change");
+        }
+    }
+
+    nodes[2].stop().await;
+    let mut again = with_dir(2);
+    again.join = vec![nodes[0].local_endpoints()["gossip"].to_string()];
+    let back = Agent::start(again)
+        .await
+        .expect("restart with the saved keyring");
+    let state = back.keys(KeyOp::List).await.expect("list");
+    assert_eq!(state.keys, vec![fingerprint(&NEW)]);
+    wait_until("the restarted node back in", || {
+        all_up(&[&nodes[0], &nodes[1], &back])
+    })
+    .await;
+    back.stop().await;
+    stop_all(&nodes[..2]).await;
 }

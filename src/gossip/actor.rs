@@ -551,6 +551,13 @@ impl<T: Transport> Actor<T> {
         if !matches!(op, KeyOp::List) {
             tracing::info!(op = ?op, keys = after.len(), "gossip keyring changed");
         }
+        if let (false, Some(path)) = (matches!(op, KeyOp::List), &self.cfg.keyring_path) {
+            // Saved before it is used: a restart never comes back with
+            // keys older than what this node answered.
+            after
+                .save(path)
+                .map_err(|source| GossipError::Io { addr: None, source })?;
+        }
         self.cfg.keyring = Some(after.clone());
         self.core.set_keyring(after.clone());
         self.ctx = StreamCtx::new(&self.cfg);

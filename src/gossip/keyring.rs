@@ -234,6 +234,55 @@ impl Keyring {
     }
 }
 
+impl Keyring {
+    /// Reads a keyring file: one base64 key a line, the primary first.
+    /// `Ok(None)` when there is no file.
+    pub fn load(path: &std::path::Path) -> std::io::Result<Option<Keyring>> {
+        use base64::Engine as _;
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bad = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("keyring file {}: {why}", path.display()),
+            )
+        };
+        let mut ring: Option<Keyring> = None;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(line)
+                .map_err(|e| bad(format!("a line is not base64: {e}")))?;
+            let r = match ring.as_mut() {
+                None => Keyring::new(&key).map(|k| ring = Some(k)),
+                Some(k) => k.add_key(&key),
+            };
+            r.map_err(|e| bad(e.to_string()))?;
+        }
+        ring.map(Some).ok_or_else(|| bad("no key".into()))
+    }
+
+    /// Writes the keyring file atomically, readable by the owner only.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
+        for k in self.keys() {
+            writeln!(f, "{}", base64::engine::general_purpose::STANDARD.encode(k))?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,5 +357,24 @@ mod tests {
         let shown = format!("{:?}", KeyOp::Use(k2.clone()));
         assert_eq!(shown, format!("use({})", fingerprint(&k2)));
         assert_eq!(fingerprint(&k2).len(), 16);
+    }
+
+    #[test]
+    fn keyring_file_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keyring");
+        assert!(Keyring::load(&p).unwrap().is_none());
+        let mut r = Keyring::new(&[4u8; 32]).unwrap();
+        r.add_key(&[5u8; 16]).unwrap();
+        r.save(&p).unwrap();
+        let back = Keyring::load(&p).unwrap().unwrap();
+        assert_eq!(
+            back.keys().collect::<Vec<_>>(),
+            r.keys().collect::<Vec<_>>()
+        );
+        std::fs::write(&p, "not base64!\n").unwrap();
+        assert!(Keyring::load(&p).is_err());
+        std::fs::write(&p, "\n").unwrap();
+        assert!(Keyring::load(&p).is_err());
     }
 }
