@@ -38,6 +38,9 @@ enum Command {
     /// `listening <addr>` then membership events as JSON lines.
     #[command(hide = true)]
     GossipNode(cli::gossip_node::GossipNodeArgs),
+    /// Rotate the gossip encryption key on every alive member (list,
+    /// install, use, remove), with one answer per node.
+    Keys(cli::keys::KeysArgs),
 }
 
 #[derive(Subcommand)]
@@ -65,5 +68,6 @@ fn main() -> anyhow::Result<()> {
         Command::Shards { cmd: Some(cmd), .. } => cli::shards::run(cmd),
         Command::Shards { cmd: None, list } => cli::mgmt::run_shards(list),
         Command::GossipNode(args) => cli::gossip_node::run(args),
+        Command::Keys(args) => cli::keys::run(args),
     }
 }

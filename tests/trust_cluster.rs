@@ -149,7 +149,9 @@ async fn outsiders_stay_out_and_raw_raft_calls_need_the_credential() {
             .forward(with_cred(pb::ForwardRequest::default(), &cred))
             .await;
         assert_eq!(fwd.expect_err("forward").code(), Code::Unauthenticated);
-        let elect = client.elect(with_cred(pb::ElectRequest {}, &cred)).await;
+        let elect = client
+            .elect(with_cred(pb::ElectRequest::default(), &cred))
+            .await;
         assert_eq!(elect.expect_err("elect").code(), Code::Unauthenticated);
         let vote = client
             .vote(with_cred(pb::VoteRequest::default(), &cred))
@@ -164,15 +166,36 @@ async fn outsiders_stay_out_and_raw_raft_calls_need_the_credential() {
             .await;
         assert_eq!(snap.expect_err("snapshot").code(), Code::Unauthenticated);
     }
-    // With the cluster's credential the same port answers (a malformed
-    // forward is refused by Raft itself, not by authentication).
+    // With the cluster's credential the same port answers: Forward and
+    // Elect only from a caller that names a current Raft member, and a
+    // malformed forward is refused by Raft itself, not by authentication.
     let good = RaftAuth::from_secret(&KEY).header_value();
-    let mut req = tonic::Request::new(pb::ForwardRequest::default());
-    req.metadata_mut().insert(
-        AUTH_HEADER,
-        MetadataValue::try_from(good.to_str().expect("ascii")).expect("value"),
-    );
-    let fwd = client.forward(req).await;
+    let good = Some(MetadataValue::try_from(good.to_str().expect("ascii")).expect("value"));
+    let outsider = clusterfunk::shards::stable_hash64(b"plain");
+    let member = clusterfunk::shards::stable_hash64(b"n2");
+    let fwd = client
+        .forward(with_cred(
+            pb::ForwardRequest {
+                command: None,
+                from: outsider,
+            },
+            &good,
+        ))
+        .await;
+    assert_eq!(fwd.expect_err("forward").code(), Code::PermissionDenied);
+    let elect = client
+        .elect(with_cred(pb::ElectRequest { from: outsider }, &good))
+        .await;
+    assert_eq!(elect.expect_err("elect").code(), Code::PermissionDenied);
+    let fwd = client
+        .forward(with_cred(
+            pb::ForwardRequest {
+                command: None,
+                from: member,
+            },
+            &good,
+        ))
+        .await;
     assert_eq!(fwd.expect_err("forward").code(), Code::InvalidArgument);
 
     wait_until_async("refused calls exported", || async {

@@ -363,6 +363,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let filter = args.log.as_deref().unwrap_or("info,openraft=warn");
     clusterfunk::metrics::init_tracing(filter, format)?;
     let config = args.to_config()?;
+    if let Some(why) = super::posture::open_to_network(&config) {
+        tracing::warn!("{why}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -50,7 +50,7 @@ pub struct RpcArgs {
     mdns_interface: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    pub(crate) format: Format,
     /// CA certificate (PEM) of the server: turns TLS on.
     #[arg(long, env = "CLUSTERFUNK_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -256,7 +256,7 @@ async fn dispatch(cmd: MgmtCmd) -> anyhow::Result<()> {
     }
 }
 
-async fn connect(rpc: &RpcArgs) -> anyhow::Result<Client> {
+pub(crate) async fn connect(rpc: &RpcArgs) -> anyhow::Result<Client> {
     let addr = if rpc.zero_conf {
         find_by_mdns(rpc.cluster.as_deref(), rpc.mdns_interface.clone()).await?
     } else {
@@ -366,7 +366,7 @@ fn write(format: Format, w: WriteOutcome) -> anyhow::Result<()> {
     })
 }
 
-fn emit<T: Serialize>(
+pub(crate) fn emit<T: Serialize>(
     format: Format,
     value: &T,
     text: impl FnOnce() -> String,
@@ -380,7 +380,7 @@ fn emit<T: Serialize>(
 }
 
 /// Rows under a header, each column as wide as its widest cell.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {

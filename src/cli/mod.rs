@@ -5,7 +5,9 @@ pub mod agent;
 pub mod chaos;
 pub mod demo;
 pub mod gossip_node;
+pub mod keys;
 pub mod mgmt;
+pub mod posture;
 pub mod probe;
 pub mod shards;
 

@@ -38,6 +38,7 @@ const PROTOCOL_VERSION: u32 = 1;
 
 /// Starts every component and the node task.
 pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterError> {
+    let cfg = with_saved_keyring(cfg)?;
     let me = cfg.node_id.clone();
     let metrics = Metrics::new(me.clone()).map_err(start_err("metrics"))?;
     let bind_err = |what: &'static str, addr: SocketAddr| {
@@ -105,6 +106,9 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         };
         let mut raft_cfg = cfg.raft.clone();
         raft_cfg.serving_lease = cfg.lease;
+        if raft_cfg.auth.is_none() {
+            raft_cfg.auth = auth_from_keyring(&cfg);
+        }
         let node = RaftNode::start(
             raft_id(&me),
             RaftNodeInfo::new(me.clone(), raft_addr.to_string()),
@@ -174,6 +178,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
     // after a graceful stop (a member restarting means to come back).
     if let StorageConfig::DataDir(dir) = &cfg.storage {
         gcfg.snapshot_path = Some(dir.join("gossip.snapshot"));
+        gcfg.keyring_path = Some(dir.join(KEYRING_FILE));
         gcfg.rejoin_after_leave = true;
     }
     let gossip = match transport {
@@ -271,6 +276,52 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
 }
 
 /// A component that did not start, keeping its error as the source.
+/// The keyring file in the data dir (written on every key change).
+const KEYRING_FILE: &str = "keyring";
+
+/// A node restarted after a key rotation comes back with the keys it had
+/// (Serf's keyring file), not the ones it was first started with: the
+/// saved keyring replaces the configured one, and a Raft credential that
+/// followed the configured keys follows the saved ones.
+fn with_saved_keyring(mut cfg: Config) -> Result<Config, ClusterError> {
+    let (StorageConfig::DataDir(dir), Some(given)) = (&cfg.storage, &cfg.gossip.keyring) else {
+        return Ok(cfg);
+    };
+    let path = dir.join(KEYRING_FILE);
+    let saved = crate::gossip::Keyring::load(&path).map_err(start_err("keyring file"))?;
+    let Some(saved) = saved else {
+        return Ok(cfg);
+    };
+    let old: Vec<&[u8]> = given.keys().collect();
+    let new: Vec<&[u8]> = saved.keys().collect();
+    if old != new {
+        tracing::info!(path = %path.display(), keys = new.len(), "using the saved keyring, not the configured key");
+    }
+    if let Some(auth) = cfg.raft.auth.as_ref().and_then(|a| a.rekeyed(&old, &new)) {
+        cfg.raft.auth = Some(auth);
+    }
+    cfg.gossip.keyring = Some(saved);
+    Ok(cfg)
+}
+
+/// The Raft credential of the gossip keyring, as the agent derives it:
+/// library users who set only `gossip.keyring` get authenticated Raft too.
+/// Sends the primary key's credential and accepts every key's (so a node
+/// started mid-rotation talks to both sides); accepts calls without one
+/// while gossip accepts plaintext (a rolling switch to encryption).
+fn auth_from_keyring(cfg: &Config) -> Option<crate::raft::RaftAuth> {
+    let ring = cfg.gossip.keyring.as_ref()?;
+    let mut auth = crate::raft::RaftAuth::from_secret(ring.primary_key());
+    for key in ring.keys().skip(1) {
+        auth = auth.accept_also(key);
+    }
+    Some(if cfg.gossip.verify_incoming {
+        auth
+    } else {
+        auth.optional()
+    })
+}
+
 fn start_err<E>(what: &'static str) -> impl FnOnce(E) -> ClusterError
 where
     E: std::error::Error + Send + Sync + 'static,

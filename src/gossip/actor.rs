@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::config::GossipConfig;
 use super::core::{Core, Output};
 use super::error::GossipError;
+use super::keyring::{KeyOp, Keyring};
 use super::member::{Member, MemberEvent, MemberStatus, UserEvent};
 use super::pushpull::{self, Failure, Internal, StreamCtx};
 use super::snapshot::{self, Snapshot};
@@ -65,6 +66,10 @@ enum Command {
     },
     Shutdown {
         reply: oneshot::Sender<()>,
+    },
+    Keys {
+        op: KeyOp,
+        reply: oneshot::Sender<Result<(Keyring, Keyring), GossipError>>,
     },
 }
 
@@ -274,6 +279,16 @@ impl Gossip {
     /// Counters and timings.
     pub async fn stats(&self) -> Result<GossipStats, GossipError> {
         self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Changes this node's keyring while it runs (Serf's key manager, one
+    /// node): `Install` a key, `Use` it as the primary, `Remove` an old
+    /// one. Returns the keyring before and after; fails with
+    /// [`GossipError::NoKeyring`] when the node runs without encryption.
+    /// New datagrams and streams use the new keyring at once; streams
+    /// already open finish with the old one.
+    pub async fn keys(&self, op: KeyOp) -> Result<(Keyring, Keyring), GossipError> {
+        self.call(|reply| Command::Keys { op, reply }).await?
     }
 
     /// A receiver of the member list, updated on every change.
@@ -523,7 +538,30 @@ impl<T: Transport> Actor<T> {
                 // Handled in the loop; kept total here.
                 let _ = reply.send(());
             }
+            Command::Keys { op, reply } => {
+                let _ = reply.send(self.change_keys(&op));
+            }
         }
+    }
+
+    fn change_keys(&mut self, op: &KeyOp) -> Result<(Keyring, Keyring), GossipError> {
+        let before = self.cfg.keyring.clone().ok_or(GossipError::NoKeyring)?;
+        let mut after = before.clone();
+        after.apply(op)?;
+        if !matches!(op, KeyOp::List) {
+            tracing::info!(op = ?op, keys = after.len(), "gossip keyring changed");
+        }
+        if let (false, Some(path)) = (matches!(op, KeyOp::List), &self.cfg.keyring_path) {
+            // Saved before it is used: a restart never comes back with
+            // keys older than what this node answered.
+            after
+                .save(path)
+                .map_err(|source| GossipError::Io { addr: None, source })?;
+        }
+        self.cfg.keyring = Some(after.clone());
+        self.core.set_keyring(after.clone());
+        self.ctx = StreamCtx::new(&self.cfg);
+        Ok((before, after))
     }
 
     fn on_internal(&mut self, m: Internal) {

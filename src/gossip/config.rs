@@ -108,6 +108,10 @@ pub struct GossipConfig {
     /// With a keyring: encrypt what is sent (memberlist's
     /// `GossipVerifyOutgoing`). Default true.
     pub verify_outgoing: bool,
+    /// Where a changed keyring is saved (Serf's keyring file), so that a
+    /// node restarted after a rotation comes back with the current keys.
+    /// `None`: changes live in memory only.
+    pub keyring_path: Option<std::path::PathBuf>,
     /// Largest stream frame body read, in bytes; a longer declared length
     /// closes the stream (counted). Bodies are read in chunks as they
     /// arrive, never allocated at the declared length. Default 8 MiB (the
@@ -166,6 +170,7 @@ impl GossipConfig {
             keyring: None,
             verify_incoming: true,
             verify_outgoing: true,
+            keyring_path: None,
             max_stream_frame: 8 * 1024 * 1024,
             stream_memory_budget: 64 * 1024 * 1024,
             max_incoming_streams: 64,

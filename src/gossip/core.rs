@@ -206,6 +206,11 @@ fn status_to_pb(s: MemberStatus) -> pb::NodeStatus {
 }
 
 impl Core {
+    /// Replaces the keyring (key rotation on a running node).
+    pub(crate) fn set_keyring(&mut self, keyring: super::keyring::Keyring) {
+        self.cfg.keyring = Some(keyring);
+    }
+
     /// A core for `cfg` (already validated) advertising `addr`.
     pub(crate) fn new(cfg: GossipConfig, addr: SocketAddr, now: Instant) -> Self {
         let mut rng = StdRng::from_entropy();

@@ -91,6 +91,15 @@ pub enum GossipError {
     /// The gossip task has stopped (after `shutdown`, or it failed).
     #[error("gossip has shut down")]
     Shutdown,
+    /// A key operation on a node that runs without encryption.
+    #[error("gossip encryption is off on this node (no keyring to change)")]
+    NoKeyring,
+    /// The key (named by its fingerprint) is not in the keyring.
+    #[error("key {0} is not installed")]
+    UnknownKey(String),
+    /// The primary key (named by its fingerprint) cannot be removed.
+    #[error("key {0} is the primary key: make another key primary first")]
+    PrimaryKey(String),
     /// Binding or using a socket failed.
     #[error("transport error on {addr:?}: {source}")]
     Io {

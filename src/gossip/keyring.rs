@@ -9,7 +9,7 @@ use aes_gcm::aes::Aes192;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm, Nonce};
 use rand::RngCore;
 
-use super::error::ConfigError;
+use super::error::{ConfigError, GossipError};
 
 /// Nonce length of AES-GCM.
 pub(crate) const NONCE_LEN: usize = 12;
@@ -164,6 +164,125 @@ impl Keyring {
     }
 }
 
+/// A change to a running node's keyring (Serf's key manager): applied with
+/// [`Gossip::keys`](super::Gossip::keys).
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyOp {
+    /// Change nothing; answer the keyring.
+    List,
+    /// Add a secondary key: accepted on receive, not yet used to send.
+    Install(Vec<u8>),
+    /// Make an installed key the primary (used to send).
+    Use(Vec<u8>),
+    /// Remove a secondary key (the primary is refused).
+    Remove(Vec<u8>),
+}
+
+impl KeyOp {
+    /// The operation's name (`list`, `install`, `use`, `remove`), for
+    /// logs, the CLI and the management API alike.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyOp::List => "list",
+            KeyOp::Install(_) => "install",
+            KeyOp::Use(_) => "use",
+            KeyOp::Remove(_) => "remove",
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material: the fingerprint names the key.
+        match self {
+            KeyOp::List => f.write_str("List"),
+            KeyOp::Install(k) | KeyOp::Use(k) | KeyOp::Remove(k) => {
+                write!(f, "{}({})", self.as_str(), fingerprint(k))
+            }
+        }
+    }
+}
+
+/// A short public name of a key: the first 8 bytes of its SHA-256, in hex.
+/// Lets operators tell keys apart without showing them.
+pub fn fingerprint(key: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(key);
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Keyring {
+    /// Applies `op` as a running node does: `Use` needs an installed key,
+    /// `Remove` refuses the primary and unknown keys.
+    pub fn apply(&mut self, op: &KeyOp) -> Result<(), GossipError> {
+        let installed = |k: &Keyring, key: &[u8]| k.keys().any(|x| x == key);
+        match op {
+            KeyOp::List => Ok(()),
+            KeyOp::Install(key) => Ok(self.add_key(key)?),
+            KeyOp::Use(key) if !installed(self, key) => {
+                Err(GossipError::UnknownKey(fingerprint(key)))
+            }
+            KeyOp::Use(key) => Ok(self.use_key(key)?),
+            KeyOp::Remove(key) if self.primary_key() == key.as_slice() => {
+                Err(GossipError::PrimaryKey(fingerprint(key)))
+            }
+            KeyOp::Remove(key) if !self.remove_key(key) => {
+                Err(GossipError::UnknownKey(fingerprint(key)))
+            }
+            KeyOp::Remove(_) => Ok(()),
+        }
+    }
+}
+
+impl Keyring {
+    /// Reads a keyring file: one base64 key a line, the primary first.
+    /// `Ok(None)` when there is no file.
+    pub fn load(path: &std::path::Path) -> std::io::Result<Option<Keyring>> {
+        use base64::Engine as _;
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bad = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("keyring file {}: {why}", path.display()),
+            )
+        };
+        let mut ring: Option<Keyring> = None;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(line)
+                .map_err(|e| bad(format!("a line is not base64: {e}")))?;
+            let r = match ring.as_mut() {
+                None => Keyring::new(&key).map(|k| ring = Some(k)),
+                Some(k) => k.add_key(&key),
+            };
+            r.map_err(|e| bad(e.to_string()))?;
+        }
+        ring.map(Some).ok_or_else(|| bad("no key".into()))
+    }
+
+    /// Writes the keyring file atomically, readable by the owner only.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
+        for k in self.keys() {
+            writeln!(f, "{}", base64::engine::general_purpose::STANDARD.encode(k))?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +327,54 @@ mod tests {
         let b = Keyring::new(&[3u8; 32]).unwrap();
         assert!(b.open(&a.seal(b"m", b""), b"").is_none());
         assert!(a.open(&[0u8; 5], b"").is_none());
+    }
+
+    #[test]
+    fn operations_as_a_running_node_applies_them() {
+        let (k1, k2) = (vec![1u8; 32], vec![2u8; 16]);
+        let mut r = Keyring::new(&k1).unwrap();
+        assert!(matches!(
+            r.apply(&KeyOp::Use(k2.clone())),
+            Err(GossipError::UnknownKey(_))
+        ));
+        assert!(matches!(
+            r.apply(&KeyOp::Remove(k1.clone())),
+            Err(GossipError::PrimaryKey(_))
+        ));
+        assert!(matches!(
+            r.apply(&KeyOp::Install(vec![0u8; 5])),
+            Err(GossipError::Config(ConfigError::KeyLength(5)))
+        ));
+        r.apply(&KeyOp::Install(k2.clone())).unwrap();
+        r.apply(&KeyOp::Use(k2.clone())).unwrap();
+        assert_eq!(r.primary_key(), k2.as_slice());
+        r.apply(&KeyOp::Remove(k1.clone())).unwrap();
+        assert!(matches!(
+            r.apply(&KeyOp::Remove(k1.clone())),
+            Err(GossipError::UnknownKey(_))
+        ));
+        assert_eq!(r.len(), 1);
+        let shown = format!("{:?}", KeyOp::Use(k2.clone()));
+        assert_eq!(shown, format!("use({})", fingerprint(&k2)));
+        assert_eq!(fingerprint(&k2).len(), 16);
+    }
+
+    #[test]
+    fn keyring_file_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keyring");
+        assert!(Keyring::load(&p).unwrap().is_none());
+        let mut r = Keyring::new(&[4u8; 32]).unwrap();
+        r.add_key(&[5u8; 16]).unwrap();
+        r.save(&p).unwrap();
+        let back = Keyring::load(&p).unwrap().unwrap();
+        assert_eq!(
+            back.keys().collect::<Vec<_>>(),
+            r.keys().collect::<Vec<_>>()
+        );
+        std::fs::write(&p, "not base64!\n").unwrap();
+        assert!(Keyring::load(&p).is_err());
+        std::fs::write(&p, "\n").unwrap();
+        assert!(Keyring::load(&p).is_err());
     }
 }

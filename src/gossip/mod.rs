@@ -59,7 +59,7 @@ mod pb {
 pub use actor::Gossip;
 pub use config::GossipConfig;
 pub use error::{CodecError, ConfigError, GossipError, TagsError};
-pub use keyring::Keyring;
+pub use keyring::{fingerprint, KeyOp, Keyring};
 pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus, UserEvent};
 pub use stats::{GossipStats, RttStats, Traffic};
 pub use tags::{encoded_tags_size, endpoint_key, endpoints, ENDPOINT_PREFIX, MAX_TAGS_SIZE};

@@ -23,6 +23,7 @@ mod client;
 mod config;
 mod convert;
 mod error;
+mod keys;
 mod server;
 mod service;
 pub mod types;
@@ -36,6 +37,7 @@ pub use crate::cluster::StatusView;
 pub use client::{Client, EventStream};
 pub use config::ClientTls;
 pub use error::ManagementError;
+pub use keys::NodeKeys;
 pub use server::{ManagementServer, PreparedServer};
 pub use types::{
     EndpointEntry, Event, EventKind, Health, NodeEntry, NodeFilter, ShardCount, ShardsInfo,

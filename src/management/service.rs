@@ -395,6 +395,13 @@ impl Management for Service {
         });
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn keys(
+        &self,
+        req: Request<pb::KeysRequest>,
+    ) -> Result<Response<pb::KeysResponse>, Status> {
+        super::keys::serve(&self.cluster, &self.forwarding, req).await
+    }
 }
 
 /// What one WatchEvents stream reads from.

@@ -17,7 +17,7 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use hmac::{Hmac, Mac};
@@ -127,6 +127,39 @@ impl RaftAuth {
         self
     }
 
+    /// The credential after a rotation of the cluster secret from the keys
+    /// `before` to `after` (each list with its primary first): sends the
+    /// credential of `after`'s primary, accepts those of every key in
+    /// `after`, no longer those of keys only in `before`; anything else it
+    /// accepted (a token's) stays. `None` when this credential does not
+    /// follow the keys (it does not send `before`'s primary's), so a
+    /// credential set by hand is never replaced.
+    pub fn rekeyed(&self, before: &[&[u8]], after: &[&[u8]]) -> Option<RaftAuth> {
+        let (old, new) = (before.first()?, after.first()?);
+        if !same(&self.send, &derive(old)) {
+            return None;
+        }
+        let dropped: Vec<_> = before
+            .iter()
+            .filter(|k| !after.contains(k))
+            .map(|k| derive(k))
+            .collect();
+        let mut next = RaftAuth {
+            send: derive(new),
+            accept: self
+                .accept
+                .iter()
+                .filter(|a| !dropped.iter().any(|d| same(a, d)))
+                .copied()
+                .collect(),
+            require: self.require,
+        };
+        for k in after {
+            next = next.accept_also(k);
+        }
+        Some(next)
+    }
+
     /// The credential as sent in metadata (lower-case hex).
     pub fn header_value(&self) -> http::HeaderValue {
         // Hex digits are always a valid header value.
@@ -147,6 +180,43 @@ impl RaftAuth {
     }
 }
 
+/// A node's credential that can change while it runs (rotation of the
+/// cluster secret): one cell shared by its Raft server and its network, so
+/// both switch at once. Never held across an await.
+#[derive(Clone, Debug)]
+pub struct SharedAuth(Arc<RwLock<RaftAuth>>);
+
+impl SharedAuth {
+    /// A cell holding `auth`.
+    pub fn new(auth: RaftAuth) -> Self {
+        SharedAuth(Arc::new(RwLock::new(auth)))
+    }
+
+    /// The credential now.
+    pub fn get(&self) -> RaftAuth {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the credential for every later call, sent or received.
+    pub fn set(&self, auth: RaftAuth) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = auth;
+    }
+
+    fn verify(&self, headers: &http::HeaderMap) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .verify(headers)
+    }
+
+    pub(crate) fn header_value(&self) -> http::HeaderValue {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .header_value()
+    }
+}
+
 /// Adds the credential to an outgoing request (client side).
 pub(crate) fn attach<B>(req: &mut http::Request<B>, value: &http::HeaderValue) {
     req.headers_mut().insert(AUTH_HEADER, value.clone());
@@ -159,16 +229,21 @@ pub(crate) fn attach<B>(req: &mut http::Request<B>, value: &http::HeaderValue) {
 #[derive(Clone)]
 pub struct AuthService<S> {
     inner: S,
-    auth: Option<Arc<RaftAuth>>,
+    auth: Option<SharedAuth>,
     refused: Arc<AtomicU64>,
 }
 
 impl<S> AuthService<S> {
     /// Wraps `inner`; with `auth = None` every call passes.
     pub fn new(inner: S, auth: Option<RaftAuth>) -> Self {
+        Self::shared(inner, auth.map(SharedAuth::new))
+    }
+
+    /// The same with a credential that can change while serving.
+    pub fn shared(inner: S, auth: Option<SharedAuth>) -> Self {
         AuthService {
             inner,
-            auth: auth.map(Arc::new),
+            auth,
             refused: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -248,6 +323,34 @@ mod tests {
         let mut wrong = http::HeaderMap::new();
         wrong.insert(AUTH_HEADER, b.header_value());
         assert!(!opt.verify(&wrong));
+    }
+
+    #[test]
+    fn rekeyed_follows_the_keyring() {
+        let (k1, k2): (&[u8], &[u8]) = (b"key one", b"key two");
+        let header = |a: &RaftAuth| {
+            let mut h = http::HeaderMap::new();
+            h.insert(AUTH_HEADER, a.header_value());
+            h
+        };
+        let (only1, only2) = (RaftAuth::from_secret(k1), RaftAuth::from_secret(k2));
+        let token = RaftAuth::from_secret(b"token");
+        let a = only1.clone().accept_also(b"token");
+        // Install k2: still sends k1's, accepts both (and the token's).
+        let b = a.rekeyed(&[k1], &[k1, k2]).unwrap();
+        assert_eq!(b.header_value(), only1.header_value());
+        assert!(b.verify(&header(&only2)) && b.verify(&header(&token)));
+        // Use k2, then remove k1.
+        let c = b.rekeyed(&[k1, k2], &[k2, k1]).unwrap();
+        assert_eq!(c.header_value(), only2.header_value());
+        let d = c.rekeyed(&[k2, k1], &[k2]).unwrap();
+        assert!(!d.verify(&header(&only1)));
+        assert!(d.verify(&header(&only2)) && d.verify(&header(&token)));
+        // A credential that does not follow the keys is left alone.
+        assert!(token.rekeyed(&[k1], &[k2]).is_none());
+        let live = SharedAuth::new(a);
+        live.set(d.clone());
+        assert_eq!(live.get(), d);
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod server;
 pub mod store;
 pub mod types;
 
-pub use auth::{RaftAuth, AUTH_HEADER};
+pub use auth::{RaftAuth, SharedAuth, AUTH_HEADER};
 pub use config::{RaftConfig, SnapshotPolicy};
 pub use error::{ConfigError, NetError, RaftApiError, RaftNodeError, StoreError};
 pub use listener::{ListenerCounts, ListenerLimits};

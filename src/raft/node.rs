@@ -403,6 +403,23 @@ impl RaftNode {
             .await
     }
 
+    /// The credential this node sends and accepts now (`None` without one).
+    pub fn auth(&self) -> Option<super::RaftAuth> {
+        self.config.auth.as_ref()?;
+        self.network.shared_auth().map(|a| a.get())
+    }
+
+    /// Replaces the credential for every later call, sent and received
+    /// (rotation of the cluster secret). Does nothing on a node started
+    /// without one: a credential cannot be switched on while running.
+    pub fn set_auth(&self, auth: super::RaftAuth) {
+        if self.config.auth.is_some() {
+            if let Some(cell) = self.network.shared_auth() {
+                cell.set(auth);
+            }
+        }
+    }
+
     /// Serves the Raft gRPC service on `listener` in a task this node owns
     /// (stopped by [`shutdown`](Self::shutdown)). Returns the bound address.
     pub fn serve(&self, listener: TcpListener) -> Result<SocketAddr, RaftNodeError> {
@@ -421,7 +438,8 @@ impl RaftNode {
             return Err(RaftNodeError::AlreadyServing);
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = AuthService::new(self.service(), self.config.auth.clone());
+        let auth = self.config.auth.as_ref().and(self.network.shared_auth());
+        let service = AuthService::shared(self.service(), auth);
         let stats = Arc::new(ListenerStats {
             unauthenticated: service.refused(),
             ..ListenerStats::default()

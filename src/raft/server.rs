@@ -51,6 +51,28 @@ fn stopped<E: std::error::Error>(e: RaftError<NodeId, E>) -> Status {
 }
 
 impl Handler {
+    /// Refuses a caller that is not in the current Raft membership (voter
+    /// or learner). With the cluster credential this is a consistency
+    /// check: a credentialed node that Raft removed cannot steer the
+    /// leader any more.
+    fn check_member(&self, from: NodeId, what: &str) -> Result<(), Status> {
+        let member = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(id, _)| *id == from);
+        if member {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "{what} from {from}, which is not a Raft member"
+            )))
+        }
+    }
+
     /// Records that a leader (or a candidate this node voted for) of `term`
     /// was heard from now: the pre-vote and election timers restart.
     fn record_contact(&self, vote: &openraft::Vote<NodeId>) {
@@ -215,8 +237,9 @@ impl pb::raft_server::Raft for Handler {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<GrpcResponse<pb::ForwardResponse>, Status> {
-        let cmd = request
-            .into_inner()
+        let req = request.into_inner();
+        self.check_member(req.from, "forward")?;
+        let cmd = req
             .command
             .ok_or_else(|| Status::invalid_argument("forward without a command"))?;
         let cmd = codec::command_from_pb(cmd).map_err(bad_request)?;
@@ -238,8 +261,9 @@ impl pb::raft_server::Raft for Handler {
 
     async fn elect(
         &self,
-        _request: Request<pb::ElectRequest>,
+        request: Request<pb::ElectRequest>,
     ) -> Result<GrpcResponse<pb::ElectResponse>, Status> {
+        self.check_member(request.into_inner().from, "elect")?;
         self.handed_over.store(true, Ordering::Relaxed);
         self.raft
             .trigger()

@@ -172,7 +172,7 @@ pub struct Network {
     self_id: NodeId,
     backoff: Duration,
     max_message_size: usize,
-    auth: Option<http::HeaderValue>,
+    auth: Option<super::SharedAuth>,
 }
 
 impl Network {
@@ -194,7 +194,7 @@ impl Network {
     /// calls without it). `RaftNode::start` sets it from `RaftConfig::auth`
     /// when that is set.
     pub fn with_auth(mut self, auth: Option<&super::RaftAuth>) -> Self {
-        self.auth = auth.map(super::RaftAuth::header_value);
+        self.auth = auth.map(|a| super::SharedAuth::new(a.clone()));
         self
     }
 
@@ -222,13 +222,19 @@ impl Network {
         self.backoff = config.unreachable_backoff;
         self.max_message_size = config.max_message_size;
         if let Some(a) = &config.auth {
-            self.auth = Some(a.header_value());
+            self.auth = Some(super::SharedAuth::new(a.clone()));
         }
+    }
+
+    /// The credential cell every call reads (shared with the node's server
+    /// by `RaftNode`, so a rotation switches both).
+    pub(crate) fn shared_auth(&self) -> Option<super::SharedAuth> {
+        self.auth.clone()
     }
 
     fn client(&self, addr: &str) -> Result<pb::raft_client::RaftClient<RaftChannel>, NetError> {
         let mut channel = self.connector.connect(addr)?;
-        channel.auth = self.auth.clone();
+        channel.auth = self.auth.as_ref().map(super::SharedAuth::header_value);
         Ok(pb::raft_client::RaftClient::new(channel)
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size))
@@ -285,6 +291,7 @@ impl Network {
         let mut client = self.client(addr)?;
         let mut req = tonic::Request::new(pb::ForwardRequest {
             command: Some(codec::command_to_pb(cmd)),
+            from: self.self_id,
         });
         req.set_timeout(timeout);
         let resp = call(addr, timeout, client.forward(req)).await?;
@@ -324,7 +331,7 @@ impl Network {
     /// Asks the node at `addr` to start an election now (leader hand-over).
     pub async fn elect(&self, addr: &str, timeout: Duration) -> Result<(), NetError> {
         let mut client = self.client(addr)?;
-        let mut req = tonic::Request::new(pb::ElectRequest {});
+        let mut req = tonic::Request::new(pb::ElectRequest { from: self.self_id });
         req.set_timeout(timeout);
         call(addr, timeout, client.elect(req)).await.map(|_| ())
     }
