@@ -27,6 +27,7 @@ mod ids;
 mod jobs;
 mod leader;
 mod node;
+mod ops;
 mod requests;
 mod reshard;
 mod restore;
