@@ -1,8 +1,8 @@
 //! Operator work on real agents (separate processes on 127.0.0.1):
-//! retry-join of an agent started well before its seeds, `clusterfunk join`
-//! on a running agent, `clusterfunk force-leave [--prune]` of a killed node
-//! on every node, and the CLI's manners (a closed pipe, a wrong port, an
-//! unknown status filter).
+//! retry-join of an agent started well before its seed, `clusterfunk join`
+//! on a running agent, `clusterfunk remove` and `force-leave --prune` of a
+//! killed node on every node, and the CLI's manners (a closed pipe, a
+//! wrong port, an unknown status filter).
 
 mod common;
 
@@ -148,8 +148,10 @@ async fn retry_join_join_command_and_force_leave_on_real_agents() {
         );
     }
 
-    // kill -9 n4: once every survivor sees it failed, force-leave marks it
-    // left everywhere, and --prune makes everyone forget it.
+    // kill -9 n4: once every survivor sees it failed, `remove` (like
+    // force-leave) marks it left everywhere, and force-leave --prune makes
+    // everyone forget it. (Force-leave of a failed node is the same gossip
+    // step; see gossip_cluster's remove_failed_node test.)
     lc.kill("n4").await.expect("kill n4");
     let rest: Vec<String> = all.iter().filter(|n| *n != "n4").cloned().collect();
     wait_until_async("every survivor sees n4 failed", || async {
@@ -162,8 +164,14 @@ async fn retry_join_join_command_and_force_leave_on_real_agents() {
     let out = cli(&["force-leave", "--rpc-addr", &n1_mgmt, "n2"]).await;
     assert_eq!(out.status.code(), Some(1), "an alive node is refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED_PRECONDITION"));
-    let out = cli(&["force-leave", "--rpc-addr", &n1_mgmt, "n4"]).await;
-    assert!(out.status.success(), "force-leave: {out:?}");
+    // RemoveNode (sent to any node, carried out by the leader) takes a
+    // failed node out of gossip too: it is left on every node.
+    let out = cli(&["remove", "--rpc-addr", &n1_mgmt, "n4"]).await;
+    assert!(out.status.success(), "remove: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("marked left in gossip"),
+        "{out:?}"
+    );
     wait_until_async("n4 left on every node", || async {
         statuses(&lc, &rest, "n4")
             .await
