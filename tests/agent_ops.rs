@@ -112,6 +112,9 @@ async fn retry_join_join_command_and_force_leave_on_real_agents() {
     // n4 knows nobody until an operator tells it whom to join.
     lc.start("n4", None).await.expect("start n4");
     let n4_mgmt = lc.endpoint("n4", "management").expect("management");
+    let out = cli(&["join", "--rpc-addr", &n4_mgmt, "127.0.0.1"]).await;
+    assert_eq!(out.status.code(), Some(1), "an address without a port");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_ARGUMENT: no address"));
     let out = cli(&["join", "--rpc-addr", &n4_mgmt, &seed]).await;
     assert!(out.status.success(), "join: {out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("joined through 1 of 1"));

@@ -65,6 +65,9 @@ pub enum ClusterError {
         /// Its gossip status here.
         status: crate::gossip::MemberStatus,
     },
+    /// None of the addresses to join resolved.
+    #[error("no address of {} resolves", .0.join(", "))]
+    Unresolved(Vec<String>),
 }
 
 impl From<RaftApiError> for ClusterError {

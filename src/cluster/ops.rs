@@ -14,7 +14,7 @@ impl Cluster {
     pub async fn join(&self, addrs: &[String]) -> Result<usize, ClusterError> {
         let resolved = jobs::resolve(addrs).await;
         if resolved.is_empty() {
-            return Err(ClusterError::Gossip(crate::gossip::GossipError::NoSeeds));
+            return Err(ClusterError::Unresolved(addrs.to_vec()));
         }
         let n = self
             .shared

@@ -175,6 +175,7 @@ pub(crate) fn status(e: ClusterError) -> Status {
             Status::internal(e.to_string())
         }
         e @ ClusterError::NotFailed { .. } => Status::failed_precondition(e.to_string()),
+        e @ ClusterError::Unresolved(_) => Status::invalid_argument(e.to_string()),
     }
 }
 
