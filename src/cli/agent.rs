@@ -440,7 +440,7 @@ async fn serve(
             "event": "ready",
             "endpoints": cluster.local_endpoints(),
         });
-        println!("{ready}");
+        print_line(&ready);
     }
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
@@ -486,5 +486,15 @@ fn print_event(cluster: &Cluster, ev: &ClusterEvent) {
         line["owners"] = json!(owners);
         line["leader"] = json!(cluster.leader());
     }
-    println!("{line}");
+    print_line(&line);
+}
+
+/// One JSON line on stdout. A reader that went away (a closed pipe) must
+/// not stop the node, as `println!` would by panicking: the line is lost.
+fn print_line(line: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        tracing::debug!("stdout is closed; event line dropped");
+    }
 }
