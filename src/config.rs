@@ -120,6 +120,13 @@ pub struct Config {
     pub raft: RaftConfig,
     /// Liveness checker settings.
     pub liveness: LivenessConfig,
+    /// Longest pause between two attempts to join the `join` seeds: the
+    /// pause starts at 100 ms and doubles up to this (Consul's
+    /// `retry_interval`). Default 5 s.
+    pub retry_join_interval: Duration,
+    /// Attempts to join the seeds before giving up; 0 retries until one
+    /// answers (Consul's `retry_max`). Default 0.
+    pub retry_join_max: u32,
 }
 
 /// TLS of a node's gRPC servers and clients (PEM files, read at start).
@@ -234,6 +241,8 @@ impl Config {
             drain_timeout: Duration::from_secs(5),
             raft: RaftConfig::default(),
             liveness: LivenessConfig::default(),
+            retry_join_interval: Duration::from_secs(5),
+            retry_join_max: 0,
         }
     }
 
@@ -325,6 +334,9 @@ impl Config {
                     "binds an unspecified address: set advertise_host",
                 ));
             }
+        }
+        if self.retry_join_interval.is_zero() {
+            return Err(invalid("retry_join_interval", "must be above 0"));
         }
         if self.advertise_host.is_some_and(|h| h.is_unspecified()) {
             return Err(invalid("advertise_host", "must be a reachable address"));

@@ -149,6 +149,27 @@ pub struct AgentArgs {
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub probe_out: Option<PathBuf>,
+    /// Longest pause in ms between attempts to join the --join addresses
+    /// (the pause starts at 100 ms and doubles up to this; default 5000).
+    #[arg(long, env = "CLUSTERFUNK_RETRY_JOIN_INTERVAL_MS")]
+    pub retry_join_interval_ms: Option<u64>,
+    /// Attempts to join the --join addresses before giving up (default 0:
+    /// retry until one answers).
+    #[arg(long, env = "CLUSTERFUNK_RETRY_JOIN_MAX")]
+    pub retry_join_max: Option<u32>,
+    /// Gossip: how often in ms to try to reach a failed member again
+    /// (Serf's reconnect interval; default 30000 on lan, 10000 on local;
+    /// 0 never).
+    #[arg(long, env = "CLUSTERFUNK_RECONNECT_INTERVAL_MS")]
+    pub reconnect_interval_ms: Option<u64>,
+    /// Gossip: a failed member is forgotten after this many seconds
+    /// (Serf's reconnect timeout; default 86400).
+    #[arg(long, env = "CLUSTERFUNK_RECONNECT_TIMEOUT_S")]
+    pub reconnect_timeout_s: Option<u64>,
+    /// Gossip: a member that left (or was forced to) is forgotten after
+    /// this many seconds (Serf's tombstone timeout; default 86400).
+    #[arg(long, env = "CLUSTERFUNK_TOMBSTONE_TIMEOUT_S")]
+    pub tombstone_timeout_s: Option<u64>,
 }
 
 impl AgentArgs {
@@ -193,7 +214,12 @@ impl AgentArgs {
             gossip_verify_outgoing,
             tls_cert,
             tls_key,
-            tls_ca
+            tls_ca,
+            retry_join_interval_ms,
+            retry_join_max,
+            reconnect_interval_ms,
+            reconnect_timeout_s,
+            tombstone_timeout_s
         );
         if self.join.is_empty() {
             self.join = file.join;
@@ -266,6 +292,7 @@ impl AgentArgs {
         if let Some(ms) = self.lease_ms {
             c.lease = Duration::from_millis(ms);
         }
+        self.apply_membership_timing(&mut c);
         c.auth.token = self.token.clone();
         self.apply_secret(&mut c)?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
@@ -308,6 +335,27 @@ impl AgentArgs {
             (None, None) => None,
         };
         Ok(())
+    }
+}
+
+impl AgentArgs {
+    /// Retry-join and the gossip reconnect/reap timeouts.
+    fn apply_membership_timing(&self, c: &mut Config) {
+        if let Some(ms) = self.retry_join_interval_ms {
+            c.retry_join_interval = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.retry_join_max {
+            c.retry_join_max = n;
+        }
+        if let Some(ms) = self.reconnect_interval_ms {
+            c.gossip.reconnect_interval = Duration::from_millis(ms);
+        }
+        if let Some(s) = self.reconnect_timeout_s {
+            c.gossip.reap_failed_after = Duration::from_secs(s);
+        }
+        if let Some(s) = self.tombstone_timeout_s {
+            c.gossip.reap_left_after = Duration::from_secs(s);
+        }
     }
 }
 
@@ -395,7 +443,7 @@ async fn serve(
             "event": "ready",
             "endpoints": cluster.local_endpoints(),
         });
-        println!("{ready}");
+        print_line(&ready);
     }
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
@@ -441,5 +489,15 @@ fn print_event(cluster: &Cluster, ev: &ClusterEvent) {
         line["owners"] = json!(owners);
         line["leader"] = json!(cluster.leader());
     }
-    println!("{line}");
+    print_line(&line);
+}
+
+/// One JSON line on stdout. A reader that went away (a closed pipe) must
+/// not stop the node, as `println!` would by panicking: the line is lost.
+fn print_line(line: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        tracing::debug!("stdout is closed; event line dropped");
+    }
 }

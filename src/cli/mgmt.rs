@@ -1,6 +1,6 @@
 //! The operator subcommands (`status`, `members`, `shards`, `endpoints`,
 //! `step-down`, `add`, `remove`, `drain`, `weight`, `watch`, `event`,
-//! `health`): each talks to one node's management API, given by
+//! `health`, `join`, `force-leave`): each talks to one node's management API, given by
 //! `--rpc-addr` (default: port 7947 on this host) or found with `--zero-conf`.
 //!
 //! Output is aligned columns for people, or `--format json` for scripts
@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use clusterfunk::management::{
-    Client, ClientTls, EventKind, Health, NodeEntry, NodeFilter, ShardsInfo, StatusView,
-    WriteOutcome, DEFAULT_PORT,
+    Client, ClientTls, EventKind, Health, ManagementError, NodeEntry, NodeFilter, ShardsInfo,
+    StatusView, WriteOutcome, DEFAULT_PORT,
 };
 use serde::Serialize;
 
@@ -32,7 +32,8 @@ pub enum Format {
 /// How to reach a node; shared by every operator subcommand.
 #[derive(Args, Clone, Debug)]
 pub struct RpcArgs {
-    /// Management address of any node (host:port).
+    /// Management address of any node (host:port; a host alone means port
+    /// 7947).
     #[arg(long, env = "CLUSTERFUNK_RPC_ADDR", default_value_t = default_addr())]
     rpc_addr: String,
     /// Shared management token (sent as `authorization: Bearer`).
@@ -102,6 +103,33 @@ pub enum MgmtCmd {
     Event(EventArgs),
     /// Print the node's gRPC health; exit 1 unless it is serving.
     Health(RpcArgs),
+    /// Ask the node to join gossip through more addresses (like `serf join`).
+    Join(JoinArgs),
+    /// Mark a failed node left on every node (like `serf force-leave`).
+    ForceLeave(ForceLeaveArgs),
+}
+
+/// `join` flags.
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Gossip addresses (host:port) of nodes to join.
+    #[arg(required = true)]
+    addresses: Vec<String>,
+}
+
+/// `force-leave` flags.
+#[derive(Args, Debug)]
+pub struct ForceLeaveArgs {
+    #[command(flatten)]
+    rpc: RpcArgs,
+    /// Node id of the failed node.
+    node: String,
+    /// Also forget the node on every node at once (instead of listing it
+    /// as left until the tombstone timeout).
+    #[arg(long)]
+    prune: bool,
 }
 
 /// `members` flags.
@@ -210,6 +238,9 @@ pub fn run(cmd: MgmtCmd) -> anyhow::Result<()> {
         .context("start the runtime")
         .and_then(|rt| rt.block_on(dispatch(cmd)));
     if let Err(e) = result {
+        if is_broken_pipe(&e) {
+            std::process::exit(0);
+        }
         let line = format!("{e:#}").replace(['\n', '\r'], " ");
         eprintln!("clusterfunk: {line}");
         std::process::exit(1);
@@ -229,6 +260,8 @@ impl MgmtCmd {
             MgmtCmd::Weight(a) => &a.rpc,
             MgmtCmd::Watch(a) => &a.rpc,
             MgmtCmd::Event(a) => &a.rpc,
+            MgmtCmd::Join(a) => &a.rpc,
+            MgmtCmd::ForceLeave(a) => &a.rpc,
         }
     }
 }
@@ -246,7 +279,10 @@ async fn dispatch(cmd: MgmtCmd) -> anyhow::Result<()> {
     };
     let work = async {
         let client = connect(&rpc).await?;
-        execute(cmd, &client, rpc.format).await
+        let addr = client.addr().to_string();
+        execute(cmd, &client, rpc.format)
+            .await
+            .map_err(|e| not_management(e, &addr))
     };
     match timeout {
         Some(t) => tokio::time::timeout(t, work)
@@ -260,7 +296,7 @@ pub(crate) async fn connect(rpc: &RpcArgs) -> anyhow::Result<Client> {
     let addr = if rpc.zero_conf {
         find_by_mdns(rpc.cluster.as_deref(), rpc.mdns_interface.clone()).await?
     } else {
-        rpc.rpc_addr.clone()
+        with_default_port(&rpc.rpc_addr)
     };
     let tls = if rpc.tls_ca.is_some() || rpc.tls_cert.is_some() {
         Some(ClientTls {
@@ -353,6 +389,13 @@ async fn execute(cmd: MgmtCmd, client: &Client, format: Format) -> anyhow::Resul
             }
             Ok(())
         }
+        MgmtCmd::Join(a) => {
+            let joined = client.join(&a.addresses).await?;
+            emit(format, &serde_json::json!({ "joined": joined }), || {
+                format!("joined through {joined} of {} addresses", a.addresses.len())
+            })
+        }
+        MgmtCmd::ForceLeave(a) => write(format, client.force_leave(&a.node, a.prune).await?),
     }
 }
 
@@ -371,12 +414,76 @@ pub(crate) fn emit<T: Serialize>(
     value: &T,
     text: impl FnOnce() -> String,
 ) -> anyhow::Result<()> {
+    use std::io::Write;
     let out = match format {
         Format::Json => serde_json::to_string_pretty(value)?,
         Format::Text => text(),
     };
-    println!("{}", out.trim_end());
+    // `println!` would panic on a closed pipe (`... | head`); an error
+    // here ends the command quietly in `run`.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", out.trim_end())?;
+    stdout.flush()?;
     Ok(())
+}
+
+/// Says so plainly when `addr` is not a management port: another gRPC
+/// server answers UNIMPLEMENTED, and a port that speaks no HTTP/2 (gossip,
+/// metrics) fails the call in the transport.
+fn not_management(e: anyhow::Error, addr: &str) -> anyhow::Error {
+    let Some(ManagementError::Rpc { code, message }) = e.downcast_ref::<ManagementError>() else {
+        return e;
+    };
+    let hint = format!("the management port is {DEFAULT_PORT} by default; `clusterfunk endpoints` lists each node's");
+    match code {
+        tonic::Code::Unimplemented => anyhow!(
+            "{addr} is not a clusterfunk management port: it serves gRPC, but not the management API ({hint})"
+        ),
+        tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Internal
+            if ["transport error", "operation was canceled", "h2 protocol error"]
+                .iter()
+                .any(|m| message.contains(m)) =>
+        {
+            anyhow!(
+                "{addr} is not a clusterfunk management port: it does not answer gRPC ({message}; {hint})"
+            )
+        }
+        _ => e,
+    }
+}
+
+/// Whether `e` is a write to a closed pipe (the reader, e.g. `head`, has
+/// gone): the command then ends quietly, as other Unix tools do.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `addr` with the default management port when it names only a host
+/// (`node1`, `10.0.0.1`, `[::1]`, `http://node1`).
+fn with_default_port(addr: &str) -> String {
+    let (scheme, rest) = match addr.find("://") {
+        Some(i) => addr.split_at(i + 3),
+        None => ("", addr),
+    };
+    let host = rest.trim_end_matches('/');
+    let has_port = if let Some(after) = host.strip_prefix('[') {
+        after
+            .split_once(']')
+            .is_some_and(|(_, p)| p.starts_with(':'))
+    } else {
+        // One colon: host:port; more: a bare IPv6 address.
+        host.matches(':').count() == 1
+    };
+    if has_port || host.is_empty() {
+        addr.to_string()
+    } else if host.matches(':').count() > 1 && !host.starts_with('[') {
+        format!("{scheme}[{host}]:{DEFAULT_PORT}")
+    } else {
+        format!("{scheme}{host}:{DEFAULT_PORT}")
+    }
 }
 
 /// Rows under a header, each column as wide as its widest cell.
@@ -683,6 +790,22 @@ mod tests {
     fn shard_ranges_are_compact() {
         assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
         assert_eq!(ranges(&[]), "-");
+    }
+
+    #[test]
+    fn a_host_without_a_port_gets_the_default_port() {
+        let p = DEFAULT_PORT;
+        assert_eq!(with_default_port("node1"), format!("node1:{p}"));
+        assert_eq!(with_default_port("10.0.0.1"), format!("10.0.0.1:{p}"));
+        assert_eq!(with_default_port("node1:9000"), "node1:9000");
+        assert_eq!(with_default_port("[::1]"), format!("[::1]:{p}"));
+        assert_eq!(with_default_port("[::1]:9000"), "[::1]:9000");
+        assert_eq!(with_default_port("::1"), format!("[::1]:{p}"));
+        assert_eq!(
+            with_default_port("http://node1"),
+            format!("http://node1:{p}")
+        );
+        assert_eq!(with_default_port("https://node1:1"), "https://node1:1");
     }
 
     #[test]

@@ -45,10 +45,19 @@ pub fn run(cmd: ShardsCmd) -> anyhow::Result<()> {
                 weights,
             };
             let report = clusterfunk::shards::simulate(&params)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+            let text = if json {
+                serde_json::to_string_pretty(&report)?
             } else {
-                println!("{report}");
+                report.to_string()
+            };
+            // Not `println!`, which panics when the reader (`| head`) has
+            // gone: a closed pipe ends the command quietly.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e.into());
+                }
             }
         }
     }

@@ -57,6 +57,17 @@ pub enum ClusterError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// Force-leave is only for failed members (or, with prune, left ones).
+    #[error("{node} is {} in gossip, not failed: only a failed node can be forced to leave", .status.as_str())]
+    NotFailed {
+        /// The node.
+        node: String,
+        /// Its gossip status here.
+        status: crate::gossip::MemberStatus,
+    },
+    /// None of the addresses to join resolved.
+    #[error("no address of {} resolves", .0.join(", "))]
+    Unresolved(Vec<String>),
 }
 
 impl From<RaftApiError> for ClusterError {

@@ -39,24 +39,49 @@ pub(super) async fn undo_drain(raft: Arc<RaftNode>, cmd: Command) -> Done {
 }
 
 /// Joins the configured seeds, retrying until one answers (a seed may
-/// start later than this node).
-pub(super) async fn join_seeds(gossip: Gossip, seeds: Vec<String>) -> Done {
-    let mut delay = Duration::from_millis(100);
+/// start later than this node): the pause doubles from 100 ms up to
+/// `interval`, and after `max` attempts (0: never) it gives up.
+pub(super) async fn join_seeds(
+    gossip: Gossip,
+    seeds: Vec<String>,
+    interval: Duration,
+    max: u32,
+) -> Done {
+    let mut delay = Duration::from_millis(100).min(interval);
+    let mut attempt: u32 = 0;
     loop {
-        let mut addrs = Vec::new();
-        for s in &seeds {
-            if let Ok(found) = tokio::net::lookup_host(s.as_str()).await {
-                addrs.extend(found);
-            }
-        }
-        match gossip.join(&addrs).await {
+        attempt += 1;
+        let result = match resolve(&seeds).await {
+            addrs if addrs.is_empty() => Err("no seed address resolved".to_string()),
+            addrs => gossip.join(&addrs).await.map_err(|e| e.to_string()),
+        };
+        match result {
             Ok(n) => return Done::Joined(Ok(n)),
-            Err(e) if delay > Duration::from_secs(5) => return Done::Joined(Err(e.to_string())),
-            Err(e) => debug!(error = %e, "join failed; retrying"),
+            Err(e) if max != 0 && attempt >= max => {
+                return Done::Joined(Err(format!("{e} (gave up after {attempt} attempts)")))
+            }
+            Err(e) => info!(
+                attempt,
+                retry_in_ms = delay.as_millis() as u64,
+                error = %e,
+                "join failed; retrying"
+            ),
         }
         tokio::time::sleep(delay).await;
-        delay *= 2;
+        delay = (delay * 2).min(interval);
     }
+}
+
+/// Resolves `host:port` names; names that do not resolve are skipped.
+pub(super) async fn resolve(names: &[String]) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    for s in names {
+        match tokio::net::lookup_host(s.as_str()).await {
+            Ok(found) => addrs.extend(found),
+            Err(e) => debug!(name = %s, error = %e, "cannot resolve"),
+        }
+    }
+    addrs
 }
 
 /// Joins one peer found by discovery.

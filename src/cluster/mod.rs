@@ -28,6 +28,7 @@ mod jobs;
 mod keys;
 mod leader;
 mod node;
+mod ops;
 mod requests;
 mod reshard;
 mod restore;

@@ -283,7 +283,12 @@ impl Node {
     /// Joins the configured seeds in the background.
     fn start_join(&mut self) {
         if !self.cfg.join.is_empty() {
-            self.spawn(jobs::join_seeds(self.gossip.clone(), self.cfg.join.clone()));
+            self.spawn(jobs::join_seeds(
+                self.gossip.clone(),
+                self.cfg.join.clone(),
+                self.cfg.retry_join_interval,
+                self.cfg.retry_join_max,
+            ));
         }
     }
 

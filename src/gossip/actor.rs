@@ -62,6 +62,7 @@ enum Command {
     },
     RemoveFailed {
         name: String,
+        prune: bool,
         reply: oneshot::Sender<bool>,
     },
     Shutdown {
@@ -272,8 +273,26 @@ impl Gossip {
     /// member here.
     pub async fn remove_failed_node(&self, name: &str) -> Result<bool, GossipError> {
         let name = name.to_string();
-        self.call(|reply| Command::RemoveFailed { name, reply })
-            .await
+        self.call(|reply| Command::RemoveFailed {
+            name,
+            prune: false,
+            reply,
+        })
+        .await
+    }
+
+    /// [`remove_failed_node`](Self::remove_failed_node) that also makes
+    /// every node forget the member at once (Serf's `force-leave -prune`);
+    /// a member that already left can be pruned too. Returns false if
+    /// `name` is neither failed nor left here.
+    pub async fn remove_failed_node_prune(&self, name: &str) -> Result<bool, GossipError> {
+        let name = name.to_string();
+        self.call(|reply| Command::RemoveFailed {
+            name,
+            prune: true,
+            reply,
+        })
+        .await
     }
 
     /// Counters and timings.
@@ -531,8 +550,8 @@ impl<T: Transport> Actor<T> {
             Command::Stats { reply } => {
                 let _ = reply.send(self.core.stats());
             }
-            Command::RemoveFailed { name, reply } => {
-                let _ = reply.send(self.core.remove_failed(now, &name));
+            Command::RemoveFailed { name, prune, reply } => {
+                let _ = reply.send(self.core.remove_failed(now, &name, prune));
             }
             Command::Shutdown { reply } => {
                 // Handled in the loop; kept total here.

@@ -764,6 +764,7 @@ mod tests {
                 }),
                 (any::<u64>(), s(), s()).prop_map(|(incarnation, node, from)| {
                     Msg::Dead(pb::Dead {
+                        prune: false,
                         incarnation,
                         node,
                         from,

@@ -748,9 +748,11 @@ impl Core {
             return;
         };
         // A failed node may still be turned into a left one (force-leave),
-        // nothing else changes a gone node.
+        // and a left one forgotten (force-leave with prune); nothing else
+        // changes a gone node.
         let to_left = d.from == d.node && st.status == MemberStatus::Dead;
-        if d.incarnation < st.incarnation || (st.status.is_gone() && !to_left) {
+        let to_pruned = d.prune && d.from == d.node && st.status == MemberStatus::Left;
+        if d.incarnation < st.incarnation || (st.status.is_gone() && !to_left && !to_pruned) {
             return;
         }
         if d.node == self.name {
@@ -759,7 +761,12 @@ impl Core {
             }
             return;
         }
+        if to_pruned {
+            self.prune(d);
+            return;
+        }
         let left = d.from == d.node;
+        let prune = left && d.prune;
         let name = d.node.clone();
         if let Some(st) = self.members.get_mut(&name) {
             st.status = if left {
@@ -780,6 +787,20 @@ impl Core {
             MemberEventKind::Failed
         };
         self.event(kind, &name);
+        if prune {
+            self.members.remove(&name);
+            self.mark_changed();
+        }
+    }
+
+    /// Forgets a left member at once and passes the prune on.
+    fn prune(&mut self, d: pb::Dead) {
+        let name = d.node.clone();
+        self.members.remove(&name);
+        self.suspicions.remove(&name);
+        self.mark_changed();
+        tracing::debug!(node = %self.name, member = %name, "member pruned");
+        self.broadcast(&name, Msg::Dead(d), None);
     }
 
     /// Someone thinks we are suspect/dead (or holds a newer view of us):
@@ -862,6 +883,7 @@ impl Core {
             self.on_dead(
                 now,
                 pb::Dead {
+                    prune: false,
                     incarnation,
                     node,
                     from,
@@ -1199,6 +1221,7 @@ impl Core {
                 Ok(pb::NodeStatus::Left) => self.on_dead(
                     now,
                     pb::Dead {
+                        prune: false,
                         incarnation: r.incarnation,
                         node: r.name.clone(),
                         from: r.name,
@@ -1223,16 +1246,17 @@ impl Core {
 
     /// Serf's `RemoveFailedNode` (force-leave): a failed member is marked
     /// Left everywhere at once instead of waiting to be reaped, and is no
-    /// longer reconnected to. Returns false if `name` is not a failed member.
-    pub(crate) fn remove_failed(&mut self, now: Instant, name: &str) -> bool {
-        let Some(st) = self
-            .members
-            .get(name)
-            .filter(|m| m.status == MemberStatus::Dead)
-        else {
+    /// longer reconnected to; with `prune` every node forgets it (a left
+    /// member may be pruned too). Returns false if `name` is not a failed
+    /// (or, with `prune`, left) member.
+    pub(crate) fn remove_failed(&mut self, now: Instant, name: &str, prune: bool) -> bool {
+        let Some(st) = self.members.get(name).filter(|m| {
+            m.status == MemberStatus::Dead || (prune && m.status == MemberStatus::Left)
+        }) else {
             return false;
         };
         let d = pb::Dead {
+            prune,
             incarnation: st.incarnation,
             node: name.to_string(),
             from: name.to_string(),
@@ -1289,6 +1313,7 @@ impl Core {
         me.status = MemberStatus::Left;
         me.state_change = now;
         let d = pb::Dead {
+            prune: false,
             incarnation: me.incarnation,
             node: me.name.clone(),
             from: me.name.clone(),
@@ -1572,6 +1597,7 @@ mod tests {
         c.on_dead(
             t0,
             pb::Dead {
+                prune: false,
                 incarnation: 7,
                 node: "a".into(),
                 from: "b".into(),
@@ -1617,6 +1643,7 @@ mod tests {
         c.on_dead(
             t0,
             pb::Dead {
+                prune: false,
                 incarnation: 3,
                 node: "b".into(),
                 from: "b".into(),
@@ -1636,6 +1663,7 @@ mod tests {
         c.on_dead(
             t0,
             pb::Dead {
+                prune: false,
                 incarnation: 3,
                 node: "b".into(),
                 from: "c".into(),
@@ -1654,17 +1682,18 @@ mod tests {
         let mut c = core("a", 1);
         let t0 = Instant::now();
         c.on_alive(t0, alive("b", 2, 3));
-        assert!(!c.remove_failed(t0, "b"), "only failed members");
+        assert!(!c.remove_failed(t0, "b", false), "only failed members");
         c.on_dead(
             t0,
             pb::Dead {
+                prune: false,
                 incarnation: 3,
                 node: "b".into(),
                 from: "c".into(),
             },
         );
         c.take_outputs();
-        assert!(c.remove_failed(t0, "b"));
+        assert!(c.remove_failed(t0, "b", false));
         assert_eq!(status(&c, "b"), Some(MemberStatus::Left));
         assert_eq!(events(&mut c), vec![(MemberEventKind::Leave, "b".into())]);
         // Others apply it the same way from the broadcast.
@@ -1673,6 +1702,7 @@ mod tests {
         d.on_dead(
             t0,
             pb::Dead {
+                prune: false,
                 incarnation: 3,
                 node: "b".into(),
                 from: "c".into(),
@@ -1681,13 +1711,57 @@ mod tests {
         d.on_dead(
             t0,
             pb::Dead {
+                prune: false,
                 incarnation: 3,
                 node: "b".into(),
                 from: "b".into(),
             },
         );
         assert_eq!(status(&d, "b"), Some(MemberStatus::Left));
-        assert!(!c.remove_failed(t0, "nobody"));
+        assert!(!c.remove_failed(t0, "nobody", false));
+    }
+
+    #[test]
+    fn force_leave_with_prune_forgets_the_member_everywhere() {
+        let t0 = Instant::now();
+        let dead = |from: &str| pb::Dead {
+            prune: false,
+            incarnation: 3,
+            node: "b".into(),
+            from: from.into(),
+        };
+        let mut c = core("a", 1);
+        c.on_alive(t0, alive("b", 2, 3));
+        assert!(!c.remove_failed(t0, "b", true), "an alive member stays");
+        c.on_dead(t0, dead("c"));
+        c.take_outputs();
+        assert!(c.remove_failed(t0, "b", true));
+        assert_eq!(status(&c, "b"), None);
+        // A node that saw b fail forgets it from the broadcast; one that
+        // already had it as left (a plain force-leave) forgets it too.
+        let prune = pb::Dead {
+            prune: true,
+            ..dead("b")
+        };
+        let mut d = core("d", 4);
+        d.on_alive(t0, alive("b", 2, 3));
+        d.on_dead(t0, dead("c"));
+        d.on_dead(t0, prune.clone());
+        assert_eq!(status(&d, "b"), None);
+        let mut e = core("e", 5);
+        e.on_alive(t0, alive("b", 2, 3));
+        e.on_dead(t0, dead("c"));
+        e.on_dead(t0, dead("b"));
+        assert_eq!(status(&e, "b"), Some(MemberStatus::Left));
+        e.on_dead(t0, prune.clone());
+        assert_eq!(status(&e, "b"), None);
+        // A left member can be pruned from the command too.
+        let mut f = core("f", 6);
+        f.on_alive(t0, alive("b", 2, 3));
+        f.on_dead(t0, dead("b"));
+        assert!(!f.remove_failed(t0, "b", false));
+        assert!(f.remove_failed(t0, "b", true));
+        assert_eq!(status(&f, "b"), None);
     }
 
     #[test]

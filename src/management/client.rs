@@ -285,6 +285,29 @@ impl Client {
             _ => Health::Unknown,
         })
     }
+
+    /// Asks the node to join gossip through `addrs` (`host:port`) now;
+    /// returns how many answered.
+    pub async fn join(&self, addrs: &[String]) -> Result<u32, ManagementError> {
+        let req = pb::JoinRequest {
+            addresses: addrs.to_vec(),
+        };
+        Ok(self.raw().join(req).await?.into_inner().joined)
+    }
+
+    /// Serf's force-leave: marks the failed `node` left on every node, and
+    /// with `prune` makes every node forget it.
+    pub async fn force_leave(
+        &self,
+        node: &str,
+        prune: bool,
+    ) -> Result<WriteOutcome, ManagementError> {
+        let req = pb::ForceLeaveRequest {
+            node_id: node.to_string(),
+            prune,
+        };
+        Ok(self.raw().force_leave(req).await?.into_inner().into())
+    }
 }
 
 /// A stream of [`Event`]s from [`Client::watch_events`].

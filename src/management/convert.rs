@@ -174,6 +174,8 @@ pub(crate) fn status(e: ClusterError) -> Status {
         e @ (ClusterError::Config(_) | ClusterError::Bind { .. } | ClusterError::Start { .. }) => {
             Status::internal(e.to_string())
         }
+        e @ ClusterError::NotFailed { .. } => Status::failed_precondition(e.to_string()),
+        e @ ClusterError::Unresolved(_) => Status::invalid_argument(e.to_string()),
     }
 }
 

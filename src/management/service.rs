@@ -186,6 +186,13 @@ impl Management for Service {
         req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let req = req.into_inner();
+        const STATUSES: [&str; 4] = ["alive", "suspect", "dead", "left"];
+        if !req.status.is_empty() && !STATUSES.iter().any(|s| s.eq_ignore_ascii_case(&req.status)) {
+            return Err(Status::invalid_argument(format!(
+                "unknown status {:?} (alive, suspect, dead or left)",
+                req.status
+            )));
+        }
         let filter = super::NodeFilter {
             status: Some(req.status),
             tags: req.tags.into_iter().collect(),
@@ -260,6 +267,14 @@ impl Management for Service {
         info!(node = %node, forwarded = fwd, "management: remove node");
         let local = async {
             self.cluster.remove_node(&node).await?;
+            // A failed node also leaves gossip at once (Serf's force-leave),
+            // rather than staying listed as dead until it is reaped.
+            if self.cluster.is_failed(&node) && self.cluster.force_leave(&node, false).await.is_ok()
+            {
+                return Ok(format!(
+                    "{node} will leave Raft and the shard map, and was marked left in gossip"
+                ));
+            }
             Ok(format!("{node} will leave Raft and the shard map"))
         };
         let msg = pb::RemoveNodeRequest {
@@ -401,6 +416,44 @@ impl Management for Service {
         req: Request<pb::KeysRequest>,
     ) -> Result<Response<pb::KeysResponse>, Status> {
         super::keys::serve(&self.cluster, &self.forwarding, req).await
+    }
+
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let addrs = req.into_inner().addresses;
+        if addrs.is_empty() {
+            return Err(Status::invalid_argument("addresses are required"));
+        }
+        info!(addrs = ?addrs, "management: join");
+        let joined = self.cluster.join(&addrs).await.map_err(|e| match e {
+            ClusterError::Gossip(g) => {
+                Status::unavailable(format!("join {}: {g}", addrs.join(", ")))
+            }
+            e => convert::status(e),
+        })?;
+        Ok(Response::new(pb::JoinResponse {
+            joined: joined as u32,
+        }))
+    }
+
+    async fn force_leave(
+        &self,
+        req: Request<pb::ForceLeaveRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let node = node_arg(req.node_id)?;
+        info!(node = %node, prune = req.prune, "management: force leave");
+        self.cluster
+            .force_leave(&node, req.prune)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(self.write_response(if req.prune {
+            format!("{node} was forced to leave and is forgotten everywhere")
+        } else {
+            format!("{node} was forced to leave (marked left everywhere)")
+        })))
     }
 }
 

@@ -60,8 +60,13 @@ pub fn build_filter(filter: &str, rust_log: Option<&str>) -> Result<EnvFilter, M
 pub fn init_tracing(filter: &str, format: LogFormat) -> Result<(), MetricsError> {
     let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).ok();
     let env_filter = build_filter(filter, rust_log.as_deref())?;
+    // Colour codes only for a person at a terminal: a file, a pipe or
+    // `docker logs` gets plain text (and NO_COLOR turns colour off).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
