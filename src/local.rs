@@ -73,6 +73,10 @@ struct Observed {
     ready: BTreeMap<String, BTreeMap<String, String>>,
     commits: BTreeMap<String, Vec<Commit>>,
     exited: BTreeMap<String, bool>,
+    /// Which start of each node is current: the reader of an earlier
+    /// process (ending after the node was started again) must not mark the
+    /// new one exited.
+    generation: BTreeMap<String, u64>,
 }
 
 struct Proc {
@@ -227,18 +231,24 @@ impl LocalCluster {
         let observed = self.observed.clone();
         let version = self.version.clone();
         let name = node.to_string();
-        self.observed().exited.insert(name.clone(), false);
+        let generation = {
+            let mut o = self.observed();
+            o.exited.insert(name.clone(), false);
+            let g = o.generation.entry(name.clone()).or_insert(0);
+            *g += 1;
+            *g
+        };
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 record(&observed, &name, &line);
                 version.send_modify(|v| *v += 1);
             }
-            observed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .exited
-                .insert(name, true);
+            let mut o = observed.lock().unwrap_or_else(|e| e.into_inner());
+            if o.generation.get(&name) == Some(&generation) {
+                o.exited.insert(name, true);
+            }
+            drop(o);
             version.send_modify(|v| *v += 1);
         });
         self.procs.insert(
@@ -332,6 +342,10 @@ impl LocalCluster {
             // ports out again): come back on fresh ones; peers learn them
             // from gossip.
             Err(LocalError::NotReady { .. }) => {
+                if let Some(mut p) = self.procs.remove(node) {
+                    let _ = p.child.start_kill();
+                    let _ = p.child.wait().await;
+                }
                 for flag in PORT_FLAGS {
                     if let Some(i) = args.iter().position(|a| a == flag) {
                         args[i + 1] = "0".into();

@@ -127,6 +127,15 @@ pub(super) struct Leader {
     dead_since: BTreeMap<String, Instant>,
     /// Previous leaders treated as dead until they answer a probe.
     suspected: BTreeSet<String>,
+    /// When this node took over, and the members its liveness checker has
+    /// heard from since: a member not heard from yet (still restarting
+    /// after a full-cluster restart, say) found dead within `voter_grace`
+    /// of the take-over keeps its shards until then (`unheard`), so a
+    /// restart does not move maps. A member this leader has heard from is
+    /// dropped as soon as it dies.
+    led_since: Option<Instant>,
+    heard: BTreeSet<String>,
+    unheard: BTreeMap<String, Instant>,
     gone_since: BTreeMap<String, Instant>,
     removed: BTreeSet<String>,
     proposed_at: BTreeMap<u64, Instant>,
@@ -149,6 +158,9 @@ impl Leader {
             targets: BTreeMap::new(),
             dead_since: BTreeMap::new(),
             suspected: BTreeSet::new(),
+            led_since: None,
+            heard: BTreeSet::new(),
+            unheard: BTreeMap::new(),
             gone_since: BTreeMap::new(),
             removed: BTreeSet::new(),
             proposed_at: BTreeMap::new(),
@@ -164,6 +176,7 @@ impl Leader {
 
     /// Whether a previous leader is suspected (the tick then wants to know
     /// who answers liveness probes).
+    #[cfg(test)]
     pub fn has_suspects(&self) -> bool {
         !self.suspected.is_empty()
     }
@@ -171,10 +184,11 @@ impl Leader {
     /// When the leader next needs a tick.
     pub fn next_wake(&self) -> Option<Instant> {
         let debounce = self.dirty_at.map(|d| d + self.cfg.reshard_debounce);
-        match (debounce, self.tracker.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [debounce, self.tracker.next_deadline()]
+            .into_iter()
+            .chain(self.unheard.values().map(|t| Some(*t)))
+            .flatten()
+            .min()
     }
 
     /// The Raft leader is now `leader` (as this node sees it).
@@ -199,6 +213,9 @@ impl Leader {
         self.tracker.reset();
         self.dead_since.clear();
         self.suspected.clear();
+        self.led_since = Some(now);
+        self.heard.clear();
+        self.unheard.clear();
         // An election means the previous leader went quiet: treat it as dead
         // until it answers a liveness probe, instead of waiting for
         // `retries` missed probes. A false suspicion costs one extra map.
@@ -269,6 +286,17 @@ impl Leader {
     /// A liveness verdict from the checker.
     pub fn on_liveness(&mut self, ev: LivenessEvent, now: Instant) -> Vec<Action> {
         let out = match ev {
+            LivenessEvent::Dead(id)
+                if !self.heard.contains(&id)
+                    && self
+                        .led_since
+                        .is_some_and(|t| now < t + self.cfg.voter_grace) =>
+            {
+                let until = self.led_since.map_or(now, |t| t + self.cfg.voter_grace);
+                info!(peer = %id, "liveness: not heard from since the take-over; waiting");
+                self.unheard.insert(id, until);
+                return Vec::new();
+            }
             LivenessEvent::Dead(id) => {
                 warn!(peer = %id, "liveness: dead");
                 self.dead_since.entry(id.clone()).or_insert(now);
@@ -279,6 +307,8 @@ impl Leader {
             }
             LivenessEvent::Alive(id) => {
                 info!(peer = %id, "liveness: alive again");
+                self.unheard.remove(&id);
+                self.heard.insert(id.clone());
                 self.dead_since.remove(&id);
                 self.suspected.remove(&id);
                 self.tracker.readmit(&id);
@@ -433,6 +463,22 @@ impl Leader {
         let mut out = Vec::new();
         if !self.active {
             return out;
+        }
+        for n in self.targets.keys() {
+            if answering(n) {
+                self.heard.insert(n.clone());
+            }
+        }
+        self.unheard.retain(|n, _| !self.heard.contains(n));
+        let due: Vec<String> = self
+            .unheard
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in due {
+            self.unheard.remove(&n);
+            out.extend(self.on_liveness(LivenessEvent::Dead(n), now));
         }
         match self.tracker.on_tick(now, self.cfg.exclude_backoff) {
             Step::Commit(e) => out.extend(self.commit(e)),

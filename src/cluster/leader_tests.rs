@@ -288,6 +288,8 @@ fn a_dead_owner_leaves_the_next_map_after_its_lease() {
     let t1 = settle(&mut l, &mut w, t0);
     let bound = t1 + ms(120);
     w.bounds.insert(raft_id("c"), bound);
+    // c answered probes since the take-over, then died.
+    w.run(|ins| l.tick(ins, t1, &|n| n == "c"));
     let out = l.on_liveness(LivenessEvent::Dead("c".into()), t1);
     assert!(out.contains(&Action::Emit(ClusterEvent::MemberFailed("c".into()))));
     let (epoch, map) = proposal(&tick(&mut l, &w, t1 + ms(5))).expect("map");
@@ -596,4 +598,35 @@ fn liveness_targets_follow_the_raft_members() {
     assert_eq!(l.lost_leadership(), vec![Action::ClearLiveness]);
     assert!(!l.is_active());
     assert!(l.on_ack("b", 1, t0 + ms(6)).is_empty());
+}
+
+#[test]
+fn a_member_not_heard_since_the_take_over_keeps_its_shards_for_a_grace() {
+    // A full restart: c is not up yet when a becomes leader.
+    let t0 = Instant::now();
+    let mut w = World::new(&["a", "b", "c"]);
+    let mut l = elected(&w, t0);
+    let t1 = settle(&mut l, &mut w, t0);
+    let grace = cfg().voter_grace;
+    assert!(l
+        .on_liveness(LivenessEvent::Dead("c".into()), t1)
+        .is_empty());
+    assert!(
+        proposal(&tick(&mut l, &w, t1 + ms(5))).is_none(),
+        "c keeps its shards"
+    );
+    assert_eq!(l.next_wake(), Some(t0 + grace));
+    // It comes up and answers within the grace: nothing moves at all.
+    w.run(|ins| l.tick(ins, t1 + ms(500), &|n| n == "c"));
+    assert!(proposal(&tick(&mut l, &w, t0 + grace)).is_none());
+
+    // b never answers: after the grace it is dead and its shards move.
+    let mut w = World::new(&["a", "b", "c"]);
+    let mut l = elected(&w, t0);
+    let t1 = settle(&mut l, &mut w, t0);
+    l.on_liveness(LivenessEvent::Dead("b".into()), t1);
+    let out = tick(&mut l, &w, t0 + grace);
+    assert!(out.contains(&Action::Emit(ClusterEvent::MemberFailed("b".into()))));
+    let (_, map) = proposal(&tick(&mut l, &w, t0 + grace + ms(5))).expect("map");
+    assert!(map.node("b").is_none());
 }

@@ -561,7 +561,7 @@ impl Node {
             }
         }
         let snapshot = match &self.checker {
-            Some((c, _)) if self.lead.has_suspects() => Some(c.watch().borrow().clone()),
+            Some((c, _)) if self.lead.is_active() => Some(c.watch().borrow().clone()),
             _ => None,
         };
         let answering =
