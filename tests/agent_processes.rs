@@ -17,6 +17,32 @@ fn cluster(dir: &Path, name: &str) -> LocalCluster {
     LocalCluster::new(exe, dir, name, &["--shards", "1000", "--log", "info"])
 }
 
+/// Five agents n1..n5 of cluster `name`, every one holding the first map
+/// over all five (returned per node).
+async fn five(
+    dir: &Path,
+    name: &str,
+) -> (
+    LocalCluster,
+    Vec<String>,
+    std::collections::BTreeMap<String, Commit>,
+) {
+    let mut lc = cluster(dir, name);
+    lc.start("n1", None).await.expect("start n1");
+    let seed = lc.endpoint("n1", "gossip").expect("gossip addr");
+    for i in 2..=5 {
+        lc.start(&format!("n{i}"), Some(&seed))
+            .await
+            .expect("start");
+    }
+    let all = lc.nodes();
+    let first = lc
+        .wait_commit(&all, 0, WAIT, |c| owners(c).len() == 5 && covers_all(c))
+        .await
+        .expect("first map on every node");
+    (lc, all, first)
+}
+
 fn covers_all(c: &Commit) -> bool {
     c.owners.values().sum::<u32>() == SHARDS
 }
@@ -30,19 +56,7 @@ fn leader(commits: &std::collections::BTreeMap<String, Commit>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_agents_survive_follower_and_leader_kills_and_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut lc = cluster(dir.path(), "p");
-    lc.start("n1", None).await.expect("start n1");
-    let seed = lc.endpoint("n1", "gossip").expect("gossip addr");
-    for i in 2..=5 {
-        lc.start(&format!("n{i}"), Some(&seed))
-            .await
-            .expect("start");
-    }
-    let all = lc.nodes();
-    let first = lc
-        .wait_commit(&all, 0, WAIT, |c| owners(c).len() == 5 && covers_all(c))
-        .await
-        .expect("first map on every node");
+    let (mut lc, all, first) = five(dir.path(), "p").await;
     let epochs: BTreeSet<u64> = first.values().map(|c| c.epoch).collect();
     assert_eq!(epochs.len(), 1, "one map everywhere: {first:?}");
 
@@ -195,18 +209,7 @@ async fn full_map(lc: &LocalCluster, node: &str) -> (u64, Vec<Option<String>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_down_and_a_full_restart_move_no_shard() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut lc = cluster(dir.path(), "still");
-    lc.start("n1", None).await.expect("start n1");
-    let seed = lc.endpoint("n1", "gossip").expect("gossip addr");
-    for i in 2..=5 {
-        lc.start(&format!("n{i}"), Some(&seed))
-            .await
-            .expect("start");
-    }
-    let all = lc.nodes();
-    lc.wait_commit(&all, 0, WAIT, |c| owners(c).len() == 5 && covers_all(c))
-        .await
-        .expect("first map on every node");
+    let (mut lc, all, _) = five(dir.path(), "still").await;
     let (lead, _) = wait_settled(&lc, &all, "formed", |_| true).await;
     let before = full_map(&lc, &lead).await;
     assert!(before.1.iter().all(Option::is_some), "every shard owned");
@@ -241,18 +244,7 @@ async fn a_step_down_and_a_full_restart_move_no_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_sigterm_restart_keeps_every_node_owning_shards() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut lc = cluster(dir.path(), "rolling");
-    lc.start("n1", None).await.expect("start n1");
-    let seed = lc.endpoint("n1", "gossip").expect("gossip addr");
-    for i in 2..=5 {
-        lc.start(&format!("n{i}"), Some(&seed))
-            .await
-            .expect("start");
-    }
-    let all = lc.nodes();
-    lc.wait_commit(&all, 0, WAIT, |c| owners(c).len() == 5 && covers_all(c))
-        .await
-        .expect("first map on every node");
+    let (mut lc, all, _) = five(dir.path(), "rolling").await;
     for n in &all {
         // SIGTERM drains the node (its shards move away first), then a
         // restart with the same flags must give it its share back.

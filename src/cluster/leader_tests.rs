@@ -342,8 +342,8 @@ fn a_live_owner_losing_shards_must_acknowledge() {
     );
 }
 
-#[test]
-fn a_silent_owner_is_excluded_and_the_map_proposed_again_without_it() {
+/// A weight change proposed; a and b acknowledge, c stays silent.
+fn c_stays_silent() -> (Leader, World, u64, Instant) {
     let t0 = Instant::now();
     let mut w = World::new(&["a", "b", "c"]);
     let mut l = elected(&w, t0);
@@ -360,6 +360,12 @@ fn a_silent_owner_is_excluded_and_the_map_proposed_again_without_it() {
     w.propose(&mut l, epoch, &map, t1 + ms(5));
     l.on_ack("a", epoch, t1 + ms(6));
     l.on_ack("b", epoch, t1 + ms(6));
+    (l, w, epoch, t1)
+}
+
+#[test]
+fn a_silent_owner_is_excluded_and_the_map_proposed_again_without_it() {
+    let (mut l, mut w, epoch, t1) = c_stays_silent();
     let timeout = t1 + ms(5) + ms(500);
     assert!(!has_commit(&tick(&mut l, &w, timeout - ms(1)), epoch));
     assert!(tick(&mut l, &w, timeout).is_empty());
@@ -376,22 +382,7 @@ fn a_silent_owner_is_excluded_and_the_map_proposed_again_without_it() {
 
 #[test]
 fn an_excluded_node_that_acknowledges_again_is_readmitted_at_once() {
-    let t0 = Instant::now();
-    let mut w = World::new(&["a", "b", "c"]);
-    let mut l = elected(&w, t0);
-    let t1 = settle(&mut l, &mut w, t0);
-    w.state.members.insert(
-        "b".into(),
-        MemberRecord {
-            weight: 2,
-            zone: String::new(),
-        },
-    );
-    l.mark_dirty(t1);
-    let (epoch, map) = proposal(&tick(&mut l, &w, t1 + ms(5))).expect("map");
-    w.propose(&mut l, epoch, &map, t1 + ms(5));
-    l.on_ack("a", epoch, t1 + ms(6));
-    l.on_ack("b", epoch, t1 + ms(6));
+    let (mut l, mut w, epoch, t1) = c_stays_silent();
     let timeout = t1 + ms(505);
     tick(&mut l, &w, timeout);
     let (again, map) = proposal(&tick(&mut l, &w, timeout + ms(5))).expect("map");
