@@ -43,6 +43,8 @@ use crate::liveness::LivenessEvent;
 use crate::raft::{ClusterState, Membership, NodeId, Response};
 use crate::shards::{self, ShardMap};
 
+/// How long after an election the first map waits (see `became_leader`).
+pub(super) const FIRST_MAP_AFTER: Duration = Duration::from_millis(15);
 /// How often the leader re-checks membership with no other trigger.
 pub(super) const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Pause after a failed leader write before trying again.
@@ -231,7 +233,11 @@ impl Leader {
         self.membership_busy = false;
         let mut out = vec![Action::ClearLiveness];
         self.sync_targets(ins, &mut out);
-        self.dirty_at = Some(now);
+        // The first map waits a moment: a suspected previous leader that is
+        // alive (a step-down without the hint, a leader stalled under load)
+        // accepts this leader's first AppendEntries within a round trip,
+        // which clears the suspicion before anything moves.
+        self.dirty_at = Some(now + FIRST_MAP_AFTER);
         out
     }
 

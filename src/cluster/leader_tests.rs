@@ -168,10 +168,13 @@ fn never(_: &str) -> bool {
 }
 
 /// A leader (node "a") that just won an election in `w`.
+/// A leader elected `FIRST_MAP_AFTER` before `now`, so its first map is
+/// due `reshard_debounce` after `now`.
 fn elected(w: &World, now: Instant) -> Leader {
-    let mut l = Leader::new(cfg(), now);
+    let at = now - FIRST_MAP_AFTER;
+    let mut l = Leader::new(cfg(), at);
     l.on_leader(Some("a"));
-    w.run(|ins| l.became_leader(ins, now, false));
+    w.run(|ins| l.became_leader(ins, at, false));
     l
 }
 
@@ -415,7 +418,8 @@ fn an_election_suspects_the_previous_leader_a_hand_over_does_not() {
     elected_again.on_leader(Some("a"));
     w.run(|ins| elected_again.became_leader(ins, t1, false));
     assert!(elected_again.has_suspects());
-    let (_, map) = proposal(&tick(&mut elected_again, &w, t1 + ms(5))).expect("map");
+    let first = t1 + FIRST_MAP_AFTER + ms(5);
+    let (_, map) = proposal(&tick(&mut elected_again, &w, first)).expect("map");
     assert_eq!(owners(&map), vec!["a".to_string(), "c".to_string()]);
 
     // b answers a probe before the map is proposed: nothing moves.
@@ -426,14 +430,14 @@ fn an_election_suspects_the_previous_leader_a_hand_over_does_not() {
     let out = w.run(|ins| answered.tick(ins, t1 + ms(1), &b_answers));
     assert!(proposal(&out).is_none());
     assert!(!answered.has_suspects());
-    assert!(proposal(&tick(&mut answered, &w, t1 + ms(10))).is_none());
+    assert!(proposal(&tick(&mut answered, &w, first)).is_none());
 
     // b handed leadership over: it is alive, nothing moves.
     let mut handed = Leader::new(cfg(), t1);
     handed.on_leader(Some("b"));
     w.run(|ins| handed.became_leader(ins, t1, true));
     assert!(!handed.has_suspects());
-    assert!(proposal(&tick(&mut handed, &w, t1 + ms(5))).is_none());
+    assert!(proposal(&tick(&mut handed, &w, first)).is_none());
 }
 
 #[test]
@@ -584,7 +588,7 @@ fn liveness_targets_follow_the_raft_members() {
         .collect();
     assert_eq!(watched, ["b", "c"]);
     w.membership = membership(&["a", "b"], &[]);
-    let out = tick(&mut l, &w, t0 + ms(5));
+    let out = tick(&mut l, &w, t0 + FIRST_MAP_AFTER + ms(5));
     assert!(out.contains(&Action::Unwatch("c".into())));
     assert_eq!(l.lost_leadership(), vec![Action::ClearLiveness]);
     assert!(!l.is_active());
@@ -598,7 +602,7 @@ fn a_member_not_heard_since_the_take_over_keeps_its_shards_for_a_grace() {
     let mut w = World::new(&["a", "b", "c"]);
     let mut l = elected(&w, t0);
     let t1 = settle(&mut l, &mut w, t0);
-    let grace = cfg().voter_grace;
+    let grace = cfg().voter_grace - FIRST_MAP_AFTER;
     assert!(l
         .on_liveness(LivenessEvent::Dead("c".into()), t1)
         .is_empty());

@@ -564,8 +564,16 @@ impl Node {
             Some((c, _)) if self.lead.is_active() => Some(c.watch().borrow().clone()),
             _ => None,
         };
-        let answering =
-            |n: &str| snapshot.as_ref().and_then(|s| s.status(n)) == Some(TargetStatus::Alive);
+        // Alive: it answers liveness probes, or it accepted this leader's
+        // AppendEntries (which a restarted or deposed leader does within a
+        // round trip of the election, long before a probe round).
+        let raft = self.raft.clone();
+        let answering = |n: &str| {
+            snapshot.as_ref().and_then(|s| s.status(n)) == Some(TargetStatus::Alive)
+                || raft
+                    .as_ref()
+                    .is_some_and(|r| r.responded_this_term(raft_id(n)))
+        };
         let actions = self.with_leader(|l, ins| l.tick(ins, now, &answering));
         self.execute(actions).await;
         self.update_state();

@@ -383,6 +383,16 @@ impl LeaseState {
         holder.valid_until(applied, now)
     }
 
+    /// Leader: whether `target` accepted a request of this leader's term
+    /// (it runs and follows this leader).
+    pub fn responded(&self, target: NodeId) -> bool {
+        let Some((term, _, _)) = self.leading() else {
+            return false;
+        };
+        let g = self.lock();
+        g.1.term == term && g.1.peers.get(&target).is_some_and(|p| p.acked.is_some())
+    }
+
     /// Leader: after this instant `target` serves under no lease granted so
     /// far (by this leader or an earlier one); `None` when not leading.
     pub fn bound(&self, target: NodeId) -> Option<Instant> {

@@ -311,6 +311,12 @@ impl RaftNode {
         self.lease.valid_until(applied)
     }
 
+    /// On the leader: whether node `target` accepted an AppendEntries of
+    /// this leader's term, i.e. it runs and follows this leader.
+    pub fn responded_this_term(&self, target: NodeId) -> bool {
+        self.lease.responded(target)
+    }
+
     /// On the leader: the instant after which node `target` serves under
     /// no lease granted so far, by this leader or an earlier one (margin
     /// for clock drift included). `None` when this node does not lead.
