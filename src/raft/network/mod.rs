@@ -56,7 +56,9 @@ pub trait Connector: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct RaftChannel {
     kind: ChannelKind,
-    auth: Option<http::HeaderValue>,
+    /// Read at every call, so a key rotation applies to connections that
+    /// openraft keeps open.
+    auth: Option<super::SharedAuth>,
 }
 
 #[derive(Clone)]
@@ -87,8 +89,8 @@ impl Service<http::Request<tonic::body::Body>> for RaftChannel {
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
-        if let Some(v) = &self.auth {
-            super::auth::attach(&mut req, v);
+        if let Some(a) = &self.auth {
+            super::auth::attach(&mut req, &a.header_value());
         }
         match &mut self.kind {
             ChannelKind::Grpc(c) => {
@@ -234,7 +236,7 @@ impl Network {
 
     fn client(&self, addr: &str) -> Result<pb::raft_client::RaftClient<RaftChannel>, NetError> {
         let mut channel = self.connector.connect(addr)?;
-        channel.auth = self.auth.as_ref().map(super::SharedAuth::header_value);
+        channel.auth = self.auth.clone();
         Ok(pb::raft_client::RaftClient::new(channel)
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size))
