@@ -55,15 +55,19 @@ impl Handler {
     /// or learner). With the cluster credential this is a consistency
     /// check: a credentialed node that Raft removed cannot steer the
     /// leader any more.
-    fn check_member(&self, from: NodeId, what: &str) -> Result<(), Status> {
-        let member = self
-            .raft
+    /// Whether the current Raft membership has a node matching `pred`.
+    fn has_member(&self, pred: impl Fn(&NodeId, &super::RaftNodeInfo) -> bool) -> bool {
+        self.raft
             .metrics()
             .borrow()
             .membership_config
             .membership()
             .nodes()
-            .any(|(id, _)| *id == from);
+            .any(|(id, n)| pred(id, n))
+    }
+
+    fn check_member(&self, from: NodeId, what: &str) -> Result<(), Status> {
+        let member = self.has_member(|id, _| *id == from);
         if member {
             Ok(())
         } else {
@@ -191,14 +195,7 @@ impl pb::raft_server::Raft for Handler {
         // Only a Raft member acknowledges, and only an epoch that was
         // proposed (this node may apply the proposal just after the
         // sender did, hence the one epoch of slack).
-        let member = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .any(|(_, n)| n.name == req.node);
+        let member = self.has_member(|_, n| n.name == req.node);
         if !member {
             return Err(Status::permission_denied(format!(
                 "{} is not a Raft member",
