@@ -44,6 +44,8 @@ pub mod liveness;
 pub mod local;
 #[doc(hidden)]
 pub mod raft;
+#[doc(hidden)]
+pub mod rng;
 
 pub use agent::Agent;
 pub use cluster::{Cluster, ClusterError, ClusterEvent, NodeState, Role};

@@ -79,6 +79,7 @@ async fn three_nodes_with_no_socket_drop_the_one_whose_liveness_is_cut() {
         raft: Some(raft.clone()),
         liveness: Some(liveness.clone()),
         discovery: Some(registry.clone()),
+        disks: None,
     };
 
     let sockets_before = socket_fds();

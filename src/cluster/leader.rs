@@ -185,7 +185,13 @@ impl Leader {
 
     /// When the leader next needs a tick.
     pub fn next_wake(&self) -> Option<Instant> {
-        let debounce = self.dirty_at.map(|d| d + self.cfg.reshard_debounce);
+        // While a write is in flight its completion wakes the node; a past
+        // debounce deadline here would spin the node loop until then (a
+        // leader without a quorum: for good).
+        let debounce = self
+            .dirty_at
+            .filter(|_| !self.write_busy)
+            .map(|d| d + self.cfg.reshard_debounce);
         [debounce, self.tracker.next_deadline()]
             .into_iter()
             .chain(self.unheard.values().map(|t| Some(*t)))

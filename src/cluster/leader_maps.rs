@@ -67,7 +67,7 @@ impl Leader {
             return;
         };
         if st.cluster_id.is_none() {
-            let id = format!("{:016x}", rand::random::<u64>());
+            let id = format!("{:016x}", crate::rng::random::<u64>());
             self.write_busy = true;
             out.push(Action::SetClusterId(id));
             return;

@@ -224,9 +224,12 @@ fn cluster_id_is_written_before_any_map() {
         _ => None,
     });
     assert_eq!(id.map(|id| id.len()), Some(16));
-    // The write is in flight: nothing else is written meanwhile.
+    // The write is in flight: nothing else is written meanwhile, and the
+    // change waits for the write's completion, not a deadline already past
+    // (the node loop would spin on it while the write hangs).
     l.mark_dirty(t0 + ms(6));
     assert!(tick(&mut l, &w, t0 + ms(20)).is_empty());
+    assert!(l.next_wake().is_none_or(|t| t > t0 + ms(20)), "{:?}", l.next_wake());
     let r = w.state.apply(Command::SetClusterId {
         cluster_id: "c1".into(),
     });

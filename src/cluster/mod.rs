@@ -57,7 +57,7 @@ pub use crate::discovery::MemoryRegistry;
 pub use crate::gossip::KeyOp;
 pub use crate::gossip::{MemNetwork, Member, MemberStatus, UserEvent};
 pub use crate::metrics::{Liveness, NodeView, RaftRole, StatusView};
-pub use crate::raft::Router;
+pub use crate::raft::{MemDisks, Router};
 pub use error::ClusterError;
 pub use keys::KeyringState;
 pub use node::NodeStats;
@@ -206,6 +206,9 @@ pub struct Seams {
     /// Zero-conf discovery through this in-memory registry instead of
     /// mDNS. As with mDNS, it runs only when `Config::zero_conf` is on.
     pub discovery: Option<MemoryRegistry>,
+    /// Raft logs of nodes with [`StorageConfig::Memory`](crate::config::StorageConfig)
+    /// kept here across restarts of a node id (simulated disks).
+    pub disks: Option<MemDisks>,
 }
 
 /// This node's view of Raft, for operators.
@@ -263,6 +266,9 @@ pub(crate) enum Request {
 pub(crate) enum ToNode {
     Request(Request),
     Stop(oneshot::Sender<()>),
+    /// Stop at once, as a killed process would: nothing drained, handed
+    /// over or announced.
+    Crash(oneshot::Sender<()>),
 }
 
 struct Shared {
@@ -615,6 +621,23 @@ impl Cluster {
     pub async fn stop(&self) {
         // An error only means the node task has already ended.
         let _ = crate::actor::call(&self.shared.requests, ToNode::Stop).await;
+        let task = self
+            .shared
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Ends the node as `kill -9` ends a process: it stops serving at once
+    /// and every task ends with nothing drained, handed over or announced
+    /// (the deterministic simulation's crash).
+    #[doc(hidden)]
+    pub async fn crash(&self) {
+        let _ = crate::actor::call(&self.shared.requests, ToNode::Crash).await;
         let task = self
             .shared
             .task

@@ -134,6 +134,12 @@ impl Node {
                         stop_by = Some(self.begin_stop());
                     }
                     Some(ToNode::Request(req)) => self.on_request(req).await,
+                    Some(ToNode::Crash(reply)) => {
+                        self.serving_tx.send_replace(Arc::new(ServingSet::default()));
+                        self.teardown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
                     None => break,
                 },
                 changed = self.members_rx.changed() => {

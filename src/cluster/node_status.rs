@@ -89,6 +89,15 @@ impl Node {
         if let Err(e) = self.gossip.leave(Duration::from_secs(1)).await {
             debug!(error = %e, "gossip leave");
         }
+        self.teardown().await;
+    }
+
+    /// Ends every task (no drain, hand-over or leave: a crash goes
+    /// straight here).
+    pub(super) async fn teardown(&mut self) {
+        if let Some((d, _)) = self.discovery.take() {
+            d.shutdown().await;
+        }
         self.jobs.shutdown().await;
         if let Some(raft) = self.raft.take() {
             if let Err(e) = raft.shutdown().await {

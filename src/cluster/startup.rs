@@ -101,7 +101,10 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         };
         addrs.insert(tags::EP_RAFT.to_string(), raft_addr);
         let storage = match &cfg.storage {
-            StorageConfig::Memory => Storage::Memory,
+            StorageConfig::Memory => match &seams.disks {
+                Some(disks) => Storage::Kept(disks.log(&me)),
+                None => Storage::Memory,
+            },
             StorageConfig::DataDir(p) => Storage::Sled(p.join("raft")),
         };
         let mut raft_cfg = cfg.raft.clone();

@@ -3,7 +3,7 @@
 //! with oneshot replies (mini-redis style). The loop ends on `shutdown` or
 //! when the last handle is dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -132,14 +132,14 @@ impl Gossip {
             subs: Vec::new(),
             user_subs: Vec::new(),
             members_tx,
-            joins: HashMap::new(),
+            joins: BTreeMap::new(),
             next_op: 0,
             leave_waiters: Vec::new(),
             rejoin,
             snapshot_due: false,
             snapshot_written: None,
             ctx: StreamCtx::new(&config),
-            incoming: HashMap::new(),
+            incoming: BTreeMap::new(),
             cfg: config,
         };
         let span = tracing::info_span!("gossip", node = %name);
@@ -367,7 +367,7 @@ struct Actor<T: Transport> {
     subs: Vec<mpsc::Sender<MemberEvent>>,
     user_subs: Vec<mpsc::Sender<UserEvent>>,
     members_tx: watch::Sender<Arc<Vec<Member>>>,
-    joins: HashMap<u64, JoinOp>,
+    joins: BTreeMap<u64, JoinOp>,
     next_op: u64,
     leave_waiters: Vec<oneshot::Sender<()>>,
     /// Peers from the snapshot, joined once at start.
@@ -378,7 +378,7 @@ struct Actor<T: Transport> {
     /// Framing, keys and bounds shared by every stream task.
     ctx: StreamCtx,
     /// Incoming stream tasks (a subset of `tasks`), by task id.
-    incoming: HashMap<tokio::task::Id, IncomingStream>,
+    incoming: BTreeMap<tokio::task::Id, IncomingStream>,
     cfg: GossipConfig,
 }
 

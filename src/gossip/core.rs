@@ -5,14 +5,14 @@
 //! send, events, push/pulls to start). No sockets, no tasks, no clock of its
 //! own: unit tests drive it by hand.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tokio::time::Instant;
 
 use super::codec::{self, Msg};
@@ -122,7 +122,7 @@ pub(crate) struct Core {
     cfg: GossipConfig,
     name: String,
     local_addr: SocketAddr,
-    members: HashMap<String, NodeState>,
+    members: BTreeMap<String, NodeState>,
     probe_list: Vec<String>,
     probe_idx: usize,
     /// Members that became suspect on someone else's word: probed next, so
@@ -130,8 +130,8 @@ pub(crate) struct Core {
     probe_first: VecDeque<String>,
     seq: u64,
     probe: Option<Probe>,
-    relays: HashMap<u64, Relay>,
-    suspicions: HashMap<String, Suspicion>,
+    relays: BTreeMap<u64, Relay>,
+    suspicions: BTreeMap<String, Suspicion>,
     queue: BroadcastQueue,
     awareness: Awareness,
     rng: StdRng,
@@ -147,8 +147,8 @@ pub(crate) struct Core {
     notify_seq: u64,
     ltime: u64,
     recent_events: VecDeque<pb::UserEvent>,
-    seen_events: HashSet<(u64, String, Vec<u8>)>,
-    coalesced: HashMap<String, u64>,
+    seen_events: BTreeSet<(u64, String, Vec<u8>)>,
+    coalesced: BTreeMap<String, u64>,
     stats: GossipStats,
     out: Vec<Output>,
     dirty: bool,
@@ -213,7 +213,7 @@ impl Core {
 
     /// A core for `cfg` (already validated) advertising `addr`.
     pub(crate) fn new(cfg: GossipConfig, addr: SocketAddr, now: Instant) -> Self {
-        let mut rng = StdRng::from_entropy();
+        let mut rng = crate::rng::generator();
         let name = cfg.name.clone();
         let me = NodeState {
             name: name.clone(),
@@ -230,7 +230,7 @@ impl Core {
         let awareness = Awareness::new(cfg.awareness_max_multiplier);
         let queue = BroadcastQueue::new(cfg.max_broadcast_queue);
         let mut core = Core {
-            members: HashMap::from([(name.clone(), me)]),
+            members: BTreeMap::from([(name.clone(), me)]),
             name,
             local_addr: addr,
             probe_list: Vec::new(),
@@ -238,8 +238,8 @@ impl Core {
             probe_first: VecDeque::new(),
             seq: 0,
             probe: None,
-            relays: HashMap::new(),
-            suspicions: HashMap::new(),
+            relays: BTreeMap::new(),
+            suspicions: BTreeMap::new(),
             queue,
             awareness,
             rng,
@@ -254,8 +254,8 @@ impl Core {
             notify_seq: 0,
             ltime: 0,
             recent_events: VecDeque::new(),
-            seen_events: HashSet::new(),
-            coalesced: HashMap::new(),
+            seen_events: BTreeSet::new(),
+            coalesced: BTreeMap::new(),
             stats: GossipStats::default(),
             out: Vec::new(),
             dirty: true,
@@ -1407,7 +1407,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
+    use std::collections::BTreeSet;
 
     fn addr(i: usize) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, i as u8], 7946))
@@ -2193,7 +2193,7 @@ mod tests {
     struct Sim {
         nodes: Vec<Core>,
         now: Instant,
-        cut: HashSet<usize>,
+        cut: BTreeSet<usize>,
     }
 
     impl Sim {
@@ -2213,7 +2213,7 @@ mod tests {
             Sim {
                 nodes,
                 now,
-                cut: HashSet::new(),
+                cut: BTreeSet::new(),
             }
         }
 

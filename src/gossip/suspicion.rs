@@ -1,7 +1,7 @@
 //! Lifeguard timing rules: the suspicion timeout that shrinks with
 //! independent confirmations, and local health awareness.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -38,7 +38,7 @@ pub(crate) struct Suspicion {
     k: u32,
     /// Nodes that have suspected it (the first one included, not counted as
     /// a confirmation).
-    seen: HashSet<String>,
+    seen: BTreeSet<String>,
     confirmations: u32,
     /// When it turns into a failure.
     pub(crate) deadline: Instant,
@@ -60,7 +60,7 @@ impl Suspicion {
             min,
             max,
             k,
-            seen: HashSet::from([from.to_string()]),
+            seen: BTreeSet::from([from.to_string()]),
             confirmations: 0,
             deadline: now + timeout,
         }

@@ -209,7 +209,7 @@ impl Checker {
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity);
         let (state_tx, state_rx) = watch::channel(LivenessSnapshot::default());
         let (stop_tx, stop_rx) = oneshot::channel();
-        let nonce: u64 = rand::random();
+        let nonce: u64 = crate::rng::random();
         let core = CheckerCore::new(config, nonce, Instant::now());
         let span = tracing::info_span!("liveness_checker", %local_addr);
         let task = runtime.spawn(tracing::Instrument::instrument(

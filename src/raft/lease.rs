@@ -281,7 +281,7 @@ pub(crate) struct LeaseState {
 
 impl LeaseState {
     pub fn new(me: NodeId, lease: Duration, election_timeout_max: Duration) -> Self {
-        let incarnation = rand::random::<u64>();
+        let incarnation = crate::rng::random::<u64>();
         Self {
             me,
             lease,

@@ -38,7 +38,7 @@ pub use listener::{ListenerCounts, ListenerLimits};
 pub use network::{Connector, GrpcConnector, Network, RaftChannel, Router};
 pub use node::RaftNode;
 pub use server::RaftService;
-pub use store::Storage;
+pub use store::{MemDisks, Storage};
 pub use types::{Ack, ClusterState, Command, LeaderContact, MemberRecord, RaftNodeInfo, Response};
 
 // The openraft macro names `Cursor` unqualified for the snapshot data type.

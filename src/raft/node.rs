@@ -85,8 +85,11 @@ impl RaftNode {
         ));
         network.configure(id, &config, Some(lease.clone()));
         match storage {
-            Storage::Memory => {
-                let (log, sm) = store::open_memory();
+            Storage::Memory | Storage::Kept(_) => {
+                let (log, sm) = match storage {
+                    Storage::Kept(log) => (log, store::StateMachineStore::memory()),
+                    _ => store::open_memory(),
+                };
                 Self::launch(
                     id,
                     info,
@@ -566,7 +569,7 @@ async fn elect_when_quiet(
     let tick = config.heartbeat_interval / 2;
     let jitter = || {
         let (lo, hi) = (config.election_timeout_min, config.election_timeout_max);
-        lo + (hi.saturating_sub(lo)).mul_f64(rand::random::<f64>())
+        lo + (hi.saturating_sub(lo)).mul_f64(crate::rng::random::<f64>())
     };
     let mut since = Instant::now();
     let mut wait = config.election_timeout_max + jitter();

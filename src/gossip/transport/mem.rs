@@ -9,7 +9,7 @@
 //! implementation without importing each other.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -140,9 +139,9 @@ struct Node {
 
 #[derive(Default)]
 struct NetState {
-    nodes: HashMap<SocketAddr, Node>,
-    links: HashMap<(SocketAddr, SocketAddr), Link>,
-    isolated: HashSet<SocketAddr>,
+    nodes: BTreeMap<SocketAddr, Node>,
+    links: BTreeMap<(SocketAddr, SocketAddr), Link>,
+    isolated: BTreeSet<SocketAddr>,
     next_host: u32,
 }
 
@@ -316,7 +315,7 @@ impl MemNetwork {
         };
         if link.cut
             || link.datagrams_cut
-            || (link.drop_rate > 0.0 && rand::thread_rng().gen_bool(link.drop_rate))
+            || (link.drop_rate > 0.0 && crate::rng::random::<f64>() < link.drop_rate)
         {
             self.count(|c| c.dropped_by_link += 1);
             return;

@@ -2,9 +2,10 @@
 //! [`RaftService`] directly (requests and replies still go through the gRPC
 //! codec), and a test can cut and restore the link between any two nodes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tonic::codegen::{http, BoxFuture, Service, StdError};
 use tonic::Status;
@@ -15,12 +16,14 @@ use crate::raft::server::RaftService;
 
 #[derive(Default)]
 struct Inner {
-    nodes: HashMap<String, RaftService>,
-    cut: HashSet<(String, String)>,
-    isolated: HashSet<String>,
+    nodes: BTreeMap<String, RaftService>,
+    cut: BTreeSet<(String, String)>,
+    isolated: BTreeSet<String>,
+    /// Per-direction conditions: (delay, drop rate).
+    conditions: BTreeMap<(String, String), (Duration, f64)>,
     refused: u64,
     /// Addresses handed out by [`Router::reserve_addr`].
-    reserved: HashSet<SocketAddr>,
+    reserved: BTreeSet<SocketAddr>,
 }
 
 /// Routes Raft RPCs between nodes of one process by address.
@@ -111,11 +114,36 @@ impl Router {
         self.lock().isolated.insert(addr.to_string());
     }
 
-    /// Restores every cut link and isolated node.
+    /// Delays every request and every reply `from` -> `to` by `delay`
+    /// and loses each with probability `drop_rate` (a lost request or reply
+    /// fails the call as unreachable).
+    pub fn degrade(&self, from: &str, to: &str, delay: Duration, drop_rate: f64) {
+        self.lock()
+            .conditions
+            .insert((from.to_string(), to.to_string()), (delay, drop_rate));
+    }
+
+    /// Restores every cut link, isolated node and degraded direction.
     pub fn heal(&self) {
         let mut inner = self.lock();
         inner.cut.clear();
         inner.isolated.clear();
+        inner.conditions.clear();
+    }
+
+    /// The delay of `from` -> `to`, or an error when this message is lost.
+    fn condition(&self, from: &str, to: &str) -> Result<Duration, StdError> {
+        let mut inner = self.lock();
+        let Some(&(delay, rate)) = inner.conditions.get(&(from.to_string(), to.to_string())) else {
+            return Ok(Duration::ZERO);
+        };
+        if rate > 0.0 && crate::rng::random::<f64>() < rate {
+            inner.refused += 1;
+            return Err(Box::new(Status::unavailable(format!(
+                "message {from} -> {to} lost"
+            ))));
+        }
+        Ok(delay)
     }
 
     /// Calls refused so far (cut links, unknown addresses, lost replies).
@@ -182,11 +210,19 @@ impl LocalChannel {
     ) -> BoxFuture<http::Response<tonic::body::Body>, StdError> {
         let this = self.clone();
         Box::pin(async move {
+            let there = this.router.condition(&this.from, &this.to)?;
+            if !there.is_zero() {
+                tokio::time::sleep(there).await;
+            }
             let mut service = this.router.route(&this.from, &this.to)?;
             let resp = match Service::call(&mut service, req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
+            let back = this.router.condition(&this.to, &this.from)?;
+            if !back.is_zero() {
+                tokio::time::sleep(back).await;
+            }
             // The link may have been cut while the request was served.
             this.router.route(&this.from, &this.to)?;
             Ok(resp)
@@ -202,7 +238,7 @@ mod tests {
     fn reserved_addresses_are_unique_and_synthetic() {
         let router = Router::new();
         let other = router.clone();
-        let addrs: HashSet<SocketAddr> = (0..600)
+        let addrs: BTreeSet<SocketAddr> = (0..600)
             .map(|i| {
                 if i % 2 == 0 {
                     router.reserve_addr()

@@ -25,6 +25,21 @@ pub struct MemLogStore {
     inner: Arc<Mutex<MemLog>>,
 }
 
+impl Debug for MemLogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemLogStore").finish_non_exhaustive()
+    }
+}
+
+/// Two handles are equal when they share one log.
+impl PartialEq for MemLogStore {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for MemLogStore {}
+
 impl MemLogStore {
     fn lock(&self) -> Result<MutexGuard<'_, MemLog>, StorageError<NodeId>> {
         self.inner

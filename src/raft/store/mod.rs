@@ -37,6 +37,10 @@ pub enum Storage {
     Sled(PathBuf),
     /// Nothing survives the process: for tests and `--in-memory`.
     Memory,
+    /// This in-memory log, which outlives the node (a simulated disk: the
+    /// log and vote survive a simulated crash; the state machine is
+    /// rebuilt from the log, as with sled).
+    Kept(MemLogStore),
 }
 
 /// Opens a sled database with its page cache capped at `cache_capacity`
@@ -108,6 +112,27 @@ fn open_sled_at(
 /// Returns an empty in-memory log store and state machine.
 pub fn open_memory() -> (MemLogStore, StateMachineStore) {
     (MemLogStore::default(), StateMachineStore::memory())
+}
+
+/// Simulated disks: one in-memory Raft log per node id, kept across
+/// restarts of that node in one process (cheap to clone).
+#[derive(Clone, Default, Debug)]
+pub struct MemDisks {
+    logs: Arc<std::sync::Mutex<std::collections::BTreeMap<String, MemLogStore>>>,
+}
+
+impl MemDisks {
+    /// The log of `node` (a new, empty one the first time).
+    pub fn log(&self, node: &str) -> MemLogStore {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.entry(node.to_string()).or_default().clone()
+    }
+
+    /// Forgets the log of `node`, as wiping its data dir would.
+    pub fn wipe(&self, node: &str) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.remove(node);
+    }
 }
 
 /// Fires (by dropping its sender) when the last storage handle is dropped.
