@@ -11,11 +11,12 @@ use std::collections::BTreeSet;
 
 use clusterfunk::cluster::{ClusterEvent, KeyOp};
 use clusterfunk::config::StorageConfig;
-use clusterfunk::gossip::{fingerprint, Keyring};
+use clusterfunk::gossip::fingerprint;
 use clusterfunk::management::{Client, NodeKeys};
 use clusterfunk::raft::{RaftAuth, AUTH_HEADER};
 use clusterfunk::{Agent, Cluster, Config, NodeState};
 use common::cluster::{start_agents, stop_all};
+use common::secure::{counter, keyed};
 use common::wait::wait_until;
 use tonic::metadata::MetadataValue;
 use tonic::Code;
@@ -29,24 +30,11 @@ const OLD: [u8; 32] = [0x31; 32];
 const NEW: [u8; 32] = [0x42; 32];
 const TOKEN: &str = "keys-test-token";
 
-/// An encrypted node; the Raft credential is left to the library to
-/// derive from the keyring.
+/// An encrypted node with a management token.
 fn config(name: &str, key: &[u8]) -> Config {
-    let mut c = Config::local(name);
-    c.cluster_name = "keys".into();
-    c.shard_count = 128;
-    c.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"));
-    c.gossip.keyring = Some(Keyring::new(key).expect("key"));
+    let mut c = keyed(name, "keys", Some(key));
     c.auth.token = Some(TOKEN.into());
     c
-}
-
-fn counter(c: &Cluster, name: &str) -> u64 {
-    let text = c.metrics().encode_text().expect("metrics");
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 fn names(c: &Cluster) -> BTreeSet<String> {

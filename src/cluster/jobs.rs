@@ -14,12 +14,14 @@ use tracing::{debug, info, warn};
 use super::leader::{MembershipChange, Write};
 use super::ClusterError;
 use crate::gossip::Gossip;
-use crate::raft::{Command, NodeId, RaftApiError, RaftNode, RaftNodeInfo, Response};
+use crate::raft::{AdmitError, Command, NodeId, RaftApiError, RaftNode, RaftNodeInfo, Response};
 
 /// A finished job.
 pub(super) enum Done {
     Write(Write, Result<Response, String>),
     Membership(Result<(), String>),
+    /// The admission check of a node to add.
+    Admitted(RaftNodeInfo, Result<(), AdmitError>),
     Bootstrap(Result<(), String>),
     Joined(Result<usize, String>),
     Acked(bool),
@@ -122,6 +124,18 @@ pub(super) async fn ack(raft: Arc<RaftNode>, epoch: u64) -> Done {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Done::Acked(false)
+}
+
+/// The admission check of `info` (see `crate::raft::admit`).
+pub(super) async fn admit(
+    raft: Arc<RaftNode>,
+    info: RaftNodeInfo,
+    cluster_id: Option<String>,
+) -> Done {
+    let r = raft
+        .admit(&info.name, &info.addr, cluster_id.as_deref())
+        .await;
+    Done::Admitted(info, r)
 }
 
 /// A membership change the leader decided, step by step.

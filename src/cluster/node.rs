@@ -214,6 +214,11 @@ impl Node {
                     self.write(Write::Commit(epoch), Command::Commit { epoch })
                 }
                 Action::ChangeMembership(change) => self.change_membership(change),
+                Action::Admit { info, cluster_id } => {
+                    if let Some(raft) = self.raft.clone() {
+                        self.spawn(jobs::admit(raft, info, cluster_id));
+                    }
+                }
                 Action::ClearLiveness => {
                     if let Some((c, _)) = &self.checker {
                         let _ = c.clear().await;
@@ -528,6 +533,15 @@ impl Node {
                 self.execute(actions).await;
             }
             Done::Membership(r) => self.lead.on_membership_done(r, Instant::now()),
+            Done::Admitted(info, r) => {
+                if let Err(e) = &r {
+                    self.metrics
+                        .raft_admission_refusals
+                        .with_label_values(&[e.as_str()])
+                        .inc();
+                }
+                self.lead.on_admitted(&info, &r, Instant::now());
+            }
             Done::Bootstrap(r) => {
                 self.bootstrapping = false;
                 if let Err(e) = r {

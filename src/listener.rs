@@ -1,11 +1,12 @@
-//! A bounded accept loop for the Raft gRPC port, so idle or hostile
-//! clients cannot hold file descriptors or memory.
+//! A bounded accept loop for the gRPC ports (Raft and management), so idle
+//! or hostile clients cannot hold file descriptors or memory.
 //!
 //! - At most `max_connections` connections are open at once. When full, the
 //!   oldest connection that has not yet made a valid call ("unproven") is
 //!   closed to make room; if every one is proven, the newcomer is closed.
-//!   A peer's connection is proven by its first accepted call, so a flood
-//!   of idle connections evicts only itself.
+//!   A peer's connection is proven by its first accepted call (one that
+//!   passed the port's credential check), so a flood of idle connections
+//!   evicts only itself.
 //! - An unproven connection is closed `handshake_timeout` after it was
 //!   accepted, whatever it sends (slow TLS/HTTP2 handshakes, pings without
 //!   a call). A proven one is closed after `idle_timeout` without a byte
@@ -13,8 +14,12 @@
 //!   answer, so only dead or silent ones hit it).
 //! - TCP keepalive finds peers that vanished without a FIN.
 //!
-//! The [`ConnHandle`] of each connection is the tonic connect info, so
-//! [`AuthService`](super::auth::AuthService) can mark it proven.
+//! The [`ConnHandle`] of each connection is the tonic connect info (also
+//! under TLS: tonic then inserts the inner connect info too), so the
+//! port's credential check marks it proven: the Raft port's
+//! `raft::auth::AuthService`, the management port's token check.
+//!
+//! A leaf module: imports nothing else of the crate.
 
 use std::future::Future;
 use std::io;
@@ -32,7 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
-/// Bounds of the Raft listener.
+/// Bounds of a gRPC listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerLimits {
     /// Connections open at once. Default 1024 (a cluster needs a few per
@@ -65,6 +70,15 @@ impl Default for ListenerLimits {
 }
 
 impl ListenerLimits {
+    /// The management port's: as the default but at most 256 connections
+    /// (operators and scrapers, not peers).
+    pub fn management() -> ListenerLimits {
+        ListenerLimits {
+            max_connections: 256,
+            ..ListenerLimits::default()
+        }
+    }
+
     /// Applies the HTTP/2 settings to a tonic server builder.
     pub fn apply<L>(&self, b: tonic::transport::Server<L>) -> tonic::transport::Server<L> {
         b.http2_keepalive_interval(Some(self.http2_keepalive_interval))
@@ -105,6 +119,17 @@ pub struct ListenerCounts {
     pub unauthenticated: u64,
 }
 
+impl ListenerCounts {
+    /// Connections closed by the bounds, by reason (the metric labels).
+    pub fn closed(&self) -> [(&'static str, u64); 3] {
+        [
+            ("refused", self.refused),
+            ("evicted", self.evicted),
+            ("timed_out", self.timed_out),
+        ]
+    }
+}
+
 impl ListenerStats {
     /// Current values.
     pub fn counts(&self) -> ListenerCounts {
@@ -142,6 +167,23 @@ impl ConnHandle {
     /// The peer's address.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.0.remote
+    }
+
+    /// Whether a call proved the connection.
+    pub fn is_proven(&self) -> bool {
+        self.0.proven.load(Ordering::Relaxed)
+    }
+
+    /// A handle of no connection, for unit tests of the credential checks.
+    #[cfg(test)]
+    pub(crate) fn detached() -> ConnHandle {
+        ConnHandle(Arc::new(ConnState {
+            accepted: Instant::now(),
+            remote: None,
+            proven: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        }))
     }
 }
 
@@ -282,14 +324,14 @@ impl Acceptor {
                 Err(e) => {
                     // Out of fds or a reset before accept: wait a little so
                     // the loop does not spin, then go on.
-                    tracing::debug!(error = %e, "raft accept failed");
+                    tracing::debug!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             };
             let Some(slot) = self.slot().await else {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(peer = %remote, "raft connection refused: every slot is in use by a proven peer");
+                tracing::debug!(peer = %remote, port = ?self.listener.local_addr().ok(), "connection refused: every slot is in use by a proven peer");
                 continue;
             };
             let _ = io.set_nodelay(true);
