@@ -15,15 +15,10 @@ use clusterfunk::gossip::{Gossip, GossipConfig, Keyring, MemNetwork, MemberStatu
 use clusterfunk::raft::{RaftAuth, AUTH_HEADER};
 use clusterfunk::{Agent, Cluster, Config, NodeState};
 use common::cluster::{start_agents, stop_all};
-use common::secure::{certs, counter, keyed, labeled, raft_members};
+use common::secure::{certs, counter, keyed, labeled, pb, raft_members};
 use common::wait::{holds_for, wait_until, wait_until_async};
 use tonic::metadata::MetadataValue;
 use tonic::Code;
-
-#[allow(clippy::all, missing_docs, dead_code)]
-mod pb {
-    tonic::include_proto!("clusterfunk.v1.raft");
-}
 
 const KEY: [u8; 32] = [0x5a; 32];
 

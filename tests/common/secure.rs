@@ -7,7 +7,35 @@ use std::path::PathBuf;
 
 use clusterfunk::config::TlsConfig;
 use clusterfunk::gossip::Keyring;
+use clusterfunk::raft::{RaftAuth, AUTH_HEADER};
 use clusterfunk::{Cluster, Config};
+use tonic::metadata::MetadataValue;
+
+/// The Raft wire types, for raw calls.
+#[allow(clippy::all, missing_docs, dead_code)]
+pub mod pb {
+    tonic::include_proto!("clusterfunk.v1.raft");
+}
+
+/// Asserts, for each `(secret, code)`, that a raw `Elect` from a stranger
+/// carrying the Raft credential of `secret` gets `code` at the Raft port
+/// `addr`: UNAUTHENTICATED when the port refuses the credential,
+/// PERMISSION_DENIED when it takes it (and then refuses the stranger).
+pub async fn assert_credentials(addr: &str, cases: &[(&[u8], tonic::Code)]) {
+    let mut raft = pb::raft_client::RaftClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect raft");
+    for (secret, want) in cases {
+        let cred = RaftAuth::from_secret(secret).header_value();
+        let mut req = tonic::Request::new(pb::ElectRequest { from: 1 });
+        req.metadata_mut().insert(
+            AUTH_HEADER,
+            MetadataValue::try_from(cred.to_str().expect("ascii")).expect("value"),
+        );
+        let got = raft.elect(req).await.expect_err("elect from a stranger");
+        assert_eq!(got.code(), *want, "{addr}: {got:?}");
+    }
+}
 
 /// A loopback node of cluster `cluster` with 256 shards and a metrics
 /// port; with `key`, gossip is encrypted with it and Raft calls carry the
