@@ -365,3 +365,42 @@ async fn nodes_failing_the_admission_check_stay_out_with_no_reproposal() {
     }
     stop_all(&nodes).await;
 }
+
+/// The same check at bootstrap: the node that initialises Raft checks the
+/// others first, leaves out one that fails (a plaintext node among TLS
+/// ones) and waits until `bootstrap_expect` nodes passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bootstrap_leaves_out_a_node_failing_the_admission_check() {
+    let certs = certs();
+    let tls = |name: &str| {
+        let mut c = keyed(name, "boot", None);
+        c.auth.tls = Some(certs.tls());
+        c
+    };
+    let t0 = Agent::start(tls("t0")).await.expect("t0");
+    let seed = vec![t0.local_endpoints()["gossip"].to_string()];
+    let mut plain = keyed("zplain", "boot", None);
+    plain.join = seed.clone();
+    let plain = Agent::start(plain).await.expect("plaintext node");
+    let mut nodes = vec![t0];
+    for name in ["t1", "t2"] {
+        let mut c = tls(name);
+        c.join = seed.clone();
+        nodes.push(Agent::start(c).await.expect(name));
+    }
+    let good: BTreeSet<String> = ["t0", "t1", "t2"].iter().map(|s| s.to_string()).collect();
+    wait_until("the three TLS nodes formed a cluster", || {
+        nodes.iter().all(|n| {
+            n.state() == NodeState::Operational
+                && owners(n) == good
+                && n.epoch() == nodes[0].epoch()
+        })
+    })
+    .await;
+    for n in &nodes {
+        assert_eq!(raft_members(n), good, "{}", n.node_id());
+    }
+    assert!(labeled(&nodes[0], REFUSALS, "unreachable") >= 1);
+    plain.stop().await;
+    stop_all(&nodes).await;
+}

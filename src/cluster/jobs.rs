@@ -22,7 +22,9 @@ pub(super) enum Done {
     Membership(Result<(), String>),
     /// The admission check of a node to add.
     Admitted(RaftNodeInfo, Result<(), AdmitError>),
-    Bootstrap(Result<(), String>),
+    /// The bootstrap, and the members it left out for failing the
+    /// admission check.
+    Bootstrap(Result<(), String>, Vec<(RaftNodeInfo, AdmitError)>),
     Joined(Result<usize, String>),
     Acked(bool),
     /// The registry write that undoes a stop's drain finished.
@@ -91,12 +93,41 @@ pub(super) async fn join_peer(gossip: Gossip, addr: SocketAddr) -> Done {
     Done::Joined(gossip.join(&[addr]).await.map_err(|e| e.to_string()))
 }
 
-/// Initialises Raft with `members` (this node bootstraps the cluster).
+/// Initialises Raft with `members` (this node bootstraps the cluster),
+/// after the admission check of every other one: those that fail it are
+/// left out, and with fewer than `expect` left nothing is initialised.
 pub(super) async fn bootstrap(
     raft: Arc<RaftNode>,
     members: BTreeMap<NodeId, RaftNodeInfo>,
+    expect: usize,
 ) -> Done {
-    Done::Bootstrap(raft.initialize(members).await.map_err(|e| e.to_string()))
+    let me = raft.id();
+    let checks = members
+        .iter()
+        .filter(|(id, _)| **id != me)
+        .map(|(id, info)| {
+            let raft = raft.clone();
+            async move { (*id, raft.admit(&info.name, &info.addr, None).await) }
+        });
+    let mut admitted = members.clone();
+    let mut refused = Vec::new();
+    for (id, r) in futures::future::join_all(checks).await {
+        if let Err(e) = r {
+            if let Some(info) = admitted.remove(&id) {
+                refused.push((info, e));
+            }
+        }
+    }
+    let r = if admitted.len() < expect {
+        Err(format!(
+            "{} of {} nodes passed the admission check, {expect} expected",
+            admitted.len(),
+            members.len()
+        ))
+    } else {
+        raft.initialize(admitted).await.map_err(|e| e.to_string())
+    };
+    Done::Bootstrap(r, refused)
 }
 
 /// A leader write.
