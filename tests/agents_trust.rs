@@ -1,5 +1,6 @@
 //! Trust with real agent processes on 127.0.0.1: a key rotation (install,
-//! use, remove) across five agents, and a running plaintext cluster
+//! use, remove) across five agents, after which an agent with only the old
+//! key stays out and is counted; and a running plaintext cluster
 //! switched to encryption by rolling restarts (Serf's method), each with no
 //! node dropping out.
 
@@ -11,8 +12,9 @@ use std::time::Duration;
 use clusterfunk::cluster::KeyOp;
 use clusterfunk::gossip::{fingerprint, Gossip, GossipConfig, NetTransport};
 use clusterfunk::local::{owners, unix_ms, LocalCluster};
-use common::procs::{client, covers_all, five, wait_settled, PROC_WAIT};
+use common::procs::{client, covers_all, five, scraped, wait_settled, PROC_WAIT};
 use common::secure::assert_credentials;
+use common::wait::wait_until_async;
 use tonic::Code;
 
 /// base64 of 32 bytes of 0x31 (the agents' `--encrypt`).
@@ -82,6 +84,27 @@ async fn a_key_rotation_on_five_agents_drops_no_node() {
         let cases: [(&[u8], Code); 2] =
             [(&k1, Code::Unauthenticated), (&k2, Code::PermissionDenied)];
         assert_credentials(&addr, &cases).await;
+    }
+    // An agent started with only the old key stays out, and its packets
+    // are counted.
+    const FAILURES: &str = "clusterfunk_gossip_decryption_failures_total";
+    let mut before = 0;
+    for n in &all {
+        before += scraped(&lc, n, FAILURES).await.expect("metrics");
+    }
+    let seed = lc.endpoint("n1", "gossip").expect("seed");
+    let _ = lc.start("stale", Some(&seed)).await;
+    wait_until_async("the stale agent's gossip refused and counted", || async {
+        let mut now = 0;
+        for n in &all {
+            now += scraped(&lc, n, FAILURES).await.unwrap_or(0);
+        }
+        now > before
+    })
+    .await;
+    for n in &all {
+        let m = members(&lc, n, token).await;
+        assert_eq!(m.values().sum::<u32>(), 5, "{n} knows only the five: {m:?}");
     }
     lc.shutdown().await;
 }

@@ -101,3 +101,22 @@ pub async fn wait_settled(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The sum of the series of metric `name` on the `/metrics` endpoint of
+/// `node` (read over plain HTTP/1.1); `None` when it does not answer.
+pub async fn scraped(lc: &LocalCluster, node: &str, name: &str) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = lc.endpoint(node, "metrics")?;
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    let total = body
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(total as u64)
+}
