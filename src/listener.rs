@@ -54,6 +54,12 @@ pub struct ListenerLimits {
     pub http2_keepalive_interval: Duration,
     /// Concurrent calls per connection. Default 256.
     pub max_concurrent_streams: u32,
+    /// When full and every connection is proven, close the oldest proven
+    /// one for the newcomer instead of refusing it. For a port where any
+    /// call proves a connection (a management port without a token), so
+    /// that clients that made one call and went idle cannot fill it.
+    /// Default false (Raft peers keep their connections).
+    pub evict_proven: bool,
 }
 
 impl Default for ListenerLimits {
@@ -65,13 +71,15 @@ impl Default for ListenerLimits {
             tcp_keepalive: Some(Duration::from_secs(30)),
             http2_keepalive_interval: Duration::from_secs(10),
             max_concurrent_streams: 256,
+            evict_proven: false,
         }
     }
 }
 
 impl ListenerLimits {
     /// The management port's: as the default but at most 256 connections
-    /// (operators and scrapers, not peers).
+    /// (operators and scrapers, not peers). The management server also
+    /// sets `evict_proven` when it has no token.
     pub fn management() -> ListenerLimits {
         ListenerLimits {
             max_connections: 256,
@@ -283,15 +291,25 @@ struct Acceptor {
 }
 
 impl Acceptor {
-    /// Closes the oldest unproven open connection; false if there is none.
+    /// Closes the oldest unproven open connection (or, with
+    /// `evict_proven`, the oldest of all when every one is proven); false
+    /// if there is none.
     fn evict_one(&mut self) -> bool {
         self.open.retain(|w| w.strong_count() > 0);
-        let victim = self
+        let live: Vec<Arc<ConnState>> = self
             .open
             .iter()
             .filter_map(Weak::upgrade)
-            .filter(|s| !s.proven.load(Ordering::Relaxed) && !s.evicted.load(Ordering::Relaxed))
-            .min_by_key(|s| s.accepted);
+            .filter(|s| !s.evicted.load(Ordering::Relaxed))
+            .collect();
+        let oldest = |proven: bool| {
+            live.iter()
+                .filter(|s| s.proven.load(Ordering::Relaxed) == proven)
+                .min_by_key(|s| s.accepted)
+                .cloned()
+        };
+        let victim =
+            oldest(false).or_else(|| self.limits.evict_proven.then(|| oldest(true)).flatten());
         let Some(v) = victim else {
             return false;
         };
@@ -399,6 +417,36 @@ mod tests {
                 Err(e) => return e.kind(),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn with_evict_proven_a_newcomer_closes_the_oldest_proven_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ListenerLimits {
+            max_connections: 1,
+            evict_proven: true,
+            ..ListenerLimits::default()
+        };
+        let stats = Arc::new(ListenerStats::default());
+        let mut incoming = Box::pin(bounded_incoming(listener, limits, stats.clone()));
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let mut s1 = futures::StreamExt::next(&mut incoming)
+            .await
+            .unwrap()
+            .unwrap();
+        s1.connect_info().mark_proven();
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        let next = tokio::spawn(async move {
+            let s2 = futures::StreamExt::next(&mut incoming).await;
+            (s2, incoming)
+        });
+        assert_eq!(drained(&mut s1).await, io::ErrorKind::ConnectionAborted);
+        drop(s1);
+        let (s2, _incoming) = next.await.unwrap();
+        assert!(s2.is_some_and(|c| c.is_ok()));
+        assert_eq!(stats.counts().evicted, 1);
+        assert_eq!(stats.counts().refused, 0);
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Hostile input on every port of a 3-node encrypted cluster, in-process on
 //! loopback: idle connections, oversized and stalled frames, random and
-//! mutated datagrams; idle and half-open connections on the management
-//! port while an operator's call must still get through. Afterwards every node is Operational with the same
+//! mutated datagrams; idle and half-open connections, and clients that
+//! made one call and went idle, on the management port while an
+//! operator's call must still get through. Afterwards every node is Operational with the same
 //! map, `/metrics` answered throughout, the process's resident memory
 //! stayed under [`RSS_BOUND_MB`], and the counters show the bad input.
 //!
@@ -37,6 +38,9 @@ const METRICS_IDLE: usize = 300;
 /// that stop half way through the HTTP/2 preface.
 const MANAGEMENT_IDLE: usize = 300;
 const MANAGEMENT_SLOW: usize = 8;
+/// Clients that make one management call and then stay connected, idle.
+/// The port has no token, so their call proves their connection.
+const MANAGEMENT_CALLERS: usize = 300;
 /// The management port's connection cap (`ListenerLimits::management`).
 const MANAGEMENT_CAP: usize = 256;
 /// Random datagrams sent to each gossip and each liveness port.
@@ -269,7 +273,15 @@ async fn hostile_input_on_every_port_leaves_the_cluster_working() {
             mgmt_held.push(s);
         }
     }
-    let held_count = held.len() + mgmt_held.len();
+    let mut callers = Vec::new();
+    for _ in 0..MANAGEMENT_CALLERS {
+        if let Ok(c) = Client::connect(&mgmt.to_string(), None, None).await {
+            if c.status().await.is_ok() {
+                callers.push(c);
+            }
+        }
+    }
+    let held_count = held.len() + mgmt_held.len() + callers.len();
 
     // While all of that is open, the bounds act: wait for the evidence.
     // The bounds' counters, as the nodes export them.
@@ -313,6 +325,7 @@ async fn hostile_input_on_every_port_leaves_the_cluster_working() {
     let mgmt_closed = closed_by_peer(&mgmt_held);
     drop(held);
     drop(mgmt_held);
+    drop(callers);
     let attack_time = attack_started.elapsed();
 
     // Afterwards: the cluster works and did not move.

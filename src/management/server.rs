@@ -109,7 +109,12 @@ impl PreparedServer {
         Ok(PreparedServer {
             builder,
             config: config.clone(),
-            limits: ListenerLimits::management(),
+            // Without a token any call proves a connection, so proven
+            // ones may be idle strangers too: the oldest makes room.
+            limits: ListenerLimits {
+                evict_proven: config.token.is_none(),
+                ..ListenerLimits::management()
+            },
         })
     }
 
