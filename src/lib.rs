@@ -39,6 +39,8 @@ pub mod discovery;
 #[doc(hidden)]
 pub mod gossip;
 #[doc(hidden)]
+pub mod listener;
+#[doc(hidden)]
 pub mod liveness;
 #[doc(hidden)]
 pub mod local;

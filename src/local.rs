@@ -181,12 +181,7 @@ impl LocalCluster {
             args.push("--join".into());
             args.push(j.to_string());
         }
-        for (flag, value) in flags {
-            match args.iter().position(|a| a == flag) {
-                Some(i) => args[i + 1] = value.to_string(),
-                None => args.extend([flag.to_string(), value.to_string()]),
-            }
-        }
+        set_flags(&mut args, flags);
         let prefix = prefix.iter().map(|s| s.to_string()).collect();
         self.spawn(node, args, prefix).await
     }
@@ -321,12 +316,23 @@ impl LocalCluster {
     /// Restarts a stopped or killed `node` with its data dir and the ports
     /// it had, so peers find it where they knew it.
     pub async fn restart(&mut self, node: &str) -> Result<(), LocalError> {
+        self.restart_with(node, &[]).await
+    }
+
+    /// [`restart`](Self::restart) with some agent flags replaced or added
+    /// (a rolling change of settings, e.g. switching to `--encrypt`).
+    pub async fn restart_with(
+        &mut self,
+        node: &str,
+        flags: &[(&str, &str)],
+    ) -> Result<(), LocalError> {
         let p = self
             .procs
             .remove(node)
             .ok_or_else(|| LocalError::Unknown(node.to_string()))?;
         let ready = self.observed().ready.get(node).cloned().unwrap_or_default();
         let (mut args, prefix) = (p.args, p.prefix);
+        set_flags(&mut args, flags);
         for (flag, ep) in PORT_FLAGS.iter().zip(PORT_NAMES) {
             let port = ready
                 .get(ep)
@@ -419,6 +425,17 @@ impl LocalCluster {
         let nodes = self.nodes();
         for n in nodes {
             let _ = self.stop(&n, Duration::from_secs(10)).await;
+        }
+    }
+}
+
+/// Replaces the value of each flag in `args`, or adds the flag.
+fn set_flags(args: &mut Vec<String>, flags: &[(&str, &str)]) {
+    for (flag, value) in flags {
+        let at = args.iter().position(|a| a == flag).map(|i| i + 1);
+        match at.filter(|i| *i < args.len()) {
+            Some(i) => args[i] = value.to_string(),
+            None => args.extend([flag.to_string(), value.to_string()]),
         }
     }
 }

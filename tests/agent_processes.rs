@@ -2,61 +2,21 @@
 //! of a follower and of the leader, restart from the data dir, simultaneous
 //! bootstrap, and two clusters that share a gossip pool but never merge.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
-use clusterfunk::local::{owners, unix_ms, Commit, LocalCluster};
+use clusterfunk::local::{owners, unix_ms, LocalCluster};
 use clusterfunk::management::Client;
+use common::procs::{cluster, covers_all, five, leader, wait_settled, PROC_WAIT};
 
-const SHARDS: u32 = 1000;
-const WAIT: Duration = Duration::from_secs(60);
-
-fn cluster(dir: &Path, name: &str) -> LocalCluster {
-    let exe = Path::new(env!("CARGO_BIN_EXE_clusterfunk"));
-    LocalCluster::new(exe, dir, name, &["--shards", "1000", "--log", "info"])
-}
-
-/// Five agents n1..n5 of cluster `name`, every one holding the first map
-/// over all five (returned per node).
-async fn five(
-    dir: &Path,
-    name: &str,
-) -> (
-    LocalCluster,
-    Vec<String>,
-    std::collections::BTreeMap<String, Commit>,
-) {
-    let mut lc = cluster(dir, name);
-    lc.start("n1", None).await.expect("start n1");
-    let seed = lc.endpoint("n1", "gossip").expect("gossip addr");
-    for i in 2..=5 {
-        lc.start(&format!("n{i}"), Some(&seed))
-            .await
-            .expect("start");
-    }
-    let all = lc.nodes();
-    let first = lc
-        .wait_commit(&all, 0, WAIT, |c| owners(c).len() == 5 && covers_all(c))
-        .await
-        .expect("first map on every node");
-    (lc, all, first)
-}
-
-fn covers_all(c: &Commit) -> bool {
-    c.owners.values().sum::<u32>() == SHARDS
-}
-
-fn leader(commits: &std::collections::BTreeMap<String, Commit>) -> String {
-    let leaders: BTreeSet<_> = commits.values().filter_map(|c| c.leader.clone()).collect();
-    assert_eq!(leaders.len(), 1, "one leader in {commits:?}");
-    leaders.into_iter().next().expect("leader")
-}
+const WAIT: Duration = PROC_WAIT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_agents_survive_follower_and_leader_kills_and_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut lc, all, first) = five(dir.path(), "p").await;
+    let (mut lc, all, first) = five(dir.path(), "p", &[]).await;
     let epochs: BTreeSet<u64> = first.values().map(|c| c.epoch).collect();
     assert_eq!(epochs.len(), 1, "one map everywhere: {first:?}");
 
@@ -104,14 +64,14 @@ async fn five_agents_survive_follower_and_leader_kills_and_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_start_gives_one_cluster_and_names_never_merge() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut a = cluster(dir.path(), "alpha");
+    let mut a = cluster(dir.path(), "alpha", &[]);
     a.start("a1", None).await.expect("start a1");
     let seed = a.endpoint("a1", "gossip").expect("gossip addr");
     // a2 and a3 start before any cluster exists (bootstrap_expect 3).
     a.start("a2", Some(&seed)).await.expect("start a2");
     a.start("a3", Some(&seed)).await.expect("start a3");
     // Cluster beta gossips through alpha's seed but must stay apart.
-    let mut b = cluster(dir.path(), "beta");
+    let mut b = cluster(dir.path(), "beta", &[]);
     for n in ["b1", "b2", "b3"] {
         b.start(n, Some(&seed)).await.expect("start beta");
     }
@@ -144,39 +104,6 @@ async fn simultaneous_start_gives_one_cluster_and_names_never_merge() {
     }
     a.shutdown().await;
     b.shutdown().await;
-}
-
-/// Every node's status, when every node answers, agrees on one leader and
-/// one epoch and is operational.
-async fn settled(lc: &LocalCluster, nodes: &[String]) -> Option<(String, u64)> {
-    let mut seen = BTreeSet::new();
-    for n in nodes {
-        let addr = lc.endpoint(n, "management")?;
-        let client = Client::connect(&addr, None, None).await.ok()?;
-        let s = client.status().await.ok()?;
-        if !s.operational {
-            return None;
-        }
-        seen.insert((s.leader?, s.epoch));
-    }
-    (seen.len() == 1).then(|| seen.into_iter().next()).flatten()
-}
-
-/// Polls [`settled`] until `accept` takes its answer; panics after WAIT.
-async fn wait_settled(
-    lc: &LocalCluster,
-    nodes: &[String],
-    what: &str,
-    accept: impl Fn(&(String, u64)) -> bool,
-) -> (String, u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(s) = settled(lc, nodes).await.filter(|s| accept(s)) {
-            return s;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Fails naming how many shards moved (not printing 1,000 owners).
@@ -213,8 +140,8 @@ async fn full_map(lc: &LocalCluster, node: &str) -> (u64, Vec<Option<String>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_down_and_a_full_restart_move_no_shard() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut lc, all, _) = five(dir.path(), "still").await;
-    let (lead, _) = wait_settled(&lc, &all, "formed", |_| true).await;
+    let (mut lc, all, _) = five(dir.path(), "still", &[]).await;
+    let (lead, _) = wait_settled(&lc, &all, None, "formed", |_| true).await;
     let before = full_map(&lc, &lead).await;
     assert!(before.1.iter().all(Option::is_some), "every shard owned");
 
@@ -222,7 +149,10 @@ async fn a_step_down_and_a_full_restart_move_no_shard() {
     let addr = lc.endpoint(&lead, "management").expect("management");
     let client = Client::connect(&addr, None, None).await.expect("connect");
     client.step_down().await.expect("step down");
-    let (new_lead, _) = wait_settled(&lc, &all, "a new leader, settled", |(l, _)| *l != lead).await;
+    let (new_lead, _) = wait_settled(&lc, &all, None, "a new leader, settled", |(l, _)| {
+        *l != lead
+    })
+    .await;
     assert_same_map(
         &before,
         &full_map(&lc, &new_lead).await,
@@ -238,7 +168,7 @@ async fn a_step_down_and_a_full_restart_move_no_shard() {
     for n in &all {
         lc.restart(n).await.expect("restart");
     }
-    let (lead, _) = wait_settled(&lc, &all, "restarted cluster settled", |_| true).await;
+    let (lead, _) = wait_settled(&lc, &all, None, "restarted cluster settled", |_| true).await;
     let after = full_map(&lc, &lead).await;
     if after.0 != before.0 {
         eprintln!(
@@ -253,7 +183,7 @@ async fn a_step_down_and_a_full_restart_move_no_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_sigterm_restart_keeps_every_node_owning_shards() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut lc, all, _) = five(dir.path(), "rolling").await;
+    let (mut lc, all, _) = five(dir.path(), "rolling", &[]).await;
     for n in &all {
         // SIGTERM drains the node (its shards move away first), then a
         // restart with the same flags must give it its share back.

@@ -11,42 +11,23 @@ use std::collections::BTreeSet;
 
 use clusterfunk::cluster::{ClusterEvent, KeyOp};
 use clusterfunk::config::StorageConfig;
-use clusterfunk::gossip::{fingerprint, Keyring};
+use clusterfunk::gossip::fingerprint;
 use clusterfunk::management::{Client, NodeKeys};
-use clusterfunk::raft::{RaftAuth, AUTH_HEADER};
 use clusterfunk::{Agent, Cluster, Config, NodeState};
 use common::cluster::{start_agents, stop_all};
+use common::secure::{assert_credentials, counter, keyed};
 use common::wait::wait_until;
-use tonic::metadata::MetadataValue;
 use tonic::Code;
-
-#[allow(clippy::all, missing_docs, dead_code)]
-mod pb {
-    tonic::include_proto!("clusterfunk.v1.raft");
-}
 
 const OLD: [u8; 32] = [0x31; 32];
 const NEW: [u8; 32] = [0x42; 32];
 const TOKEN: &str = "keys-test-token";
 
-/// An encrypted node; the Raft credential is left to the library to
-/// derive from the keyring.
+/// An encrypted node with a management token.
 fn config(name: &str, key: &[u8]) -> Config {
-    let mut c = Config::local(name);
-    c.cluster_name = "keys".into();
-    c.shard_count = 128;
-    c.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"));
-    c.gossip.keyring = Some(Keyring::new(key).expect("key"));
+    let mut c = keyed(name, "keys", Some(key));
     c.auth.token = Some(TOKEN.into());
     c
-}
-
-fn counter(c: &Cluster, name: &str) -> u64 {
-    let text = c.metrics().encode_text().expect("metrics");
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 fn names(c: &Cluster) -> BTreeSet<String> {
@@ -140,23 +121,12 @@ async fn a_new_key_replaces_the_old_one_with_no_node_dropping_out() {
     // refuses the old one's (an unknown caller is refused by membership,
     // after authentication).
     for n in &nodes {
-        let addr = n.local_endpoints()["raft"];
-        let mut raft = pb::raft_client::RaftClient::connect(format!("http://{addr}"))
-            .await
-            .expect("connect raft");
-        for (key, want) in [
+        let addr = n.local_endpoints()["raft"].to_string();
+        let cases: [(&[u8], Code); 2] = [
             (&OLD, Code::Unauthenticated),
             (&NEW, Code::PermissionDenied),
-        ] {
-            let cred = RaftAuth::from_secret(key).header_value();
-            let mut req = tonic::Request::new(pb::ElectRequest { from: 1 });
-            req.metadata_mut().insert(
-                AUTH_HEADER,
-                MetadataValue::try_from(cred.to_str().expect("ascii")).expect("value"),
-            );
-            let got = raft.elect(req).await.expect_err("elect from a stranger");
-            assert_eq!(got.code(), want, "{}: {got:?}", n.node_id());
-        }
+        ];
+        assert_credentials(&addr, &cases).await;
     }
 
     // A node with only the old key cannot join.

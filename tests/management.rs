@@ -5,77 +5,18 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clusterfunk::cluster::Seams;
-use clusterfunk::config::{AuthConfig, TlsConfig};
+use clusterfunk::config::AuthConfig;
 use clusterfunk::management::{Client, ClientTls, EventKind, Health, NodeFilter};
 use clusterfunk::{Agent, Config, NodeState};
 use common::cluster::{start_agents, stop_all};
+use common::secure::certs;
 use common::wait::{wait_until, wait_until_async, WAIT};
 use tonic::Code;
 
 const TOKEN: &str = "let-me-in";
-
-// A test CA and a node certificate it signed (P-256, SAN 127.0.0.1 and
-// localhost, server and client auth, valid until 2126).
-const CA_PEM: &str = "\
------BEGIN CERTIFICATE-----
-MIIBpDCCAUmgAwIBAgIURpWJf0h1/YgU9OBWiqNblBYUbPEwCgYIKoZIzj0EAwIw
-HjEcMBoGA1UEAwwTY2x1c3RlcmZ1bmsgdGVzdCBDQTAgFw0yNjExMjMxNTIzMDRa
-GA8yMTI2MTAzMDE1MjMwNFowHjEcMBoGA1UEAwwTY2x1c3RlcmZ1bmsgdGVzdCBD
-QTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABMO63Uv0f947FnRdedxlMBh1442H
-cf5PaVLQ0yb2W8mNREekjTW/L1AxLS67l7gL8iIRPQikEA2pNbBt8Lji/I2jYzBh
-MB0GA1UdDgQWBBRe2chBiQ9OJKRyNVG+I5AXXYf7KzAfBgNVHSMEGDAWgBRe2chB
-iQ9OJKRyNVG+I5AXXYf7KzAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwIB
-BjAKBggqhkjOPQQDAgNJADBGAiEAhTqa0wueakxf3XobDv10uL3WP5SNtYF/5nt4
-/JukG+8CIQDXsvCNg8jpd/GwTT5iVXYVlMU47hmlAvqYAMTTevWGnQ==
------END CERTIFICATE-----
-";
-const NODE_PEM: &str = "\
------BEGIN CERTIFICATE-----
-MIIB2zCCAYCgAwIBAgIUGiupcM9J0NpPRmajrHbMzbzlyqowCgYIKoZIzj0EAwIw
-HjEcMBoGA1UEAwwTY2x1c3RlcmZ1bmsgdGVzdCBDQTAgFw0yNjExMjMxNTIzMDRa
-GA8yMTI2MTAzMDE1MjMwNFowGzEZMBcGA1UEAwwQY2x1c3RlcmZ1bmsgbm9kZTBZ
-MBMGByqGSM49AgEGCCqGSM49AwEHA0IABK9HLU2EGE9diNyAUki8Y8+GEPh6RPIQ
-0B/RYHSxh5VP//uGN+eLcUH4wK4tPAt2iMpjgBkR2Uc6SPyVJMmloyujgZwwgZkw
-DAYDVR0TAQH/BAIwADAOBgNVHQ8BAf8EBAMCB4AwHQYDVR0lBBYwFAYIKwYBBQUH
-AwEGCCsGAQUFBwMCMBoGA1UdEQQTMBGHBH8AAAGCCWxvY2FsaG9zdDAdBgNVHQ4E
-FgQUH2j/PJK3D7x3QkvnwnVLfUvELXgwHwYDVR0jBBgwFoAUXtnIQYkPTiSkcjVR
-viOQF12H+yswCgYIKoZIzj0EAwIDSQAwRgIhAP8JYK2bVygo1U/ZQ/6c/rIbDoVB
-GKV5rfU1x5eiO1beAiEA/s7oqOGp+sfe5ir2MML1Y8+NKWPufLCXmQvyPgJJw9s=
------END CERTIFICATE-----
-";
-const NODE_KEY: &str = "\
------BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgn8lFlIUCME6pe8fQ
-+lNeGyn7SJBWDbiuUq3FWLjisKyhRANCAASvRy1NhBhPXYjcgFJIvGPPhhD4ekTy
-ENAf0WB0sYeVT//7hjfni3FB+MCuLTwLdojKY4AZEdlHOkj8lSTJpaMr
------END PRIVATE KEY-----
-";
-
-struct Certs {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn certs() -> Certs {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let write = |name: &str, body: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, body).expect("write pem");
-        p
-    };
-    Certs {
-        ca: write("ca.pem", CA_PEM),
-        cert: write("node.pem", NODE_PEM),
-        key: write("node.key", NODE_KEY),
-        _dir: dir,
-    }
-}
 
 fn config(name: &str, seeds: &[String], mgmt: &AuthConfig) -> Config {
     let mut c = Config::local(name);
@@ -155,12 +96,7 @@ fn code<T: std::fmt::Debug>(r: Result<T, clusterfunk::management::ManagementErro
 async fn reads_and_forwarded_writes_over_mutual_tls_with_a_token() {
     let certs = certs();
     let mgmt = AuthConfig {
-        tls: Some(TlsConfig {
-            cert: certs.cert.clone(),
-            key: certs.key.clone(),
-            ca: Some(certs.ca.clone()),
-            server_name: None,
-        }),
+        tls: Some(certs.tls()),
         token: Some(TOKEN.into()),
     };
     let nodes = start(3, &mgmt).await;

@@ -1,6 +1,8 @@
 //! Hostile input on every port of a 3-node encrypted cluster, in-process on
 //! loopback: idle connections, oversized and stalled frames, random and
-//! mutated datagrams. Afterwards every node is Operational with the same
+//! mutated datagrams; idle and half-open connections, and clients that
+//! made one call and went idle, on the management port while an
+//! operator's call must still get through. Afterwards every node is Operational with the same
 //! map, `/metrics` answered throughout, the process's resident memory
 //! stayed under [`RSS_BOUND_MB`], and the counters show the bad input.
 //!
@@ -14,9 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clusterfunk::gossip::Keyring;
-use clusterfunk::raft::RaftAuth;
+use clusterfunk::management::Client;
 use clusterfunk::{Agent, Cluster, Config, NodeState};
+use common::secure::{counter, keyed, labeled};
 use common::wait::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -32,19 +34,23 @@ const RAFT_IDLE: usize = 1200;
 const GOSSIP_IDLE: usize = 100;
 /// Idle connections opened to the metrics port (cap 256).
 const METRICS_IDLE: usize = 300;
+/// Idle connections opened to the management port (cap 256), and ones
+/// that stop half way through the HTTP/2 preface.
+const MANAGEMENT_IDLE: usize = 300;
+const MANAGEMENT_SLOW: usize = 8;
+/// Clients that make one management call and then stay connected, idle.
+/// The port has no token, so their call proves their connection.
+const MANAGEMENT_CALLERS: usize = 300;
+/// The management port's connection cap (`ListenerLimits::management`).
+const MANAGEMENT_CAP: usize = 256;
 /// Random datagrams sent to each gossip and each liveness port.
 const DATAGRAMS: usize = 10_000;
 
 const KEY: [u8; 32] = [0x42; 32];
 
 fn config(name: &str, seeds: &[String]) -> Config {
-    let mut c = Config::local(name);
-    c.cluster_name = "attack".into();
-    c.shard_count = 256;
+    let mut c = keyed(name, "attack", Some(&KEY));
     c.join = seeds.to_vec();
-    c.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"));
-    c.gossip.keyring = Some(Keyring::new(&KEY).expect("key"));
-    c.raft.auth = Some(RaftAuth::from_secret(&KEY));
     c
 }
 
@@ -60,24 +66,6 @@ fn vm_rss_kb() -> u64 {
                 .ok()
         })
         .unwrap_or(0)
-}
-
-fn counter(c: &Cluster, name: &str) -> u64 {
-    let text = c.metrics().encode_text().expect("metrics");
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// The value of `name` with label value `label` (e.g. a reason).
-fn labeled(c: &Cluster, name: &str, label: &str) -> u64 {
-    let text = c.metrics().encode_text().expect("metrics");
-    let want = format!("\"{label}\"");
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(&want))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 fn epoch_and_owners(c: &Cluster) -> Option<(u64, BTreeSet<String>)> {
@@ -120,6 +108,23 @@ async fn scrape(addr: SocketAddr) -> bool {
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+/// How many of `conns` the server closed (end of stream or reset).
+fn closed_by_peer(conns: &[TcpStream]) -> usize {
+    let mut buf = [0u8; 64];
+    conns
+        .iter()
+        .filter(|s| loop {
+            match s.try_read(&mut buf) {
+                Ok(0) => break true,
+                // Server bytes (a SETTINGS frame): read on.
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(_) => break true,
+            }
+        })
+        .count()
 }
 
 async fn open_idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
@@ -258,7 +263,25 @@ async fn hostile_input_on_every_port_leaves_the_cluster_working() {
             held.push(s);
         }
     }
-    let held_count = held.len();
+    // Management port: idle connections beyond the cap, and prefaces that
+    // stop half way.
+    let mgmt = nodes[0].local_endpoints()["management"];
+    let mut mgmt_held = open_idle(mgmt, MANAGEMENT_IDLE).await;
+    for _ in 0..MANAGEMENT_SLOW {
+        if let Ok(mut s) = TcpStream::connect(mgmt).await {
+            let _ = s.write_all(b"PRI * HTTP/2.0\r\n").await;
+            mgmt_held.push(s);
+        }
+    }
+    let mut callers = Vec::new();
+    for _ in 0..MANAGEMENT_CALLERS {
+        if let Ok(c) = Client::connect(&mgmt.to_string(), None, None).await {
+            if c.status().await.is_ok() {
+                callers.push(c);
+            }
+        }
+    }
+    let held_count = held.len() + mgmt_held.len() + callers.len();
 
     // While all of that is open, the bounds act: wait for the evidence.
     // The bounds' counters, as the nodes export them.
@@ -279,9 +302,30 @@ async fn hostile_input_on_every_port_leaves_the_cluster_working() {
         })
     })
     .await;
-    // A real scrape gets through while every attack connection is open.
+    // A real scrape gets through while every attack connection is open,
+    // and so does an operator's management call.
     assert!(scrape(metrics_addr).await, "/metrics denied under attack");
+    let call = tokio::time::timeout(Duration::from_secs(5), async {
+        let c = Client::connect(&mgmt.to_string(), None, None).await?;
+        c.status().await
+    })
+    .await;
+    assert!(
+        matches!(call, Ok(Ok(ref s)) if s.node_id == "n0"),
+        "management call denied under attack: {call:?}"
+    );
+    // The management port held no more than its cap: the server closed
+    // the idle connections beyond it (without bounds it closes none).
+    let must_close = mgmt_held.len() + 1 - MANAGEMENT_CAP;
+    wait_until(
+        "management port closed the connections beyond its cap",
+        || closed_by_peer(&mgmt_held) >= must_close,
+    )
+    .await;
+    let mgmt_closed = closed_by_peer(&mgmt_held);
     drop(held);
+    drop(mgmt_held);
+    drop(callers);
     let attack_time = attack_started.elapsed();
 
     // Afterwards: the cluster works and did not move.
@@ -325,6 +369,19 @@ async fn hostile_input_on_every_port_leaves_the_cluster_working() {
         raft_closed("refused"),
         raft_closed("timed_out"),
     );
+    common::wait::wait_until_async("management bounds exported", || async {
+        labeled(
+            &nodes[0],
+            "clusterfunk_management_connections_closed_total",
+            "evicted",
+        ) > 0
+    })
+    .await;
+    let mgmt_evicted = labeled(
+        &nodes[0],
+        "clusterfunk_management_connections_closed_total",
+        "evicted",
+    );
     println!(
         "attack: {held_count} connections held, {} datagrams, {:?}; rss start {} MB, peak {peak_mb} MB (bound {RSS_BOUND_MB}); \
          /metrics {ok} ok, {failed} failed, slowest {slowest:?}; raft n0 closed (evicted, refused, timed out) {rc:?}",
@@ -335,6 +392,10 @@ async fn hostile_input_on_every_port_leaves_the_cluster_working() {
     for r in &report {
         println!("  {r}");
     }
+    println!(
+        "  management n0: {mgmt_closed} of {} attack connections closed by the server, evicted={mgmt_evicted}",
+        MANAGEMENT_IDLE + MANAGEMENT_SLOW
+    );
 
     assert_eq!(failed, 0, "/metrics failed during the attack");
     assert!(ok > 0);

@@ -1,46 +1,31 @@
 //! Trust, in-process over loopback: with a cluster secret, nodes without it
 //! (or with another one) never become members, and raw Raft calls without
-//! the cluster credential are refused. Also the gossip-level rolling switch
-//! from plaintext to encryption.
+//! the cluster credential are refused; nodes that gossip lets in but that
+//! cannot talk Raft with the cluster (plaintext in a TLS cluster, another
+//! credential) fail the admission check and cause no re-proposal. Also the
+//! gossip-level rolling switch from plaintext to encryption.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use clusterfunk::cluster::Seams;
 use clusterfunk::gossip::{Gossip, GossipConfig, Keyring, MemNetwork, MemberStatus};
 use clusterfunk::raft::{RaftAuth, AUTH_HEADER};
 use clusterfunk::{Agent, Cluster, Config, NodeState};
-use common::wait::{wait_until, wait_until_async};
+use common::cluster::{start_agents, stop_all};
+use common::secure::{certs, counter, keyed, labeled, pb, raft_members};
+use common::wait::{holds_for, wait_until, wait_until_async};
 use tonic::metadata::MetadataValue;
 use tonic::Code;
-
-#[allow(clippy::all, missing_docs, dead_code)]
-mod pb {
-    tonic::include_proto!("clusterfunk.v1.raft");
-}
 
 const KEY: [u8; 32] = [0x5a; 32];
 
 fn config(name: &str, seeds: &[String], key: Option<&[u8]>) -> Config {
-    let mut c = Config::local(name);
-    c.cluster_name = "trust".into();
-    c.shard_count = 256;
+    let mut c = keyed(name, "trust", key);
     c.join = seeds.to_vec();
-    c.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"));
-    if let Some(k) = key {
-        c.gossip.keyring = Some(Keyring::new(k).expect("key"));
-        c.raft.auth = Some(RaftAuth::from_secret(k));
-    }
     c
-}
-
-fn counter(c: &Cluster, name: &str) -> u64 {
-    let text = c.metrics().encode_text().expect("metrics");
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 fn owners(c: &Cluster) -> BTreeSet<String> {
@@ -101,7 +86,7 @@ async fn outsiders_stay_out_and_raw_raft_calls_need_the_credential() {
     for n in &nodes {
         let seen: BTreeSet<String> = n.cluster_members().into_iter().map(|m| m.name).collect();
         assert_eq!(seen, members, "{} sees outsiders", n.node_id());
-        let raft: BTreeSet<String> = n.nodes().into_iter().collect();
+        let raft = raft_members(n);
         assert!(
             !raft.contains("plain") && !raft.contains("wrong"),
             "outsider in Raft: {raft:?}"
@@ -272,4 +257,150 @@ async fn rolling_switch_to_encryption() {
     for g in [plain, step1, step2, step3] {
         g.shutdown().await.unwrap();
     }
+}
+
+/// How long the admission test watches for churn. Without the check the
+/// first outsider is a learner within about a second (the next membership
+/// reconcile) and a proposal with it times out after `ack_timeout`.
+const NO_CHURN_WINDOW: Duration = Duration::from_secs(4);
+const REFUSALS: &str = "clusterfunk_raft_admission_refusals_total";
+
+/// Nodes gossip lets in but that cannot take part in Raft are left out by
+/// the admission check, with no membership change and no new map. The
+/// cluster runs mutual TLS plus a Raft credential; the outsiders are a
+/// plaintext node (the issue: added as a learner, then propose -> ack
+/// timeout -> propose again, epochs 1 -> 12 in 30 s), a TLS node with
+/// another credential and a TLS node with none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_failing_the_admission_check_stay_out_with_no_reproposal() {
+    let certs = certs();
+    let secure = |name: &str, cred: Option<&[u8]>| {
+        let mut c = keyed(name, "tls", None);
+        c.auth.tls = Some(certs.tls());
+        c.raft.auth = cred.map(RaftAuth::from_secret);
+        c
+    };
+    let nodes = start_agents(3, Seams::default(), |i| {
+        secure(&format!("t{i}"), Some(b"cluster credential"))
+    })
+    .await;
+    let everyone: BTreeSet<String> = ["t0", "t1", "t2"].iter().map(|s| s.to_string()).collect();
+    wait_until("three TLS nodes operational with one map", || {
+        nodes.iter().all(|n| {
+            n.state() == NodeState::Operational
+                && owners(n) == everyone
+                && n.epoch().is_some()
+                && n.epoch() == nodes[0].epoch()
+        })
+    })
+    .await;
+    let epoch = nodes[0].epoch();
+    let seed = nodes[0].local_endpoints()["gossip"].to_string();
+    let mut outsiders = Vec::new();
+    for (name, mut c) in [
+        ("plain", keyed("plain", "tls", None)),
+        (
+            "othercred",
+            secure("othercred", Some(b"another credential")),
+        ),
+        ("nocred", secure("nocred", None)),
+    ] {
+        c.join = vec![seed.clone()];
+        outsiders.push(
+            Agent::start(c)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
+        );
+    }
+    let leader = nodes
+        .iter()
+        .find(|n| n.leader().as_deref() == Some(n.node_id()))
+        .expect("a leader");
+    wait_until("the leader sees every outsider alive in gossip", || {
+        let alive = leader
+            .cluster_members()
+            .into_iter()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .count();
+        alive == 6
+    })
+    .await;
+
+    // The claim: from now on no Raft membership change and no new map.
+    holds_for(
+        "no outsider in Raft and no new map",
+        NO_CHURN_WINDOW,
+        || {
+            for n in &nodes {
+                let (raft, now) = (raft_members(n), n.epoch());
+                if raft != everyone || now != epoch || owners(n) != everyone {
+                    return Err(format!(
+                        "{}: raft {raft:?}, epoch {epoch:?} -> {now:?}, owners {:?}",
+                        n.node_id(),
+                        owners(n)
+                    ));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    // Each was checked, refused for its reason and counted by the leader.
+    let reasons = [
+        ("unreachable", "plaintext"),
+        ("unauthenticated", "another credential"),
+        ("no_credential", "no credential"),
+    ];
+    wait_until_async("every refusal counted", || async {
+        reasons
+            .iter()
+            .all(|(reason, _)| labeled(leader, REFUSALS, reason) >= 1)
+    })
+    .await;
+    for (reason, who) in reasons {
+        println!("{who}: refused {} times", labeled(leader, REFUSALS, reason));
+    }
+    for c in outsiders {
+        c.stop().await;
+    }
+    stop_all(&nodes).await;
+}
+
+/// The same check at bootstrap: the node that initialises Raft checks the
+/// others first, leaves out one that fails (a plaintext node among TLS
+/// ones) and waits until `bootstrap_expect` nodes passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bootstrap_leaves_out_a_node_failing_the_admission_check() {
+    let certs = certs();
+    let tls = |name: &str| {
+        let mut c = keyed(name, "boot", None);
+        c.auth.tls = Some(certs.tls());
+        c
+    };
+    let t0 = Agent::start(tls("t0")).await.expect("t0");
+    let seed = vec![t0.local_endpoints()["gossip"].to_string()];
+    let mut plain = keyed("zplain", "boot", None);
+    plain.join = seed.clone();
+    let plain = Agent::start(plain).await.expect("plaintext node");
+    let mut nodes = vec![t0];
+    for name in ["t1", "t2"] {
+        let mut c = tls(name);
+        c.join = seed.clone();
+        nodes.push(Agent::start(c).await.expect(name));
+    }
+    let good: BTreeSet<String> = ["t0", "t1", "t2"].iter().map(|s| s.to_string()).collect();
+    wait_until("the three TLS nodes formed a cluster", || {
+        nodes.iter().all(|n| {
+            n.state() == NodeState::Operational
+                && owners(n) == good
+                && n.epoch() == nodes[0].epoch()
+        })
+    })
+    .await;
+    for n in &nodes {
+        assert_eq!(raft_members(n), good, "{}", n.node_id());
+    }
+    assert!(labeled(&nodes[0], REFUSALS, "unreachable") >= 1);
+    plain.stop().await;
+    stop_all(&nodes).await;
 }

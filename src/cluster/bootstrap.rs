@@ -64,6 +64,8 @@ pub(crate) fn decide(local: &str, expect: usize, visible: &[Candidate]) -> Decis
 #[derive(Debug, Default)]
 pub(crate) struct Settle {
     seen: Option<(Vec<String>, Instant)>,
+    /// After a failed bootstrap, no new attempt before this.
+    retry_at: Option<Instant>,
 }
 
 impl Settle {
@@ -78,6 +80,9 @@ impl Settle {
         members: &[Member],
         now: Instant,
     ) -> Option<BTreeMap<NodeId, RaftNodeInfo>> {
+        if self.retry_at.is_some_and(|t| now < t) {
+            return None;
+        }
         let visible: Vec<Candidate> = members
             .iter()
             .filter(|m| m.status == MemberStatus::Alive)
@@ -116,6 +121,12 @@ impl Settle {
         }
         info!(voters = ?names, "bootstrapping a new cluster");
         Some(init)
+    }
+
+    /// The bootstrap failed (e.g. too few nodes passed the admission
+    /// check): try again no earlier than `until`.
+    pub fn retry_after(&mut self, until: Instant) {
+        self.retry_at = Some(until);
     }
 }
 

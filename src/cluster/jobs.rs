@@ -14,13 +14,17 @@ use tracing::{debug, info, warn};
 use super::leader::{MembershipChange, Write};
 use super::ClusterError;
 use crate::gossip::Gossip;
-use crate::raft::{Command, NodeId, RaftApiError, RaftNode, RaftNodeInfo, Response};
+use crate::raft::{AdmitError, Command, NodeId, RaftApiError, RaftNode, RaftNodeInfo, Response};
 
 /// A finished job.
 pub(super) enum Done {
     Write(Write, Result<Response, String>),
     Membership(Result<(), String>),
-    Bootstrap(Result<(), String>),
+    /// The admission check of a node to add.
+    Admitted(RaftNodeInfo, Result<(), AdmitError>),
+    /// The bootstrap, and the members it left out for failing the
+    /// admission check.
+    Bootstrap(Result<(), String>, Vec<(RaftNodeInfo, AdmitError)>),
     Joined(Result<usize, String>),
     Acked(bool),
     /// The registry write that undoes a stop's drain finished.
@@ -89,12 +93,41 @@ pub(super) async fn join_peer(gossip: Gossip, addr: SocketAddr) -> Done {
     Done::Joined(gossip.join(&[addr]).await.map_err(|e| e.to_string()))
 }
 
-/// Initialises Raft with `members` (this node bootstraps the cluster).
+/// Initialises Raft with `members` (this node bootstraps the cluster),
+/// after the admission check of every other one: those that fail it are
+/// left out, and with fewer than `expect` left nothing is initialised.
 pub(super) async fn bootstrap(
     raft: Arc<RaftNode>,
     members: BTreeMap<NodeId, RaftNodeInfo>,
+    expect: usize,
 ) -> Done {
-    Done::Bootstrap(raft.initialize(members).await.map_err(|e| e.to_string()))
+    let me = raft.id();
+    let checks = members
+        .iter()
+        .filter(|(id, _)| **id != me)
+        .map(|(id, info)| {
+            let raft = raft.clone();
+            async move { (*id, raft.admit(&info.name, &info.addr, None).await) }
+        });
+    let mut admitted = members.clone();
+    let mut refused = Vec::new();
+    for (id, r) in futures::future::join_all(checks).await {
+        if let Err(e) = r {
+            if let Some(info) = admitted.remove(&id) {
+                refused.push((info, e));
+            }
+        }
+    }
+    let r = if admitted.len() < expect {
+        Err(format!(
+            "{} of {} nodes passed the admission check, {expect} expected",
+            admitted.len(),
+            members.len()
+        ))
+    } else {
+        raft.initialize(admitted).await.map_err(|e| e.to_string())
+    };
+    Done::Bootstrap(r, refused)
 }
 
 /// A leader write.
@@ -122,6 +155,18 @@ pub(super) async fn ack(raft: Arc<RaftNode>, epoch: u64) -> Done {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Done::Acked(false)
+}
+
+/// The admission check of `info` (see `crate::raft::admit`).
+pub(super) async fn admit(
+    raft: Arc<RaftNode>,
+    info: RaftNodeInfo,
+    cluster_id: Option<String>,
+) -> Done {
+    let r = raft
+        .admit(&info.name, &info.addr, cluster_id.as_deref())
+        .await;
+    Done::Admitted(info, r)
 }
 
 /// A membership change the leader decided, step by step.

@@ -21,7 +21,8 @@
 //!   `ack_timeout` and a new map follows without them.
 //! - After an election the previous leader is treated as dead until it
 //!   answers a liveness probe; after a hand-over (step-down) it is not.
-//! - Membership: new Raft-capable members join as learners, at most
+//! - Membership: new Raft-capable members join as learners once they pass
+//!   the admission check ([`Admission`]), at most
 //!   `max_voters` vote, spread over zones; members gone for `removal_grace`
 //!   (or removed by an operator) leave Raft.
 //! - The cluster id is written before any map.
@@ -32,6 +33,7 @@ use std::net::SocketAddr;
 use tokio::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
+use super::admission::Admission;
 use super::ids::raft_id;
 use super::reshard::{Step, Tracker};
 use super::tags::{self, NodeTags};
@@ -40,7 +42,7 @@ use super::{voters, ClusterError, ClusterEvent};
 use crate::config::Config;
 use crate::gossip::{Member, MemberEvent, MemberEventKind};
 use crate::liveness::LivenessEvent;
-use crate::raft::{ClusterState, Membership, NodeId, Response};
+use crate::raft::{AdmitError, ClusterState, Membership, NodeId, RaftNodeInfo, Response};
 use crate::shards::ShardMap;
 
 /// How long after an election the first map waits (see `became_leader`).
@@ -88,6 +90,12 @@ pub(super) enum Action {
     Commit(u64),
     /// Change the Raft membership in a background job.
     ChangeMembership(MembershipChange),
+    /// Run the admission check of a node to add, in a background job (the
+    /// answer comes back through [`Leader::on_admitted`]).
+    Admit {
+        info: RaftNodeInfo,
+        cluster_id: Option<String>,
+    },
     /// Stop probing every liveness target.
     ClearLiveness,
     /// Probe this node at this address.
@@ -141,6 +149,7 @@ pub(super) struct Leader {
     gone_since: BTreeMap<String, Instant>,
     removed: BTreeSet<String>,
     proposed_at: BTreeMap<u64, Instant>,
+    admission: Admission,
     pub(super) counts: Counters,
 }
 
@@ -166,6 +175,7 @@ impl Leader {
             gone_since: BTreeMap::new(),
             removed: BTreeSet::new(),
             proposed_at: BTreeMap::new(),
+            admission: Admission::default(),
             counts: Counters::default(),
         }
     }
@@ -237,6 +247,7 @@ impl Leader {
         self.write_busy = false;
         self.commit_wanted = None;
         self.membership_busy = false;
+        self.admission.reset();
         let mut out = vec![Action::ClearLiveness];
         self.sync_targets(ins, &mut out);
         // The first map waits a moment: a suspected previous leader that is
@@ -452,6 +463,19 @@ impl Leader {
         }
     }
 
+    /// The admission check of `info` finished.
+    pub fn on_admitted(
+        &mut self,
+        info: &RaftNodeInfo,
+        result: &Result<(), AdmitError>,
+        now: Instant,
+    ) {
+        self.admission.on_result(info, result, now);
+        if result.is_ok() {
+            self.mark_dirty(now);
+        }
+    }
+
     /// The periodic step. `answering(name)`: the liveness checker has a
     /// reply from `name` (clears a suspected previous leader).
     pub fn tick(
@@ -616,9 +640,21 @@ impl Leader {
             healthy: &healthy,
             gone_long: &gone_long,
         };
-        let Some((change, voters)) = voters::plan(&facts) else {
+        let Some((mut change, voters)) = voters::plan(&facts) else {
             return;
         };
+        // New members join only once they passed the admission check.
+        let (ready, check) = self.admission.split(std::mem::take(&mut change.add), now);
+        change.add = ready;
+        for info in check {
+            let cluster_id = ins.cluster_id.map(str::to_string);
+            out.push(Action::Admit { info, cluster_id });
+        }
+        if change.is_empty() {
+            return;
+        }
+        self.admission
+            .added(change.add.iter().map(|(_, i)| i.name.as_str()));
         self.membership_busy = true;
         info!(
             add = change.add.len(),

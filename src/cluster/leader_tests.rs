@@ -492,29 +492,52 @@ fn membership_adds_learners_then_spreads_voters_over_zones() {
     let mut w = World::new(&["a"]);
     w.members = zones.iter().map(|(n, z)| member(n, z)).collect();
     let mut l = elected(&w, t0);
+    // Every new member is checked first; nobody is added unchecked.
     let out = tick(&mut l, &w, t0 + ms(5));
+    let checks: Vec<RaftNodeInfo> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Admit { info, .. } => Some(info.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks.len(), 6);
+    assert!(!out.iter().any(|a| matches!(a, Action::ChangeMembership(_))));
+    finish(&mut l, &mut w, &out, t0 + ms(5));
+    // g fails its check: the others are added, g is not (nor checked
+    // again before the pause).
+    for info in &checks {
+        let r = match info.name.as_str() {
+            "g" => Err(crate::raft::AdmitError::Unreachable("tls".into())),
+            _ => Ok(()),
+        };
+        l.on_admitted(info, &r, t0 + ms(6));
+    }
+    let admitted = |out: &[Action]| out.iter().any(|a| matches!(a, Action::Admit { .. }));
+    let out = tick(&mut l, &w, t0 + ms(12));
+    assert!(!admitted(&out));
     let change = out.iter().find_map(|a| match a {
         Action::ChangeMembership(c) => Some(c.clone()),
         _ => None,
     });
     let change = change.expect("membership change");
-    finish(&mut l, &mut w, &out, t0 + ms(5));
     let added: BTreeSet<u64> = change.add.iter().map(|(id, _)| *id).collect();
-    let want: BTreeSet<u64> = zones[1..].iter().map(|(n, _)| raft_id(n)).collect();
+    let want: BTreeSet<u64> = zones[1..6].iter().map(|(n, _)| raft_id(n)).collect();
     assert_eq!(added, want);
     assert_eq!(change.voters, None, "learners first");
     // One change at a time.
-    l.mark_dirty(t0 + ms(6));
-    let busy = tick(&mut l, &w, t0 + ms(11));
+    l.mark_dirty(t0 + ms(13));
+    let busy = tick(&mut l, &w, t0 + ms(18));
     assert!(!busy
         .iter()
         .any(|a| matches!(a, Action::ChangeMembership(_))));
 
-    let learners: Vec<&str> = zones[1..].iter().map(|(n, _)| *n).collect();
+    let learners: Vec<&str> = zones[1..6].iter().map(|(n, _)| *n).collect();
     w.membership = membership(&["a"], &learners);
-    l.on_membership_done(Ok(()), t0 + ms(12));
-    l.mark_dirty(t0 + ms(12));
-    let out = tick(&mut l, &w, t0 + ms(17));
+    l.on_membership_done(Ok(()), t0 + ms(19));
+    l.mark_dirty(t0 + ms(19));
+    let out = tick(&mut l, &w, t0 + ms(24));
+    assert!(!admitted(&out), "g waits its pause");
     let voters = out.iter().find_map(|a| match a {
         Action::ChangeMembership(c) => c.voters.clone(),
         _ => None,

@@ -20,6 +20,7 @@
 //! `metrics` (the registry and the status view, never its server). It never
 //! imports `management`: the [`Agent`](crate::Agent) composes the servers.
 
+mod admission;
 mod bootstrap;
 mod error;
 mod follower;

@@ -34,13 +34,17 @@ use crate::discovery::{Discovery, DiscoveryEvent};
 use crate::gossip::{Gossip, Member, MemberEvent};
 use crate::liveness::{Checker, LivenessEvent, Responder, TargetStatus};
 use crate::metrics::{Metrics, StatusView};
-use crate::raft::{Ack, ClusterState, Command, Membership, RaftMetrics, RaftNode};
+use crate::raft::{
+    Ack, AdmitError, ClusterState, Command, Membership, RaftMetrics, RaftNode, RaftNodeInfo,
+};
 use crate::shards::ShardMap;
 
 /// How often the node task wakes up with nothing else to do.
 const TICK: Duration = Duration::from_millis(50);
 /// How often the status view and metrics are refreshed.
 pub(super) const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// Pause before bootstrapping again after a failed attempt.
+const BOOTSTRAP_RETRY: Duration = Duration::from_secs(1);
 
 /// Counters of the coordinator.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -220,6 +224,11 @@ impl Node {
                     self.write(Write::Commit(epoch), Command::Commit { epoch })
                 }
                 Action::ChangeMembership(change) => self.change_membership(change),
+                Action::Admit { info, cluster_id } => {
+                    if let Some(raft) = self.raft.clone() {
+                        self.spawn(jobs::admit(raft, info, cluster_id));
+                    }
+                }
                 Action::ClearLiveness => {
                     if let Some((c, _)) = &self.checker {
                         let _ = c.clear().await;
@@ -339,7 +348,7 @@ impl Node {
         );
         if let Some(members) = init {
             self.bootstrapping = true;
-            self.spawn(jobs::bootstrap(raft, members));
+            self.spawn(jobs::bootstrap(raft, members, expect));
         }
     }
 
@@ -534,10 +543,21 @@ impl Node {
                 self.execute(actions).await;
             }
             Done::Membership(r) => self.lead.on_membership_done(r, Instant::now()),
-            Done::Bootstrap(r) => {
+            Done::Admitted(info, r) => self.admitted(&info, r),
+            Done::Bootstrap(r, refused) => {
                 self.bootstrapping = false;
+                // Refusals are logged once and counted like the leader's.
+                let logged = !refused.is_empty();
+                for (info, e) in refused {
+                    self.admitted(&info, Err(e));
+                }
                 if let Err(e) = r {
-                    warn!(error = %e, "bootstrap failed");
+                    if logged {
+                        debug!(error = %e, "bootstrap waits for admitted nodes");
+                    } else {
+                        warn!(error = %e, "bootstrap failed");
+                    }
+                    self.boot.retry_after(Instant::now() + BOOTSTRAP_RETRY);
                 }
             }
             Done::Joined(Ok(n)) => info!(answered = n, "joined gossip"),
@@ -548,6 +568,17 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// An admission check finished (the leader's, or the bootstrap's).
+    fn admitted(&mut self, info: &RaftNodeInfo, r: Result<(), AdmitError>) {
+        if let Err(e) = &r {
+            self.metrics
+                .raft_admission_refusals
+                .with_label_values(&[e.as_str()])
+                .inc();
+        }
+        self.lead.on_admitted(info, &r, Instant::now());
     }
 
     async fn on_tick(&mut self) {

@@ -68,11 +68,9 @@ impl Node {
             self.metrics
                 .raft_unauthenticated_calls
                 .observe_total(c.unauthenticated);
-            self.metrics.raft_connections_closed.observe_totals([
-                ("refused", c.refused),
-                ("evicted", c.evicted),
-                ("timed_out", c.timed_out),
-            ]);
+            self.metrics
+                .raft_connections_closed
+                .observe_totals(c.closed());
         }
         self.status_tx.send_replace(view);
     }

@@ -30,6 +30,16 @@ pub(crate) struct MembershipChange {
     pub remove: BTreeSet<NodeId>,
 }
 
+impl MembershipChange {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.readdress.is_empty()
+            && self.add.is_empty()
+            && self.voters.is_none()
+            && self.remove.is_empty()
+    }
+}
+
 /// What the membership plan reads.
 pub(crate) struct Facts<'a> {
     /// The leader.

@@ -1,11 +1,15 @@
 //! The shared-token check: an interceptor on the server, and the one that
-//! adds the token on the client.
+//! adds the token on the client. A call that passes the check marks its
+//! connection proven for the port's bounds (see [`crate::listener`]): idle
+//! connections and calls without the token cannot keep it out.
 
 use std::sync::Arc;
 
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
+
+use crate::listener::ConnHandle;
 
 /// Server side: refuses calls without `authorization: Bearer <token>`.
 #[derive(Clone)]
@@ -24,6 +28,7 @@ impl CheckToken {
 impl Interceptor for CheckToken {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         let Some(want) = &self.token else {
+            prove(&req);
             return Ok(req);
         };
         let given = req
@@ -32,12 +37,22 @@ impl Interceptor for CheckToken {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
-            Some(t) if same(t.as_bytes(), want.as_bytes()) => Ok(req),
+            Some(t) if same(t.as_bytes(), want.as_bytes()) => {
+                prove(&req);
+                Ok(req)
+            }
             Some(_) => Err(Status::unauthenticated("wrong token")),
             None => Err(Status::unauthenticated(
                 "missing token (authorization: Bearer <token>)",
             )),
         }
+    }
+}
+
+/// Marks the call's connection as an operator's (see the module doc).
+fn prove(req: &Request<()>) {
+    if let Some(c) = req.extensions().get::<ConnHandle>() {
+        c.mark_proven();
     }
 }
 
@@ -101,6 +116,23 @@ mod tests {
             let e = check.call(with(bad)).expect_err("refused");
             assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn only_a_call_with_the_token_proves_its_connection() {
+        let call = |check: &mut CheckToken, header| {
+            let conn = ConnHandle::detached();
+            let mut r = with(header);
+            r.extensions_mut().insert(conn.clone());
+            let _ = check.call(r);
+            conn.is_proven()
+        };
+        let mut check = CheckToken::new(Some("abc"));
+        assert!(call(&mut check, Some("Bearer abc")));
+        assert!(!call(&mut check, Some("Bearer abd")));
+        assert!(!call(&mut check, None));
+        // Without a token every call is an operator's.
+        assert!(call(&mut CheckToken::new(None), None));
     }
 
     #[test]

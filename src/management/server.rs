@@ -1,14 +1,16 @@
 //! The management server: the service, gRPC health that follows the node's
-//! state, reflection, TLS and the token check, on one listener.
+//! state, reflection, TLS and the token check, on one listener bounded like
+//! the Raft port's ([`crate::listener`]: a connection cap that idle clients
+//! cannot exhaust, idle and slow connections closed).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -21,6 +23,8 @@ use super::service::{Forwarding, Service};
 use super::{pb, ManagementError, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use crate::cluster::{Cluster, NodeState};
 use crate::config::AuthConfig;
+use crate::listener::{bounded_incoming, ListenerLimits, ListenerStats};
+use crate::metrics::Metrics;
 
 /// How long in-flight calls may run on after a stop before they are cut.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -31,12 +35,14 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct PreparedServer {
     builder: Server,
     config: AuthConfig,
+    limits: ListenerLimits,
 }
 
 impl std::fmt::Debug for PreparedServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PreparedServer")
             .field("config", &self.config)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -103,7 +109,20 @@ impl PreparedServer {
         Ok(PreparedServer {
             builder,
             config: config.clone(),
+            // Without a token any call proves a connection, so proven
+            // ones may be idle strangers too: the oldest makes room.
+            limits: ListenerLimits {
+                evict_proven: config.token.is_none(),
+                ..ListenerLimits::management()
+            },
         })
+    }
+
+    /// Replaces the listener's bounds (default
+    /// [`ListenerLimits::management`]).
+    pub fn with_limits(mut self, limits: ListenerLimits) -> PreparedServer {
+        self.limits = limits;
+        self
     }
 
     /// Serves `cluster`'s management API on `listener` until
@@ -118,9 +137,16 @@ impl PreparedServer {
         // The reporter starts with "" SERVING: correct that before the
         // first connection.
         set_health(&reporter, false).await;
+        let stats = Arc::new(ListenerStats::default());
+        let background = futures::future::join(
+            follow_state(reporter, cluster.watch_state(), stop_rx.clone()),
+            export_counts(stats.clone(), cluster.metrics().clone(), stop_rx.clone()),
+        );
         let health_task = tokio::spawn(
-            follow_state(reporter, cluster.watch_state(), stop_rx.clone())
-                .instrument(tracing::info_span!("management", node = %cluster.node_id())),
+            async move {
+                background.await;
+            }
+            .instrument(tracing::info_span!("management", node = %cluster.node_id())),
         );
 
         let forwarding = Forwarding {
@@ -133,7 +159,7 @@ impl PreparedServer {
             forwarding,
             stop_rx.clone(),
         ));
-        let mut builder = self.builder;
+        let mut builder = self.limits.apply(self.builder);
         let mut router = builder
             .add_service(health)
             .add_service(InterceptedService::new(service, check.clone()));
@@ -145,7 +171,7 @@ impl PreparedServer {
             }
             (Err(e), _) | (_, Err(e)) => warn!(error = %e, "serving without reflection"),
         }
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = bounded_incoming(listener, self.limits.clone(), stats);
         let mut stop = stop_rx;
         let node = cluster.node_id().to_string();
         let task = tokio::spawn(
@@ -197,6 +223,24 @@ async fn follow_state(
         }
     }
     set_health(&reporter, false).await;
+}
+
+/// Copies the listener's counters into the node's metrics every second.
+async fn export_counts(
+    stats: Arc<ListenerStats>,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        metrics
+            .management_connections_closed
+            .observe_totals(stats.counts().closed());
+    }
 }
 
 /// A running management server; [`shutdown`](Self::shutdown) stops it.

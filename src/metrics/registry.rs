@@ -143,9 +143,17 @@ pub struct MetricSet {
     /// `clusterfunk_raft_unauthenticated_calls_total`: Raft calls refused
     /// for a missing or wrong cluster credential.
     pub raft_unauthenticated_calls: CumulativeCounter,
+    /// `clusterfunk_raft_admission_refusals_total{reason}`: leader only,
+    /// admission checks a node failed before it could join Raft
+    /// (`unreachable`, `unauthenticated`, `no_credential`, `other_cluster`,
+    /// `wrong_node`, `failed`).
+    pub raft_admission_refusals: IntCounterVec,
     /// `clusterfunk_raft_connections_closed_total{reason}`: Raft port
     /// connections closed by its bounds (`refused`, `evicted`, `timed_out`).
     pub raft_connections_closed: CumulativeCounterVec,
+    /// `clusterfunk_management_connections_closed_total{reason}`: the same
+    /// for the management port.
+    pub management_connections_closed: CumulativeCounterVec,
 }
 
 impl Deref for Metrics {
@@ -415,6 +423,18 @@ impl Metrics {
                 "Raft port connections closed by its bounds, by reason.",
                 "reason",
             )?),
+            management_connections_closed: CumulativeCounterVec::new(counter_vec(
+                &r,
+                "clusterfunk_management_connections_closed_total",
+                "Management port connections closed by its bounds, by reason.",
+                "reason",
+            )?),
+            raft_admission_refusals: counter_vec(
+                &r,
+                "clusterfunk_raft_admission_refusals_total",
+                "Admission checks a node failed before joining Raft (leader), by reason.",
+                "reason",
+            )?,
             registry: r,
         };
         Ok(Metrics {

@@ -34,6 +34,8 @@ pub const AUTH_HEADER: &str = "x-clusterfunk-raft-auth";
 const CONTEXT: &[u8] = b"clusterfunk/raft/v1";
 /// Length of a credential (an HMAC-SHA256 output).
 const CRED_LEN: usize = 32;
+/// Context string of an admission proof (see [`RaftAuth::prove`]).
+const PROOF_CONTEXT: &[u8] = b"clusterfunk/raft/admit/v1";
 
 /// The Raft credential of a cluster: the one this node sends, and every one
 /// it accepts (more than one while a cluster secret is being rotated).
@@ -62,6 +64,19 @@ fn derive(secret: &[u8]) -> [u8; CRED_LEN] {
         Err(_) => return [0u8; CRED_LEN],
     };
     mac.update(CONTEXT);
+    mac.finalize().into_bytes().into()
+}
+
+/// `HMAC-SHA256(credential, PROOF_CONTEXT || len(nonce) || nonce || name)`.
+fn proof(credential: &[u8; CRED_LEN], nonce: &[u8], name: &str) -> [u8; CRED_LEN] {
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(credential) {
+        Ok(m) => m,
+        Err(_) => return [0u8; CRED_LEN],
+    };
+    mac.update(PROOF_CONTEXT);
+    mac.update(&(nonce.len() as u64).to_be_bytes());
+    mac.update(nonce);
+    mac.update(name.as_bytes());
     mac.finalize().into_bytes().into()
 }
 
@@ -158,6 +173,30 @@ impl RaftAuth {
             next = next.accept_also(k);
         }
         Some(next)
+    }
+
+    /// Whether calls without a credential are refused (see
+    /// [`optional`](Self::optional)).
+    pub fn required(&self) -> bool {
+        self.require
+    }
+
+    /// Proof that the node named `name` holds the credential it sends,
+    /// over the asker's `nonce` (the admission check): the credential is
+    /// the HMAC key, so the proof shows it without sending it.
+    pub fn prove(&self, nonce: &[u8], name: &str) -> Vec<u8> {
+        proof(&self.send, nonce, name).to_vec()
+    }
+
+    /// Whether `got` is a [`prove`](Self::prove) of `nonce` and `name` by a
+    /// credential this node accepts.
+    pub fn check_proof(&self, nonce: &[u8], name: &str, got: &[u8]) -> bool {
+        let Ok(got) = <[u8; CRED_LEN]>::try_from(got) else {
+            return false;
+        };
+        self.accept
+            .iter()
+            .fold(false, |ok, a| same(&proof(a, nonce, name), &got) | ok)
     }
 
     /// The credential as sent in metadata (lower-case hex).
@@ -351,6 +390,26 @@ mod tests {
         let live = SharedAuth::new(a);
         live.set(d.clone());
         assert_eq!(live.get(), d);
+    }
+
+    #[test]
+    fn admission_proofs() {
+        let a = RaftAuth::from_secret(b"key one");
+        let b = RaftAuth::from_secret(b"key two");
+        let p = a.prove(b"nonce", "n1");
+        assert!(a.check_proof(b"nonce", "n1", &p));
+        // Another nonce, name or credential does not match; nor does junk.
+        assert!(!a.check_proof(b"other", "n1", &p));
+        assert!(!a.check_proof(b"nonce", "n2", &p));
+        assert!(!b.check_proof(b"nonce", "n1", &p));
+        assert!(!a.check_proof(b"nonce", "n1", &p[1..]));
+        assert!(!a.check_proof(b"nonce", "n1", &[]));
+        // During a rotation a proof by any accepted key passes.
+        assert!(b
+            .clone()
+            .accept_also(b"key one")
+            .check_proof(b"nonce", "n1", &p));
+        assert!(a.required() && !a.optional().required());
     }
 
     #[test]

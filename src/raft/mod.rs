@@ -7,30 +7,34 @@
 //! sled or in memory), [`network`] (the client side: a [`Connector`] seam
 //! with a tonic implementation and an in-process [`Router`] that can cut
 //! links), a private gRPC server, [`auth`] (the cluster credential every
-//! call carries without mutual TLS), [`listener`] (the bounded accept loop
+//! call carries without mutual TLS), [`admit`] (the admission check before
+//! a node joins Raft), [`listener`] (the bounded accept loop
 //! of the Raft port), and [`node`] ([`RaftNode`], the handle the
 //! coordinator uses).
 //!
-//! Imports: std, openraft, tonic/prost, sled, tokio, serde, bytes, tracing.
-//! It imports nothing from the rest of the crate: shard maps are opaque
+//! Imports: std, openraft, tonic/prost, sled, tokio, serde, bytes, tracing,
+//! and the crate's leaf [`listener`] (shared with the management port).
+//! Nothing else from the rest of the crate: shard maps are opaque
 //! encoded bytes here and the coordinator encodes and decodes them.
 //! Generated protobuf types stay private to this module; everything that
 //! leaves it is a plain Rust type.
 
 #![warn(missing_docs)]
 
+pub mod admit;
 pub mod auth;
 mod codec;
 pub mod config;
 pub mod error;
 mod lease;
-pub mod listener;
+pub use crate::listener;
 pub mod network;
 pub mod node;
 mod server;
 pub mod store;
 pub mod types;
 
+pub use admit::AdmitError;
 pub use auth::{RaftAuth, SharedAuth, AUTH_HEADER};
 pub use config::{RaftConfig, SnapshotPolicy};
 pub use error::{ConfigError, NetError, RaftApiError, RaftNodeError, StoreError};

@@ -45,7 +45,7 @@ struct ServerTask {
 pub struct RaftNode {
     id: NodeId,
     info: RaftNodeInfo,
-    config: RaftConfig,
+    pub(super) config: RaftConfig,
     raft: Raft,
     state: watch::Receiver<Arc<ClusterState>>,
     contact: Arc<watch::Sender<Option<LeaderContact>>>,
@@ -153,6 +153,9 @@ impl RaftNode {
             election_timeout_max: config.election_timeout_max,
             handed_over: handed_over.clone(),
             state: state.clone(),
+            name: info.name.clone(),
+            cluster_name: config.cluster_name.clone(),
+            auth: config.auth.as_ref().and(network.shared_auth()),
         };
         let service = RaftService::new(handler, config.max_message_size);
         let elector = tokio::spawn(elect_when_quiet(

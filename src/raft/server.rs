@@ -35,7 +35,15 @@ pub(crate) struct Handler {
     pub(crate) state: watch::Receiver<Arc<super::ClusterState>>,
     /// Set when this node was asked to take over (leader hand-over).
     pub(crate) handed_over: Arc<std::sync::atomic::AtomicBool>,
+    /// This node's name and cluster name, for the admission answer.
+    pub(crate) name: String,
+    pub(crate) cluster_name: String,
+    /// The credential this node sends (proves it in the admission answer).
+    pub(crate) auth: Option<super::SharedAuth>,
 }
+
+/// Longest admission nonce answered (the leader sends 16 bytes).
+const MAX_NONCE: usize = 64;
 
 fn bad_request(e: codec::DecodeError) -> Status {
     Status::invalid_argument(e.to_string())
@@ -228,6 +236,29 @@ impl pb::raft_server::Raft for Handler {
             }
         };
         Ok(GrpcResponse::new(pb::AckResponse { accepted }))
+    }
+
+    async fn admit(
+        &self,
+        request: Request<pb::AdmitRequest>,
+    ) -> Result<GrpcResponse<pb::AdmitResponse>, Status> {
+        // Reaching this point took the cluster credential (or mutual TLS):
+        // answer who this node is and prove the credential it sends.
+        let nonce = request.into_inner().nonce;
+        if nonce.len() > MAX_NONCE {
+            return Err(Status::invalid_argument("admission nonce too long"));
+        }
+        let proof = self
+            .auth
+            .as_ref()
+            .map(|a| a.get().prove(&nonce, &self.name))
+            .unwrap_or_default();
+        Ok(GrpcResponse::new(pb::AdmitResponse {
+            name: self.name.clone(),
+            cluster_name: self.cluster_name.clone(),
+            cluster_id: self.state.borrow().cluster_id.clone().unwrap_or_default(),
+            proof,
+        }))
     }
 
     async fn forward(

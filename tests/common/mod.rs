@@ -3,6 +3,8 @@
 
 pub mod cluster;
 pub mod netns;
+pub mod procs;
+pub mod secure;
 pub mod serving;
 pub mod skip;
 pub mod wait;

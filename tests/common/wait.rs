@@ -34,3 +34,18 @@ where
     .await;
     assert!(ok.is_ok(), "timed out waiting for {what}");
 }
+
+/// Looks at `check` every few ms for `d` and panics naming `what` and
+/// the error `check` gives at the first look where it does not hold. For
+/// claims that something does not happen over a window (no re-proposal, no
+/// node dropping out); the window is the claim itself, not a pause waiting
+/// for a state.
+pub async fn holds_for(what: &str, d: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let end = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < end {
+        if let Err(e) = check() {
+            panic!("{what} stopped holding: {e}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

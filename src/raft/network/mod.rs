@@ -337,6 +337,20 @@ impl Network {
         req.set_timeout(timeout);
         call(addr, timeout, client.elect(req)).await.map(|_| ())
     }
+
+    /// Asks the node at `addr` who it is, with a proof of its credential
+    /// over `nonce` (the admission check, see `RaftNode::admit`).
+    pub(crate) async fn admit(
+        &self,
+        addr: &str,
+        nonce: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<pb::AdmitResponse, NetError> {
+        let mut client = self.client(addr)?;
+        let mut req = tonic::Request::new(pb::AdmitRequest { nonce });
+        req.set_timeout(timeout);
+        call(addr, timeout, client.admit(req)).await
+    }
 }
 
 async fn call<T>(

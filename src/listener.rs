@@ -1,11 +1,12 @@
-//! A bounded accept loop for the Raft gRPC port, so idle or hostile
-//! clients cannot hold file descriptors or memory.
+//! A bounded accept loop for the gRPC ports (Raft and management), so idle
+//! or hostile clients cannot hold file descriptors or memory.
 //!
 //! - At most `max_connections` connections are open at once. When full, the
 //!   oldest connection that has not yet made a valid call ("unproven") is
 //!   closed to make room; if every one is proven, the newcomer is closed.
-//!   A peer's connection is proven by its first accepted call, so a flood
-//!   of idle connections evicts only itself.
+//!   A peer's connection is proven by its first accepted call (one that
+//!   passed the port's credential check), so a flood of idle connections
+//!   evicts only itself.
 //! - An unproven connection is closed `handshake_timeout` after it was
 //!   accepted, whatever it sends (slow TLS/HTTP2 handshakes, pings without
 //!   a call). A proven one is closed after `idle_timeout` without a byte
@@ -13,8 +14,12 @@
 //!   answer, so only dead or silent ones hit it).
 //! - TCP keepalive finds peers that vanished without a FIN.
 //!
-//! The [`ConnHandle`] of each connection is the tonic connect info, so
-//! [`AuthService`](super::auth::AuthService) can mark it proven.
+//! The [`ConnHandle`] of each connection is the tonic connect info (also
+//! under TLS: tonic then inserts the inner connect info too), so the
+//! port's credential check marks it proven: the Raft port's
+//! `raft::auth::AuthService`, the management port's token check.
+//!
+//! A leaf module: imports nothing else of the crate.
 
 use std::future::Future;
 use std::io;
@@ -32,7 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
-/// Bounds of the Raft listener.
+/// Bounds of a gRPC listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerLimits {
     /// Connections open at once. Default 1024 (a cluster needs a few per
@@ -49,6 +54,12 @@ pub struct ListenerLimits {
     pub http2_keepalive_interval: Duration,
     /// Concurrent calls per connection. Default 256.
     pub max_concurrent_streams: u32,
+    /// When full and every connection is proven, close the oldest proven
+    /// one for the newcomer instead of refusing it. For a port where any
+    /// call proves a connection (a management port without a token), so
+    /// that clients that made one call and went idle cannot fill it.
+    /// Default false (Raft peers keep their connections).
+    pub evict_proven: bool,
 }
 
 impl Default for ListenerLimits {
@@ -60,11 +71,22 @@ impl Default for ListenerLimits {
             tcp_keepalive: Some(Duration::from_secs(30)),
             http2_keepalive_interval: Duration::from_secs(10),
             max_concurrent_streams: 256,
+            evict_proven: false,
         }
     }
 }
 
 impl ListenerLimits {
+    /// The management port's: as the default but at most 256 connections
+    /// (operators and scrapers, not peers). The management server also
+    /// sets `evict_proven` when it has no token.
+    pub fn management() -> ListenerLimits {
+        ListenerLimits {
+            max_connections: 256,
+            ..ListenerLimits::default()
+        }
+    }
+
     /// Applies the HTTP/2 settings to a tonic server builder.
     pub fn apply<L>(&self, b: tonic::transport::Server<L>) -> tonic::transport::Server<L> {
         b.http2_keepalive_interval(Some(self.http2_keepalive_interval))
@@ -105,6 +127,17 @@ pub struct ListenerCounts {
     pub unauthenticated: u64,
 }
 
+impl ListenerCounts {
+    /// Connections closed by the bounds, by reason (the metric labels).
+    pub fn closed(&self) -> [(&'static str, u64); 3] {
+        [
+            ("refused", self.refused),
+            ("evicted", self.evicted),
+            ("timed_out", self.timed_out),
+        ]
+    }
+}
+
 impl ListenerStats {
     /// Current values.
     pub fn counts(&self) -> ListenerCounts {
@@ -142,6 +175,23 @@ impl ConnHandle {
     /// The peer's address.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.0.remote
+    }
+
+    /// Whether a call proved the connection.
+    pub fn is_proven(&self) -> bool {
+        self.0.proven.load(Ordering::Relaxed)
+    }
+
+    /// A handle of no connection, for unit tests of the credential checks.
+    #[cfg(test)]
+    pub(crate) fn detached() -> ConnHandle {
+        ConnHandle(Arc::new(ConnState {
+            accepted: Instant::now(),
+            remote: None,
+            proven: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        }))
     }
 }
 
@@ -241,15 +291,25 @@ struct Acceptor {
 }
 
 impl Acceptor {
-    /// Closes the oldest unproven open connection; false if there is none.
+    /// Closes the oldest unproven open connection (or, with
+    /// `evict_proven`, the oldest of all when every one is proven); false
+    /// if there is none.
     fn evict_one(&mut self) -> bool {
         self.open.retain(|w| w.strong_count() > 0);
-        let victim = self
+        let live: Vec<Arc<ConnState>> = self
             .open
             .iter()
             .filter_map(Weak::upgrade)
-            .filter(|s| !s.proven.load(Ordering::Relaxed) && !s.evicted.load(Ordering::Relaxed))
-            .min_by_key(|s| s.accepted);
+            .filter(|s| !s.evicted.load(Ordering::Relaxed))
+            .collect();
+        let oldest = |proven: bool| {
+            live.iter()
+                .filter(|s| s.proven.load(Ordering::Relaxed) == proven)
+                .min_by_key(|s| s.accepted)
+                .cloned()
+        };
+        let victim =
+            oldest(false).or_else(|| self.limits.evict_proven.then(|| oldest(true)).flatten());
         let Some(v) = victim else {
             return false;
         };
@@ -282,14 +342,14 @@ impl Acceptor {
                 Err(e) => {
                     // Out of fds or a reset before accept: wait a little so
                     // the loop does not spin, then go on.
-                    tracing::debug!(error = %e, "raft accept failed");
+                    tracing::debug!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             };
             let Some(slot) = self.slot().await else {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(peer = %remote, "raft connection refused: every slot is in use by a proven peer");
+                tracing::debug!(peer = %remote, port = ?self.listener.local_addr().ok(), "connection refused: every slot is in use by a proven peer");
                 continue;
             };
             let _ = io.set_nodelay(true);
@@ -357,6 +417,36 @@ mod tests {
                 Err(e) => return e.kind(),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn with_evict_proven_a_newcomer_closes_the_oldest_proven_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ListenerLimits {
+            max_connections: 1,
+            evict_proven: true,
+            ..ListenerLimits::default()
+        };
+        let stats = Arc::new(ListenerStats::default());
+        let mut incoming = Box::pin(bounded_incoming(listener, limits, stats.clone()));
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let mut s1 = futures::StreamExt::next(&mut incoming)
+            .await
+            .unwrap()
+            .unwrap();
+        s1.connect_info().mark_proven();
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        let next = tokio::spawn(async move {
+            let s2 = futures::StreamExt::next(&mut incoming).await;
+            (s2, incoming)
+        });
+        assert_eq!(drained(&mut s1).await, io::ErrorKind::ConnectionAborted);
+        drop(s1);
+        let (s2, _incoming) = next.await.unwrap();
+        assert!(s2.is_some_and(|c| c.is_ok()));
+        assert_eq!(stats.counts().evicted, 1);
+        assert_eq!(stats.counts().refused, 0);
     }
 
     #[tokio::test]
