@@ -139,8 +139,13 @@ async fn commits_wait_for_release_and_acquired_shards_wait_for_ready() {
         assert_eq!(epoch(n), e1, "committed before the release finished");
         assert!(released.iter().all(|s| !n.is_serving(*s)));
     }
-    let p = lock(&seen[victim]).proposed.remove(0);
-    p.released();
+    // Release it (and any proposal that replaced it meanwhile); answer
+    // later ones at once.
+    {
+        let mut s = lock(&seen[victim]);
+        s.auto = true;
+        s.proposed.drain(..).for_each(Proposed::released);
+    }
     wait_until("the drain committed", || {
         nodes.iter().all(|n| epoch(n) > e1)
     })
