@@ -73,17 +73,27 @@ struct Tally {
 struct Conns {
     client: ClusterClient,
     direct: bool,
-    open: HashMap<String, (BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)>,
+    open: HashMap<
+        String,
+        (
+            BufReader<tokio::net::tcp::OwnedReadHalf>,
+            tokio::net::tcp::OwnedWriteHalf,
+        ),
+    >,
 }
 
 impl Conns {
-    fn target(&self, key: &str) -> Option<String> {
+    fn target(&self, key: &str, direct: bool) -> Option<String> {
         let view = self.client.view()?;
-        if self.direct {
+        if direct {
             let owner = self.client.owner_of(key.as_bytes())?;
             return self.client.endpoint(&owner, "kv");
         }
-        let all: Vec<&String> = view.endpoints.values().filter_map(|e| e.get("kv")).collect();
+        let all: Vec<&String> = view
+            .endpoints
+            .values()
+            .filter_map(|e| e.get("kv"))
+            .collect();
         if all.is_empty() {
             return None;
         }
@@ -98,7 +108,10 @@ impl Conns {
             self.open.insert(addr.to_string(), (BufReader::new(r), w));
         }
         let r = async {
-            let (r, w) = self.open.get_mut(addr).ok_or_else(|| anyhow::anyhow!("gone"))?;
+            let (r, w) = self
+                .open
+                .get_mut(addr)
+                .ok_or_else(|| anyhow::anyhow!("gone"))?;
             w.write_all(format!("{line}\n").as_bytes()).await?;
             let mut reply = String::new();
             if r.read_line(&mut reply).await? == 0 {
@@ -118,11 +131,18 @@ impl Conns {
     /// One request, retried for a while on RETRY (shard in hand-off) and
     /// on a refused connection (node restarting). Errors are final.
     async fn request(&mut self, key: &str, line: &str) -> anyhow::Result<String> {
+        self.request_at(key, line, self.direct).await
+    }
+
+    /// [`request`](Self::request), to the key's owner when `direct`.
+    async fn request_at(&mut self, key: &str, line: &str, direct: bool) -> anyhow::Result<String> {
         let mut last = anyhow::anyhow!("no kv endpoint known");
         for _ in 0..40 {
-            if let Some(addr) = self.target(key) {
+            if let Some(addr) = self.target(key, direct) {
                 match self.call(&addr, line).await {
-                    Ok(r) if r.starts_with("RETRY") => last = anyhow::anyhow!("{r}"),
+                    Ok(r) if r.starts_with("RETRY") || r.starts_with("NOTOWNER") => {
+                        last = anyhow::anyhow!("{r}")
+                    }
                     Ok(r) => return Ok(r),
                     Err(e) => last = e,
                 }
@@ -179,13 +199,17 @@ async fn worker(w: usize, args: LoadArgs, client: ClusterClient, stop: Arc<Atomi
             }
         }
     }
-    // Every acknowledged write must still be there.
+    // Every acknowledged write must still be there, on the key's committed
+    // owner: a request marked as forwarded the most times is served only
+    // by a node that serves the shard itself (`NOTOWNER` otherwise).
+    let local_only = format!("FWD 0 {}", clusterfunk::routing::MAX_HOPS);
     for (i, k) in keys.iter().enumerate() {
         let name = format!("w{w}-k{i}");
         if k.acked.is_none() && k.maybe.is_empty() {
             continue;
         }
-        match conns.request(&name, &format!("GET {name}")).await {
+        let line = format!("{local_only} GET {name}");
+        match conns.request_at(&name, &line, true).await {
             Ok(r) if r == "NOTFOUND" || r.starts_with("VAL ") => {
                 if !k.allows(r.strip_prefix("VAL ")) {
                     t.lost += 1;

@@ -82,8 +82,7 @@ struct ServeArgs {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -141,6 +140,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let owed = node.owed.lock().map(|o| o.len()).unwrap_or(0);
-    println!("{}", serde_json::json!({ "stopped": node.cluster.node_id(), "owed": owed }));
+    println!(
+        "{}",
+        serde_json::json!({ "stopped": node.cluster.node_id(), "owed": owed })
+    );
     Ok(())
 }

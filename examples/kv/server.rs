@@ -240,7 +240,9 @@ impl Node {
             .ok_or_else(|| anyhow::anyhow!("{from} publishes no kv endpoint"))?;
         let conn = TcpStream::connect(&addr).await?;
         let (read, mut write) = conn.into_split();
-        write.write_all(format!("PULL {shard}\n").as_bytes()).await?;
+        write
+            .write_all(format!("PULL {shard}\n").as_bytes())
+            .await?;
         let mut lines = BufReader::new(read).lines();
         let mut pairs = Vec::new();
         loop {

@@ -45,10 +45,18 @@ impl Store {
         self.locks.get(shard as usize)
     }
 
+    /// Flushes to disk on a blocking thread (sled's `flush_async` can hang
+    /// when many tasks call it at once).
+    async fn flush(&self) -> anyhow::Result<()> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush()).await??;
+        Ok(())
+    }
+
     /// Stores `key` durably (flushed before it returns).
     pub async fn set(&self, shard: u32, key: &str, value: &str) -> anyhow::Result<()> {
         self.data.insert(full_key(shard, key), value.as_bytes())?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -85,14 +93,14 @@ impl Store {
         }
         self.data.apply_batch(batch)?;
         self.pulls.remove(prefix(shard))?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
     /// Records that `shard` must be pulled from `from` (before its pull).
     pub async fn pull_pending(&self, shard: u32, from: &str) -> anyhow::Result<()> {
         self.pulls.insert(prefix(shard), from.as_bytes())?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
