@@ -5,8 +5,8 @@
 //! value` or `NOTFOUND`; `RETRY reason` when the shard is in hand-off or
 //! unowned (nothing was written); `ERR reason` otherwise. Between nodes:
 //! `FWD epoch hops <request>` (a forwarded request; `NOTOWNER epoch` when
-//! the receiver does not serve the shard) and `PULL shard` (`KV key value`
-//! lines then `END`, or `NOTREADY`).
+//! the receiver does not serve the shard) and `PULL shard requester epoch`
+//! (`KV key value` lines then `END`, or `NOTREADY`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -86,7 +86,7 @@ impl Node {
         let mut lines = BufReader::new(read).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let reply = match line.strip_prefix("PULL ") {
-                Some(shard) => self.pull_reply(shard),
+                Some(args) => self.pull_reply(args).await,
                 None => self.answer(&line).await,
             };
             if write.write_all(reply.as_bytes()).await.is_err()
@@ -148,13 +148,32 @@ impl Node {
         r.unwrap_or_else(|e| format!("ERR store: {e}"))
     }
 
-    /// A new owner pulls `shard` from us.
-    fn pull_reply(&self, shard: &str) -> String {
-        let Ok(shard) = shard.parse::<u32>() else {
-            return "ERR bad shard".into();
+    /// A new owner pulls `shard` from us: `PULL shard requester epoch`,
+    /// `epoch` being that of the map it got the shard in.
+    async fn pull_reply(&self, args: &str) -> String {
+        let mut w = args.split(' ');
+        let (Some(Ok(shard)), Some(requester), Some(Ok(their_epoch))) = (
+            w.next().map(str::parse::<u32>),
+            w.next(),
+            w.next().map(str::parse::<u64>),
+        ) else {
+            return "ERR expected PULL shard requester epoch".into();
         };
-        if self.store.pending_pull(shard).is_some() || self.cluster.is_serving(shard) {
+        if self.cluster.is_serving(shard) {
             return "NOTREADY".into();
+        }
+        match self.store.pending_pull(shard) {
+            // We wait for the requester's copy, and it waits for ours from
+            // an earlier map: it got the shard from us while we were away
+            // and never had its data (it serves a shard only after its
+            // pull), so our copy is the newest. Keep it and send it.
+            Some((from, epoch)) if from == requester && epoch > their_epoch => {
+                if let Err(e) = self.store.keep_local(shard).await {
+                    return format!("ERR store: {e}");
+                }
+            }
+            Some(_) => return "NOTREADY".into(),
+            None => {}
         }
         match self.store.dump(shard) {
             Ok(pairs) => {
@@ -172,8 +191,8 @@ impl Node {
 
     /// Takes part in every move (see `clusterfunk::cluster::handoff`).
     pub async fn handoff(self: Arc<Node>, mut events: HandoffEvents) {
-        for (shard, from) in self.store.pending_pulls() {
-            self.start_pull(shard, from);
+        for (shard, (from, epoch)) in self.store.pending_pulls() {
+            self.start_pull(shard, from, epoch);
         }
         while let Some(ev) = events.recv().await {
             match ev {
@@ -191,13 +210,18 @@ impl Node {
                 HandoffEvent::Committed(c) => {
                     *locked(&self.gate) = Some(c.gate());
                     for m in &c.acquire {
-                        match m.from.clone().or_else(|| self.store.pending_pull(m.shard)) {
+                        let pull = match &m.from {
+                            Some(from) => Some((from.clone(), c.epoch)),
+                            None => self.store.pending_pull(m.shard),
+                        };
+                        match pull {
                             None => c.ready(m.shard),
-                            Some(from) => {
-                                if let Err(e) = self.store.pull_pending(m.shard, &from).await {
+                            Some((from, epoch)) => {
+                                let r = self.store.pull_pending(m.shard, &from, epoch).await;
+                                if let Err(e) = r {
                                     warn!(shard = m.shard, error = %e, "cannot record pull");
                                 }
-                                self.start_pull(m.shard, from);
+                                self.start_pull(m.shard, from, epoch);
                             }
                         }
                     }
@@ -206,7 +230,7 @@ impl Node {
         }
     }
 
-    fn start_pull(self: &Arc<Node>, shard: u32, from: String) {
+    fn start_pull(self: &Arc<Node>, shard: u32, from: String, epoch: u64) {
         if !locked(&self.pulling).insert(shard) {
             return;
         }
@@ -214,7 +238,10 @@ impl Node {
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(20);
             loop {
-                match node.pull_once(shard, &from).await {
+                if node.store.pending_pull(shard).is_none() {
+                    break;
+                }
+                match node.pull_once(shard, &from, epoch).await {
                     Ok(n) => {
                         info!(shard, from = %from, keys = n, "shard pulled");
                         break;
@@ -233,15 +260,16 @@ impl Node {
         });
     }
 
-    async fn pull_once(&self, shard: u32, from: &str) -> anyhow::Result<usize> {
+    async fn pull_once(&self, shard: u32, from: &str, epoch: u64) -> anyhow::Result<usize> {
         let addr = self
             .cluster
             .endpoint(from, "kv")
             .ok_or_else(|| anyhow::anyhow!("{from} publishes no kv endpoint"))?;
         let conn = TcpStream::connect(&addr).await?;
         let (read, mut write) = conn.into_split();
+        let me = self.cluster.node_id();
         write
-            .write_all(format!("PULL {shard}\n").as_bytes())
+            .write_all(format!("PULL {shard} {me} {epoch}\n").as_bytes())
             .await?;
         let mut lines = BufReader::new(read).lines();
         let mut pairs = Vec::new();

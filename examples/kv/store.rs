@@ -22,6 +22,12 @@ fn prefix(shard: u32) -> [u8; 4] {
     shard.to_be_bytes()
 }
 
+fn parse_pull(v: &[u8]) -> Option<(String, u64)> {
+    let s = String::from_utf8_lossy(v);
+    let (from, epoch) = s.split_once(' ')?;
+    Some((from.to_string(), epoch.parse().ok()?))
+}
+
 fn full_key(shard: u32, key: &str) -> Vec<u8> {
     let mut k = prefix(shard).to_vec();
     k.extend_from_slice(key.as_bytes());
@@ -97,27 +103,35 @@ impl Store {
         Ok(())
     }
 
-    /// Records that `shard` must be pulled from `from` (before its pull).
-    pub async fn pull_pending(&self, shard: u32, from: &str) -> anyhow::Result<()> {
-        self.pulls.insert(prefix(shard), from.as_bytes())?;
+    /// Records that `shard` must be pulled from `from`, as of the map of
+    /// `epoch` (before its pull).
+    pub async fn pull_pending(&self, shard: u32, from: &str, epoch: u64) -> anyhow::Result<()> {
+        self.pulls
+            .insert(prefix(shard), format!("{from} {epoch}").as_bytes())?;
         self.flush().await?;
         Ok(())
     }
 
-    /// The node `shard` must still be pulled from, if any.
-    pub fn pending_pull(&self, shard: u32) -> Option<String> {
-        let v = self.pulls.get(prefix(shard)).ok()??;
-        Some(String::from_utf8_lossy(&v).into_owned())
+    /// Keeps `shard`'s local data as it is: no pull is needed any more.
+    pub async fn keep_local(&self, shard: u32) -> anyhow::Result<()> {
+        self.pulls.remove(prefix(shard))?;
+        self.flush().await
     }
 
-    /// Every pending pull (shard -> node).
-    pub fn pending_pulls(&self) -> BTreeMap<u32, String> {
+    /// The node `shard` must still be pulled from, and the epoch, if any.
+    pub fn pending_pull(&self, shard: u32) -> Option<(String, u64)> {
+        let v = self.pulls.get(prefix(shard)).ok()??;
+        parse_pull(&v)
+    }
+
+    /// Every pending pull (shard -> node, epoch).
+    pub fn pending_pulls(&self) -> BTreeMap<u32, (String, u64)> {
         self.pulls
             .iter()
             .filter_map(|kv| kv.ok())
             .filter_map(|(k, v)| {
                 let shard = u32::from_be_bytes(k.as_ref().try_into().ok()?);
-                Some((shard, String::from_utf8_lossy(&v).into_owned()))
+                Some((shard, parse_pull(&v)?))
             })
             .collect()
     }
