@@ -41,6 +41,10 @@ pub struct LoadArgs {
     /// Send each request to its owner instead of a random node.
     #[arg(long)]
     direct: bool,
+    /// Prefix of this run's keys (default: random), so runs never see
+    /// each other's values.
+    #[arg(long)]
+    run: Option<String>,
 }
 
 #[derive(Default)]
@@ -154,6 +158,7 @@ impl Conns {
 }
 
 async fn worker(w: usize, args: LoadArgs, client: ClusterClient, stop: Arc<AtomicBool>) -> Tally {
+    let run = args.run.clone().unwrap_or_default();
     let mut conns = Conns {
         client,
         direct: args.direct,
@@ -169,7 +174,7 @@ async fn worker(w: usize, args: LoadArgs, client: ClusterClient, stop: Arc<Atomi
         tokio::time::sleep_until(next).await;
         n += 1;
         let i = rand::thread_rng().gen_range(0..args.keys);
-        let name = format!("w{w}-k{i}");
+        let name = format!("{run}w{w}-k{i}");
         let started = Instant::now();
         if n % 2 == 1 {
             let value = format!("v{n}");
@@ -204,7 +209,7 @@ async fn worker(w: usize, args: LoadArgs, client: ClusterClient, stop: Arc<Atomi
     // by a node that serves the shard itself (`NOTOWNER` otherwise).
     let local_only = format!("FWD 0 {}", clusterfunk::routing::MAX_HOPS);
     for (i, k) in keys.iter().enumerate() {
-        let name = format!("w{w}-k{i}");
+        let name = format!("{run}w{w}-k{i}");
         if k.acked.is_none() && k.maybe.is_empty() {
             continue;
         }
@@ -230,7 +235,10 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: LoadArgs) -> anyhow::Result<()> {
+    if args.run.is_none() {
+        args.run = Some(format!("{:08x}-", rand::random::<u32>()));
+    }
     let client = ClusterClient::start(args.members.clone(), ClientAuth::default())?;
     client.wait_for_map(0, Duration::from_secs(30)).await?;
     let stop = Arc::new(AtomicBool::new(false));
