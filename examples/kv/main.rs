@@ -26,7 +26,7 @@ mod load;
 mod server;
 mod store;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -64,9 +64,9 @@ struct ServeArgs {
     /// Gossip address.
     #[arg(long, default_value = "127.0.0.1:0")]
     gossip: SocketAddr,
-    /// Gossip address of a running node.
-    #[arg(long)]
-    join: Option<String>,
+    /// Gossip addresses of running nodes (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    join: Vec<String>,
     /// Cluster name.
     #[arg(long, default_value = "kv")]
     cluster: String,
@@ -76,6 +76,18 @@ struct ServeArgs {
     /// Nodes that must see each other before the cluster bootstraps.
     #[arg(long, default_value_t = 3)]
     bootstrap_expect: usize,
+    /// Address of the Raft, liveness, management and metrics listeners.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Address other nodes reach this one at (needed with `--bind 0.0.0.0`).
+    #[arg(long)]
+    advertise: Option<IpAddr>,
+    /// Management API port (0: from the OS).
+    #[arg(long, default_value_t = 0)]
+    management_port: u16,
+    /// Port of `/metrics` and the status page (none by default).
+    #[arg(long)]
+    metrics_port: Option<u16>,
 }
 
 #[tokio::main]
@@ -98,10 +110,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::local(args.node_id.clone());
     config.cluster_name = args.cluster;
     config.gossip_addr = args.gossip;
-    config.join = args.join.into_iter().collect();
+    config.join = args.join;
     config.shard_count = args.shards;
     config.bootstrap_expect = args.bootstrap_expect;
     config.storage = StorageConfig::DataDir(args.data_dir.join("raft"));
+    config.raft_addr = SocketAddr::new(args.bind, 0);
+    config.liveness_addr = SocketAddr::new(args.bind, 0);
+    config.management_addr = Some(SocketAddr::new(args.bind, args.management_port));
+    config.metrics_addr = args.metrics_port.map(|p| SocketAddr::new(args.bind, p));
+    config.advertise_host = args.advertise;
     // Pulls take a moment: leave the release hook room under ack_timeout.
     config.ack_timeout = Duration::from_secs(1);
     config.drain_timeout = Duration::from_secs(15);
