@@ -1,8 +1,8 @@
 //! Shard hand-off hooks: how a stateful service takes part in a move.
 //!
 //! A service that keeps data per shard creates a [`Handoff`] with
-//! [`handoff`] and passes it to [`Cluster::start_with_handoff`]
-//! (or [`Agent::start_with_handoff`](crate::Agent::start_with_handoff)); it
+//! [`handoff`] and passes it to [`Cluster::start_with_handoff`] (or
+//! [`Agent::start_with_handoff`](crate::Agent::start_with_handoff)); it
 //! reads [`HandoffEvent`]s from the [`HandoffEvents`] it got back. With no
 //! handoff registered a node behaves as before: it acknowledges a proposal
 //! as soon as it applied it and serves what it gains at the commit.
@@ -11,8 +11,8 @@
 //!
 //! 1. **Proposal.** When the node applies `Propose{epoch, map}` it first
 //!    stops serving every shard the proposal takes away from it (its
-//!    [`ServingSet`](super::ServingSet) drops them; [`Cluster::is_serving`]
-//!    is false for them from then on). Then it sends
+//!    [`ServingSet`](super::ServingSet) drops them;
+//!    [`Cluster::is_serving`] is false for them from then on). Then it sends
 //!    [`HandoffEvent::Proposed`] listing the shards it releases (with their
 //!    new owner) and the shards it will acquire (with their current owner).
 //!    When it releases shards it acknowledges the epoch to the leader only
@@ -24,8 +24,8 @@
 //!    [`HandoffEvent::Committed`] with the shards it acquires, each with the
 //!    previous owner and that owner's endpoint for the service
 //!    ([`HandoffSettings::endpoint`]). Those shards are *withheld*:
-//!    [`Cluster::is_serving`] stays false for them until the service calls
-//!    [`Committed::ready`] for the shard (after pulling its data from the
+//!    [`Cluster::is_serving`] stays false for them until the service
+//!    calls [`Committed::ready`] for the shard (after pulling its data from the
 //!    previous owner). A restart delivers one `Committed` with every shard
 //!    the node owns in the committed map it loaded, with no previous owner.
 //!
@@ -45,8 +45,9 @@
 //! * The new owner pulls after the commit, when the previous owner has
 //!   acknowledged and thus finished releasing: the data it pulls is final,
 //!   unless the release ran past its deadline (counted in
-//!   `clusterfunk_handoff_release_timeouts_total` and logged), when a write
-//!   accepted before the proposal may still land after the pull.
+//!   [`NodeStats::handoff_release_timeouts`](super::NodeStats) and logged),
+//!   when a write accepted before the proposal may still land after the
+//!   pull.
 //!
 //! # Not guaranteed
 //!
@@ -55,7 +56,8 @@
 //!   service decides: wait and retry until it is back with its data (the
 //!   shard stays unavailable), or serve without it (its data is lost).
 //! * Events are queued (bounded). If the service falls so far behind that
-//!   the queue is full, the node counts the event as dropped, acknowledges
+//!   the queue is full, the node counts the event as dropped
+//!   (`NodeStats::handoff_dropped`), acknowledges
 //!   after the deadline and does not withhold the shards of a dropped
 //!   commit, as if no handoff were registered for that map.
 //! * A node that restarts between acknowledging a proposal and its commit
@@ -69,6 +71,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::shards::ShardMap;
+#[cfg(doc)]
+use crate::Cluster;
 
 /// How a service's hand-off hooks are run.
 #[derive(Debug, Clone)]
