@@ -77,7 +77,7 @@ impl Agent {
     }
 
     /// [`start_with`](Self::start_with) for a stateful service that takes
-    /// part in shard moves (see [`crate::cluster::handoff`]).
+    /// part in shard moves (see [`crate::cluster::handoff`](mod@crate::cluster::handoff)).
     pub async fn start_with_handoff(
         config: Config,
         seams: Seams,

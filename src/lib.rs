@@ -14,7 +14,7 @@
 //! hashing), [`agent`], [`management`] (the gRPC API's [`Client`]) and
 //! [`metrics`] (the per-node registry and status view), [`client`]
 //! ([`ClusterClient`]: owner and endpoint lookups for programs that are
-//! not members) and the hand-off hooks in [`cluster::handoff`].
+//! not members) and the hand-off hooks in [`cluster::handoff`](mod@cluster::handoff).
 //!
 //! The layers below (gossip, liveness, Raft, mDNS discovery) and the
 //! harness that runs local clusters of agent processes stay out of the
