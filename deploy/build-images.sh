@@ -35,6 +35,8 @@ fi
 out=deploy/.build
 rm -rf "$out"
 mkdir -p "$out"
+# The assembled file systems are only the build contexts: free the space.
+trap 'rm -rf "$out"' EXIT
 
 # assemble DIR BINARY...: copies binaries and every library they load.
 assemble() {

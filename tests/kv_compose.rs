@@ -24,16 +24,19 @@ fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
 }
 
-/// The compose project of this test run; `down -v` when dropped.
+/// The compose project of this test run, on the /24 `net`; `down -v`
+/// when dropped.
 struct Project {
     name: String,
+    net: String,
 }
 
-/// `deploy/compose.sh ARGS` on project `name`.
-fn compose(name: &str, args: &[&str]) -> Output {
+/// `deploy/compose.sh ARGS` on project `name` in network `net`.
+fn compose(name: &str, net: &str, args: &[&str]) -> Output {
     Command::new(deploy().join("compose.sh"))
         .args(args)
         .env("COMPOSE_PROJECT_NAME", name)
+        .env("CF_NET", net)
         .env("CF_IMAGE", IMAGE)
         .env("CF_STATUS_PORT", "0")
         .env("CF_KV_PORT", "0")
@@ -45,7 +48,7 @@ fn compose(name: &str, args: &[&str]) -> Output {
 
 impl Project {
     fn compose(&self, args: &[&str]) -> Output {
-        compose(&self.name, args)
+        compose(&self.name, &self.net, args)
     }
 
     fn container(&self, service: &str) -> String {
@@ -57,6 +60,8 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         let _ = self.compose(&["--profile", "metrics", "down", "-v", "-t", "2"]);
+        // The image holds a copy of the debug binaries: give the space back.
+        let _ = Command::new("docker").args(["rmi", IMAGE]).output();
     }
 }
 
@@ -121,22 +126,40 @@ async fn compose_demo_under_chaos_loses_no_acknowledged_write() {
         return;
     }
     build_image();
-    let p = Project {
-        name: format!("cftest{}", std::process::id()),
-    };
     let nodes = ["node1", "node2", "node3", "node4", "node5"];
     let mut up = vec!["up", "-d"];
     up.extend(nodes);
-    ok(&p.compose(&up), "compose up");
+    // A /24 no other project on this Docker engine uses: try a few.
+    let pid = std::process::id();
+    let mut project = None;
+    for attempt in 0..5u32 {
+        let p = Project {
+            name: format!("cftest{pid}"),
+            net: format!("172.30.{}", (pid + attempt * 37) % 250 + 2),
+        };
+        let out = p.compose(&up);
+        if out.status.success() {
+            project = Some(p);
+            break;
+        }
+        eprintln!(
+            "compose up on {}: {}",
+            p.net,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let p = project.expect("compose up on a free network");
     wait_until_async("five healthy kv containers", || async {
         nodes.iter().all(|n| healthy(&p.container(n)))
     })
     .await;
-    let name = p.name.clone();
-    let load = tokio::task::spawn_blocking(move || compose(&name, &["run", "--rm", "-T", "load"]));
+    let (name, net) = (p.name.clone(), p.net.clone());
+    let load =
+        tokio::task::spawn_blocking(move || compose(&name, &net, &["run", "--rm", "-T", "load"]));
     let chaos = Command::new(deploy().join("chaos.sh"))
         .arg(seconds().saturating_sub(10).max(5).to_string())
         .env("COMPOSE_PROJECT_NAME", &p.name)
+        .env("CF_NET", &p.net)
         .env("CF_IMAGE", IMAGE)
         .output()
         .expect("chaos.sh");
