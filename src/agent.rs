@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use crate::cluster::{Cluster, ClusterError, Seams, EP_MANAGEMENT, EP_METRICS};
+use crate::cluster::{Cluster, ClusterError, Handoff, Seams, EP_MANAGEMENT, EP_METRICS};
 use crate::config::Config;
 use crate::management::{ManagementError, ManagementServer, PreparedServer};
 use crate::metrics::{MetricsError, MetricsServer};
@@ -73,6 +73,24 @@ impl Agent {
 
     /// [`start`](Self::start) with replaced networks (tests, simulations).
     pub async fn start_with(config: Config, seams: Seams) -> Result<Agent, AgentError> {
+        Agent::start_inner(config, seams, None).await
+    }
+
+    /// [`start_with`](Self::start_with) for a stateful service that takes
+    /// part in shard moves (see [`crate::cluster::handoff`](mod@crate::cluster::handoff)).
+    pub async fn start_with_handoff(
+        config: Config,
+        seams: Seams,
+        handoff: Handoff,
+    ) -> Result<Agent, AgentError> {
+        Agent::start_inner(config, seams, Some(handoff)).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        seams: Seams,
+        handoff: Option<Handoff>,
+    ) -> Result<Agent, AgentError> {
         let mut config = config.validate().map_err(ClusterError::from)?;
         // Read the TLS files before joining anything: a bad certificate
         // fails here, not after the node is part of the cluster.
@@ -83,7 +101,10 @@ impl Agent {
         let (management_addr, metrics_addr) = (config.management_addr, config.metrics_addr);
         let management = bind(&mut config, EP_MANAGEMENT, management_addr).await?;
         let metrics = bind(&mut config, EP_METRICS, metrics_addr).await?;
-        let cluster = Cluster::start_with(config, seams).await?;
+        let cluster = match handoff {
+            Some(h) => Cluster::start_with_handoff(config, seams, h).await?,
+            None => Cluster::start_with(config, seams).await?,
+        };
 
         let mut servers = Servers::default();
         if let (Some(prepared), Some(listener)) = (prepared, management) {

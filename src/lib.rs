@@ -12,7 +12,9 @@
 //! [`config`] ([`Config`] with presets), [`routing`] ([`Routes`]: key ->
 //! serve here or forward), [`shards`] ([`ShardMap`] and key -> shard
 //! hashing), [`agent`], [`management`] (the gRPC API's [`Client`]) and
-//! [`metrics`] (the per-node registry and status view).
+//! [`metrics`] (the per-node registry and status view), [`client`]
+//! ([`ClusterClient`]: owner and endpoint lookups for programs that are
+//! not members) and the hand-off hooks in [`cluster::handoff`](mod@cluster::handoff).
 //!
 //! The layers below (gossip, liveness, Raft, mDNS discovery) and the
 //! harness that runs local clusters of agent processes stay out of the
@@ -25,6 +27,7 @@
 
 mod actor;
 pub mod agent;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod management;
@@ -50,6 +53,7 @@ pub mod raft;
 pub mod rng;
 
 pub use agent::Agent;
+pub use client::ClusterClient;
 pub use cluster::{Cluster, ClusterError, ClusterEvent, NodeState, Role};
 pub use config::Config;
 pub use routing::{Route, Routes};

@@ -1,121 +1,165 @@
-//! A sharded key-value service on clusterfunk: each node keeps the keys of
-//! the shards it serves and forwards the others to their owner.
+//! A small sharded key-value store on clusterfunk, and its load client.
 //!
-//! Three nodes on one machine (each in its own shell):
+//! Each node keeps the keys of its shards in sled under `--data-dir`
+//! (`kv/`; Raft's log is in `raft/`), serves the shards it may serve and
+//! forwards the rest to their owner (`Routes::forward`). Shards are handed
+//! off on every move: the releasing node stops writing (the hand-off hook
+//! waits for writes in flight before the node acknowledges), and the new
+//! owner pulls the shard's keys from it before it serves them; meanwhile
+//! requests for the shard answer `RETRY`.
+//!
+//! Three nodes and a load on one machine (each in its own shell):
 //!
 //! ```text
-//! cargo run --example kv -- --node-id a --kv 127.0.0.1:9001 --gossip 127.0.0.1:7001
-//! cargo run --example kv -- --node-id b --kv 127.0.0.1:9002 --gossip 127.0.0.1:7002 --join 127.0.0.1:7001
-//! cargo run --example kv -- --node-id c --kv 127.0.0.1:9003 --gossip 127.0.0.1:7003 --join 127.0.0.1:7001
-//! printf 'SET colour blue\nGET colour\n' | nc -q1 127.0.0.1 9003
+//! cargo run --example kv -- serve --node-id a --data-dir /tmp/kv/a --kv 127.0.0.1:9001
+//! cargo run --example kv -- serve --node-id b --data-dir /tmp/kv/b --join GOSSIP_OF_A
+//! cargo run --example kv -- serve --node-id c --data-dir /tmp/kv/c --join GOSSIP_OF_A
+//! printf 'SET colour blue\nGET colour\n' | nc -q1 127.0.0.1 9001
+//! cargo run --example kv -- load --members MANAGEMENT_OF_A --seconds 10 --rate 500
 //! ```
 //!
-//! Protocol: one request per line, `SET key value` -> `OK`, `GET key` ->
-//! the value or `NOTFOUND`, errors as `ERR reason`. A demo, not a store:
-//! values of a shard that moves are not handed over.
+//! Each node prints one JSON line when ready (its kv, gossip and management
+//! addresses). The load client prints one JSON summary: throughput,
+//! latency p50/p99, errors, lost acknowledged writes and stale reads.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod load;
+mod server;
+mod store;
 
-use clap::Parser;
-use clusterfunk::routing::{Route, Routes};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use clusterfunk::cluster::{handoff, HandoffSettings, Seams};
+use clusterfunk::config::StorageConfig;
 use clusterfunk::{Agent, Config};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 #[derive(Parser)]
 struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a kv node.
+    Serve(ServeArgs),
+    /// Write and read keys through the nodes and check every write.
+    Load(load::LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
     /// Unique node id.
     #[arg(long)]
     node_id: String,
-    /// Address of this node's key-value listener.
+    /// Where the node keeps its keys and its Raft log.
     #[arg(long)]
+    data_dir: PathBuf,
+    /// The key-value listener.
+    #[arg(long, default_value = "127.0.0.1:0")]
     kv: SocketAddr,
     /// Gossip address.
-    #[arg(long)]
+    #[arg(long, default_value = "127.0.0.1:0")]
     gossip: SocketAddr,
-    /// Gossip address of a running node.
+    /// Gossip addresses of running nodes (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    join: Vec<String>,
+    /// Cluster name.
+    #[arg(long, default_value = "kv")]
+    cluster: String,
+    /// Shards (fixed for the cluster's life).
+    #[arg(long, default_value_t = 1000)]
+    shards: u32,
+    /// Nodes that must see each other before the cluster bootstraps.
+    #[arg(long, default_value_t = 3)]
+    bootstrap_expect: usize,
+    /// Address of the Raft, liveness, management and metrics listeners.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Address other nodes reach this one at (needed with `--bind 0.0.0.0`).
     #[arg(long)]
-    join: Option<String>,
+    advertise: Option<IpAddr>,
+    /// Management API port (0: from the OS).
+    #[arg(long, default_value_t = 0)]
+    management_port: u16,
+    /// Port of `/metrics` and the status page (none by default).
+    #[arg(long)]
+    metrics_port: Option<u16>,
 }
-
-type Store = Arc<Mutex<HashMap<String, String>>>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let mut config = Config::local(args.node_id);
-    config.cluster_name = "kv".into();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match Args::parse().cmd {
+        Cmd::Serve(a) => serve(a).await,
+        Cmd::Load(a) => load::run(a).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = store::Store::open(&args.data_dir.join("kv"), args.shards)?;
+    let mut config = Config::local(args.node_id.clone());
+    config.cluster_name = args.cluster;
     config.gossip_addr = args.gossip;
-    config.join = args.join.into_iter().collect();
+    config.join = args.join;
+    config.shard_count = args.shards;
+    config.bootstrap_expect = args.bootstrap_expect;
+    config.storage = StorageConfig::DataDir(args.data_dir.join("raft"));
+    config.raft_addr = SocketAddr::new(args.bind, 0);
+    config.liveness_addr = SocketAddr::new(args.bind, 0);
+    config.management_addr = Some(SocketAddr::new(args.bind, args.management_port));
+    config.metrics_addr = args.metrics_port.map(|p| SocketAddr::new(args.bind, p));
+    config.advertise_host = args.advertise;
+    // Pulls take a moment: leave the release hook room under ack_timeout.
+    config.ack_timeout = Duration::from_secs(1);
+    config.drain_timeout = Duration::from_secs(15);
     // Bound first, so `ep.kv` is in the node's first gossip tags.
     let listener = TcpListener::bind(args.kv).await?;
-    config
-        .endpoints
-        .insert("kv".into(), config.advertised(listener.local_addr()?));
-    // The agent adds the management API (`clusterfunk status` works) to the
-    // cluster node; `Cluster::start` alone would run the node only.
-    let node = Agent::start(config).await?;
-    let routes = Routes::new(node.cluster().clone(), "kv");
-    let store: Store = Arc::default();
-    loop {
-        tokio::select! {
-            conn = listener.accept() => {
-                let (conn, _) = conn?;
-                tokio::spawn(serve(conn, routes.clone(), store.clone()));
-            }
-            _ = tokio::signal::ctrl_c() => break,
-        }
+    let kv_addr = config.advertised(listener.local_addr()?);
+    config.endpoints.insert("kv".into(), kv_addr);
+    let mut settings = HandoffSettings::new("kv");
+    settings.release_deadline = Duration::from_millis(500);
+    let (reg, events) = handoff(settings);
+    let agent = Agent::start_with_handoff(config, Seams::default(), reg).await?;
+    let node = server::Node::new(agent.cluster().clone(), store);
+    tokio::spawn(node.clone().handoff(events));
+    tokio::spawn(node.clone().serve(listener));
+    let eps = agent.local_endpoints();
+    let ready = serde_json::json!({
+        "ready": args.node_id,
+        "kv": kv_addr.to_string(),
+        "gossip": eps.get("gossip").map(ToString::to_string),
+        "management": eps.get("management").map(ToString::to_string),
+        "keys": node.store.len(),
+    });
+    println!("{ready}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
-    node.stop().await;
+    // Drain (every shard moves away through the hand-off), then keep
+    // answering pulls until the new owners have our shards.
+    agent.stop().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !node.owed.lock().map(|o| o.is_empty()).unwrap_or(true)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let owed = node.owed.lock().map(|o| o.len()).unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({ "stopped": node.cluster.node_id(), "owed": owed })
+    );
     Ok(())
-}
-
-async fn serve(conn: TcpStream, routes: Routes, store: Store) {
-    let (read, mut write) = conn.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let reply = answer(&line, &routes, &store).await;
-        if write
-            .write_all(format!("{reply}\n").as_bytes())
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-async fn answer(line: &str, routes: &Routes, store: &Store) -> String {
-    let mut words = line.splitn(3, ' ');
-    let (cmd, key) = match (words.next(), words.next()) {
-        (Some(cmd), Some(key)) => (cmd, key),
-        _ => return "ERR expected SET key value or GET key".into(),
-    };
-    match routes.route(key.as_bytes()) {
-        Route::Local { .. } => {
-            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-            match (cmd, words.next()) {
-                ("SET", Some(value)) => {
-                    store.insert(key.to_string(), value.to_string());
-                    "OK".into()
-                }
-                ("GET", None) => store.get(key).cloned().unwrap_or("NOTFOUND".into()),
-                _ => "ERR expected SET key value or GET key".into(),
-            }
-        }
-        Route::Forward { addr, .. } => forward(&addr, line)
-            .await
-            .unwrap_or_else(|e| format!("ERR forward to {addr}: {e}")),
-        Route::Unavailable { reason, .. } => format!("ERR unavailable: {reason}"),
-    }
-}
-
-async fn forward(addr: &str, line: &str) -> std::io::Result<String> {
-    let conn = TcpStream::connect(addr).await?;
-    let (read, mut write) = conn.into_split();
-    write.write_all(format!("{line}\n").as_bytes()).await?;
-    let reply = BufReader::new(read).lines().next_line().await?;
-    Ok(reply.unwrap_or_default())
 }

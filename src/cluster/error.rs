@@ -65,6 +65,15 @@ pub enum ClusterError {
         /// Its gossip status here.
         status: crate::gossip::MemberStatus,
     },
+    /// A hand-off's release deadline must leave the leader time to hear
+    /// the acknowledgement: it must be below `ack_timeout`.
+    #[error("hand-off release deadline {deadline:?} is not below ack_timeout {ack_timeout:?}")]
+    ReleaseDeadline {
+        /// The service's release deadline.
+        deadline: std::time::Duration,
+        /// The cluster's ack timeout.
+        ack_timeout: std::time::Duration,
+    },
     /// None of the addresses to join resolved.
     #[error("no address of {} resolves", .0.join(", "))]
     Unresolved(Vec<String>),

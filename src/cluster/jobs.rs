@@ -27,6 +27,12 @@ pub(super) enum Done {
     Bootstrap(Result<(), String>, Vec<(RaftNodeInfo, AdmitError)>),
     Joined(Result<usize, String>),
     Acked(bool),
+    /// The service released what a proposal takes away (or the deadline
+    /// passed: `in_time` false).
+    Released {
+        epoch: u64,
+        in_time: bool,
+    },
     /// The registry write that undoes a stop's drain finished.
     DrainUndone(bool),
 }

@@ -24,6 +24,7 @@ mod admission;
 mod bootstrap;
 mod error;
 mod follower;
+pub mod handoff;
 mod ids;
 mod jobs;
 mod keys;
@@ -60,6 +61,10 @@ pub use crate::gossip::{MemNetwork, Member, MemberStatus, UserEvent};
 pub use crate::metrics::{Liveness, NodeView, RaftRole, StatusView};
 pub use crate::raft::{MemDisks, Router};
 pub use error::ClusterError;
+pub use handoff::{
+    handoff, Committed, Gate, Handoff, HandoffEvent, HandoffEvents, HandoffSettings, Proposed,
+    ShardMove,
+};
 pub use keys::KeyringState;
 pub use node::NodeStats;
 pub use serving::ServingSet;
@@ -283,6 +288,8 @@ struct Shared {
     leader: watch::Receiver<Option<String>>,
     map: watch::Receiver<Option<Arc<ShardMap>>>,
     serving: watch::Receiver<Arc<ServingSet>>,
+    /// Shards a hand-off withholds until the service has their data.
+    gate: Option<Gate>,
     status: watch::Receiver<StatusView>,
     gossip: Gossip,
     raft: Option<Arc<RaftNode>>,
@@ -326,7 +333,17 @@ impl Cluster {
 
     /// [`start`](Self::start) with replaced networks (tests, simulations).
     pub async fn start_with(config: Config, seams: Seams) -> Result<Cluster, ClusterError> {
-        startup::start(config.validate()?, seams).await
+        startup::start(config.validate()?, seams, None).await
+    }
+
+    /// [`start_with`](Self::start_with) for a stateful service that takes
+    /// part in shard moves through `handoff` (see [`handoff`](mod@handoff)).
+    pub async fn start_with_handoff(
+        config: Config,
+        seams: Seams,
+        handoff: Handoff,
+    ) -> Result<Cluster, ClusterError> {
+        startup::start(config.validate()?, seams, Some(handoff)).await
     }
 
     /// This node's id.
@@ -471,10 +488,18 @@ impl Cluster {
     /// Whether this node may serve `shard` now: it owns it in the committed
     /// map, no applied proposal takes it away, and a serving lease holds
     /// that a leader confirmed by a quorum granted for this very state (see
-    /// `raft::lease`). Cheap: a `watch` borrow and one short lock.
+    /// `raft::lease`); with a hand-off registered, also only once the
+    /// service marked the shard ready after acquiring it. Cheap: a `watch`
+    /// borrow and one or two short locks.
     pub fn is_serving(&self, shard: u32) -> bool {
         let set = self.shared.serving.borrow().clone();
-        set.contains(shard) && self.lease_valid(set.applied())
+        set.contains(shard)
+            && !self
+                .shared
+                .gate
+                .as_ref()
+                .is_some_and(|g| g.is_withheld(shard))
+            && self.lease_valid(set.applied())
     }
 
     /// A receiver of the set of shards this node may serve before the

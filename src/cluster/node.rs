@@ -66,6 +66,10 @@ pub struct NodeStats {
     /// Events published while nobody subscribed (lagging subscribers see
     /// `RecvError::Lagged` instead).
     pub events_without_receivers: u64,
+    /// Hand-off events the service's queue refused.
+    pub handoff_dropped: u64,
+    /// Hand-off releases that ran past their deadline.
+    pub handoff_release_timeouts: u64,
 }
 
 /// The node task's state; built by [`startup`](super::startup).
@@ -117,6 +121,8 @@ pub(super) struct Node {
     /// The runtime's own counters (`acks_failed`, `events_without_receivers`);
     /// the engines keep the rest.
     pub(super) stats: NodeStats,
+    /// The service's hand-off hooks, when one registered.
+    pub(super) handoff: Option<super::handoff::Hooks>,
 }
 
 impl Node {
@@ -432,6 +438,7 @@ impl Node {
             return;
         };
         let st = rx.borrow_and_update().clone();
+        let previous = self.follow.committed().cloned();
         let applied = self.follow.apply(&st);
         if let Some(id) = applied.cluster_id {
             self.set_tag(tags::CLUSTER_ID, id).await;
@@ -442,6 +449,7 @@ impl Node {
             self.metrics.committed_epoch.set(epoch as i64);
             self.metrics.shards.set(i64::from(c.map.shard_count()));
             self.metrics.shards_owned.set(c.mine as i64);
+            self.handoff_committed(previous.as_deref(), &c.map);
             self.map_tx.send_replace(Some(c.map));
             let actions = self.lead.on_committed(epoch, c.moved, now);
             self.execute(actions).await;
@@ -462,7 +470,7 @@ impl Node {
             }
         });
         if let Some(epoch) = applied.ack {
-            self.send_ack(epoch).await;
+            self.ack_after_release(epoch).await;
         }
         self.lead.mark_dirty(now);
         self.update_state();
@@ -562,6 +570,7 @@ impl Node {
             }
             Done::Joined(Ok(n)) => info!(answered = n, "joined gossip"),
             Done::Joined(Err(e)) => warn!(error = %e, "could not join any seed"),
+            Done::Released { epoch, in_time } => self.on_released(epoch, in_time).await,
             Done::Acked(ok) => {
                 if !ok {
                     self.stats.acks_failed += 1;
@@ -668,6 +677,9 @@ async fn recv<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
 
 #[path = "node_status.rs"]
 mod status;
+
+#[path = "node_handoff.rs"]
+mod handoff_glue;
 
 impl Drop for Node {
     fn drop(&mut self) {

@@ -45,6 +45,7 @@ impl Node {
             role,
             state,
             self.follow.committed().map(Arc::as_ref),
+            self.follow.pending().map(Arc::as_ref),
             self.started.elapsed(),
         );
         view::update_metrics(

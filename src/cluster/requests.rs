@@ -81,6 +81,8 @@ impl Node {
             write_failures: c.write_failures,
             membership_failures: c.membership_failures,
             events_without_receivers: self.stats.events_without_receivers,
+            handoff_dropped: self.handoff.as_ref().map_or(0, |h| h.dropped),
+            handoff_release_timeouts: self.handoff.as_ref().map_or(0, |h| h.timeouts),
         }
     }
 

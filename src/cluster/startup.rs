@@ -17,6 +17,7 @@ use tracing::{warn, Instrument};
 
 use super::bootstrap::Settle;
 use super::follower::Follower;
+use super::handoff::{Handoff, Hooks};
 use super::ids::raft_id;
 use super::leader::Leader;
 use super::node::{Node, NodeStats, STATUS_EVERY};
@@ -37,8 +38,22 @@ use crate::raft::{Network, RaftNode, RaftNodeInfo, Storage};
 const PROTOCOL_VERSION: u32 = 1;
 
 /// Starts every component and the node task.
-pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterError> {
+pub(crate) async fn start(
+    cfg: Config,
+    seams: Seams,
+    handoff: Option<Handoff>,
+) -> Result<Cluster, ClusterError> {
     let cfg = with_saved_keyring(cfg)?;
+    if let Some(h) = &handoff {
+        let deadline = h.settings().release_deadline;
+        if deadline >= cfg.ack_timeout {
+            return Err(ClusterError::ReleaseDeadline {
+                deadline,
+                ack_timeout: cfg.ack_timeout,
+            });
+        }
+    }
+    let gate = handoff.as_ref().map(Handoff::gate);
     let me = cfg.node_id.clone();
     let metrics = Metrics::new(me.clone()).map_err(start_err("metrics"))?;
     let bind_err = |what: &'static str, addr: SocketAddr| {
@@ -249,6 +264,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         last_status: Instant::now() - STATUS_EVERY,
         started: Instant::now(),
         stats: NodeStats::default(),
+        handoff: handoff.map(Hooks::new),
         cfg,
     };
     let (cluster_name, shard_count) = (node.cfg.cluster_name.clone(), node.cfg.shard_count);
@@ -265,6 +281,7 @@ pub(crate) async fn start(cfg: Config, seams: Seams) -> Result<Cluster, ClusterE
         leader: leader_rx,
         map: map_rx,
         serving: serving_rx,
+        gate,
         status: status_rx,
         gossip,
         raft,

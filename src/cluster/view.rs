@@ -11,7 +11,7 @@ use super::{NodeInfo, NodeState, RaftStatus, Role};
 use crate::config::Config;
 use crate::gossip::{endpoints, GossipStats, Member};
 use crate::liveness::{LivenessSnapshot, TargetStatus};
-use crate::metrics::{Liveness, Metrics, NodeView, RaftRole, StatusView};
+use crate::metrics::{Liveness, Metrics, NodeView, RaftRole, ShardMapView, StatusView};
 use crate::raft::{MemberRecord, Membership, RaftMetrics};
 use crate::shards::ShardMap;
 
@@ -103,6 +103,35 @@ pub(crate) fn raft_status(m: &RaftMetrics) -> RaftStatus {
     }
 }
 
+/// The committed map for the status page: owners by index, and the shards
+/// the pending proposal (if any) gives to another owner.
+fn shard_map_view(committed: &ShardMap, pending: Option<&ShardMap>) -> ShardMapView {
+    let nodes: Vec<String> = committed
+        .counts()
+        .into_iter()
+        .filter(|(_, c)| *c > 0)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let index = |owner: Option<&str>| {
+        owner
+            .and_then(|o| nodes.iter().position(|n| n == o))
+            .map_or(0, |i| i as u32 + 1)
+    };
+    let count = committed.shard_count();
+    let owners = (0..count).map(|s| index(committed.owner_of(s))).collect();
+    let moving = match pending.filter(|p| p.shard_count() == count) {
+        Some(p) => (0..count)
+            .filter(|s| p.owner_of(*s) != committed.owner_of(*s))
+            .collect(),
+        None => Vec::new(),
+    };
+    ShardMapView {
+        nodes,
+        owners,
+        moving,
+    }
+}
+
 /// The `/status` snapshot.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn status(
@@ -113,6 +142,7 @@ pub(crate) fn status(
     role: Role,
     state: NodeState,
     committed: Option<&ShardMap>,
+    pending: Option<&ShardMap>,
     uptime: Duration,
 ) -> StatusView {
     let count_of = |id: &str| committed.map(|m| m.counts().get(id).copied().unwrap_or(0));
@@ -174,6 +204,7 @@ pub(crate) fn status(
                 shards: n.shards,
             })
             .collect(),
+        shard_map: committed.map(|m| shard_map_view(m, pending)),
     }
 }
 
@@ -236,4 +267,27 @@ pub(crate) fn gossip_metrics(metrics: &Metrics, s: &GossipStats) {
         ("busy", s.streams_rejected),
         ("evicted_idle", s.streams_evicted),
     ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shards::rebalance;
+
+    #[test]
+    fn the_status_map_lists_owners_and_the_shards_a_proposal_moves() {
+        let empty = ShardMap::new(32).expect("map");
+        let m1 = rebalance(&empty, &[("a", 1), ("b", 1)]).expect("map");
+        let m2 = rebalance(&m1, &[("a", 1), ("b", 1), ("c", 1)]).expect("map");
+        let v = shard_map_view(&m1, Some(&m2));
+        assert_eq!(v.nodes, ["a", "b"]);
+        for s in 0..32u32 {
+            let owner = v.nodes[v.owners[s as usize] as usize - 1].as_str();
+            assert_eq!(Some(owner), m1.owner_of(s));
+        }
+        let moved: Vec<u32> = (0..32).filter(|s| m2.owner_of(*s) == Some("c")).collect();
+        assert_eq!(v.moving, moved);
+        assert!(!moved.is_empty());
+        assert!(shard_map_view(&m1, None).moving.is_empty());
+    }
 }

@@ -171,9 +171,10 @@ pub(crate) fn status(e: ClusterError) -> Status {
         ClusterError::Raft(r) => Status::unavailable(format!("raft: {r}")),
         ClusterError::Stopped => Status::unavailable("the node is stopping"),
         ClusterError::Gossip(g) => Status::invalid_argument(g.to_string()),
-        e @ (ClusterError::Config(_) | ClusterError::Bind { .. } | ClusterError::Start { .. }) => {
-            Status::internal(e.to_string())
-        }
+        e @ (ClusterError::Config(_)
+        | ClusterError::ReleaseDeadline { .. }
+        | ClusterError::Bind { .. }
+        | ClusterError::Start { .. }) => Status::internal(e.to_string()),
         e @ ClusterError::NotFailed { .. } => Status::failed_precondition(e.to_string()),
         e @ ClusterError::Unresolved(_) => Status::invalid_argument(e.to_string()),
     }

@@ -46,6 +46,9 @@ pub enum ManagementError {
     /// The token cannot be sent as a header.
     #[error("invalid token: {0}")]
     Token(String),
+    /// A streamed shard map did not decode.
+    #[error("undecodable shard map: {0}")]
+    Decode(#[source] crate::shards::ShardMapError),
     /// No node was found (zero-conf).
     #[error("discovery: {0}")]
     Discovery(String),

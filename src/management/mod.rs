@@ -27,6 +27,7 @@ mod keys;
 mod server;
 mod service;
 pub mod types;
+mod watch_map;
 
 #[allow(clippy::all, missing_docs)]
 mod pb {
@@ -43,6 +44,7 @@ pub use types::{
     EndpointEntry, Event, EventKind, Health, NodeEntry, NodeFilter, ShardCount, ShardsInfo,
     WriteOutcome,
 };
+pub use watch_map::{Endpoints, MapUpdate, MapUpdates};
 
 /// The gRPC service name, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = "clusterfunk.v1.management.Management";

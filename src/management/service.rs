@@ -411,6 +411,16 @@ impl Management for Service {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    type WatchShardMapStream = super::watch_map::MapStream;
+
+    async fn watch_shard_map(
+        &self,
+        _req: Request<pb::WatchShardMapRequest>,
+    ) -> Result<Response<Self::WatchShardMapStream>, Status> {
+        let s = super::watch_map::stream(self.cluster.clone(), self.shutdown.clone());
+        Ok(Response::new(s))
+    }
+
     async fn keys(
         &self,
         req: Request<pb::KeysRequest>,

@@ -260,6 +260,7 @@ impl From<pb::GetStatusResponse> for StatusView {
             raft_last_log_index: r.raft_last_log_index,
             raft_last_applied: r.raft_last_applied,
             nodes: Vec::new(),
+            shard_map: None,
         }
     }
 }

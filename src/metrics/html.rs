@@ -163,9 +163,13 @@ pub fn render_page(view: &StatusView) -> String {
     for n in &view.nodes {
         render_node(&mut out, view, n);
     }
+    let moving = view.shard_map.as_ref().map_or(0, |m| m.moving.len());
     let _ = write!(
         out,
-        "</tbody></table><p id=\"updated\" class=\"muted\">{} nodes · rendered by the server</p>\
+        "</tbody></table><h2>shard map</h2>\
+         <p id=\"maplegend\" class=\"muted\">{moving} shards moving</p>\
+         <canvas id=\"map\" width=\"640\" height=\"0\"></canvas>\
+         <p id=\"updated\" class=\"muted\">{} nodes · rendered by the server</p>\
          <script>{}</script></body></html>",
         view.nodes.len(),
         SCRIPT
@@ -201,6 +205,9 @@ td.shards{min-width:12rem}
 overflow:hidden;margin-right:.5rem;vertical-align:middle}
 .fill{height:100%;background:var(--fill)}
 td.eps{font-family:ui-monospace,monospace;font-size:.8rem;color:var(--mut)}
+h2{font-size:1rem;margin:1.2rem 0 .3rem}
+.sw{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle;border-radius:.15rem}
+canvas{max-width:100%}
 .ep{color:var(--fg)}
 "#;
 
@@ -252,8 +259,27 @@ var eps=el("td","eps");Object.keys(n.endpoints||{}).sort().forEach(function(k){
 var d=el("div");d.appendChild(el("span","ep",k));
 d.appendChild(document.createTextNode(" "+n.endpoints[k]));eps.appendChild(d);});
 tr.appendChild(eps);tb.appendChild(tr);});
+drawMap(v.shard_map);
 document.getElementById("updated").textContent=(v.nodes||[]).length+" nodes \u00b7 updated "+
 new Date().toLocaleTimeString();}
+// The shard map: one cell per shard, coloured by owner; shards a pending
+// proposal moves are drawn dark, unassigned ones empty.
+function hue(i,n){return "hsl("+Math.round(360*i/Math.max(n,1))+",65%,55%)";}
+function drawMap(m){
+var lg=document.getElementById("maplegend"),cv=document.getElementById("map");
+lg.replaceChildren();if(!m||!m.owners){lg.textContent="no committed map yet";cv.height=0;return;}
+var n=m.owners.length,cols=Math.ceil(Math.sqrt(n*2)),cell=Math.max(2,Math.floor(640/cols));
+cv.width=cols*cell;cv.height=Math.ceil(n/cols)*cell;
+var moving={};(m.moving||[]).forEach(function(s){moving[s]=1;});
+var counts=m.nodes.map(function(){return 0;});
+var ctx=cv.getContext("2d");ctx.clearRect(0,0,cv.width,cv.height);
+for(var s=0;s<n;s++){var o=m.owners[s];if(o>0)counts[o-1]++;
+ctx.fillStyle=moving[s]?"rgb(17,17,17)":o>0?hue(o-1,m.nodes.length):"transparent";
+ctx.fillRect((s%cols)*cell,Math.floor(s/cols)*cell,cell-1,cell-1);}
+m.nodes.forEach(function(id,i){var sw=el("span","sw");sw.style.background=hue(i,m.nodes.length);
+lg.appendChild(sw);lg.appendChild(document.createTextNode(id+" ("+counts[i]+")"));});
+var mv=el("span","sw");mv.style.background="rgb(17,17,17)";lg.appendChild(mv);
+lg.appendChild(document.createTextNode("moving ("+(m.moving||[]).length+")"));}
 function tick(){fetch("status",{cache:"no-store"}).then(function(r){
 if(!r.ok)throw new Error("HTTP "+r.status);return r.json();}).then(render).catch(function(e){
 document.getElementById("updated").textContent="cannot reach this node: "+e.message+

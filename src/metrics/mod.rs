@@ -27,4 +27,4 @@ pub use registry::{
     MetricSet, Metrics, GOSSIP_STATUSES, NODE_ROLES, NODE_STATES, RESHARD_BUCKETS, RTT_BUCKETS,
 };
 pub use server::{MetricsServer, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS};
-pub use status::{Liveness, NodeView, RaftRole, StatusView};
+pub use status::{Liveness, NodeView, RaftRole, ShardMapView, StatusView};

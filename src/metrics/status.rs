@@ -56,6 +56,23 @@ pub struct StatusView {
     /// management API's answer, which lists nodes with ListNodes).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeView>,
+    /// Every shard's owner and the shards a pending proposal moves, for
+    /// the status page's map (`None` before the first map, and in the
+    /// management API's answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_map: Option<ShardMapView>,
+}
+
+/// The committed map, compactly, with the moves a proposal has pending.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShardMapView {
+    /// Owners, sorted by id.
+    pub nodes: Vec<String>,
+    /// Per shard: 0 unassigned, `k` for `nodes[k - 1]`.
+    pub owners: Vec<u32>,
+    /// Shards whose owner the pending proposal changes (moving now).
+    pub moving: Vec<u32>,
 }
 
 /// One node as seen by the node publishing the [`StatusView`].

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod kv;
 pub mod netns;
 pub mod procs;
 pub mod secure;

@@ -94,3 +94,6 @@ impl Routes {
         self.cluster.endpoints(&self.endpoint)
     }
 }
+
+mod forward;
+pub use forward::{ForwardError, Forwarded, Hop, Reply, Target, MAX_HOPS};
