@@ -25,6 +25,7 @@
 
 mod actor;
 pub mod agent;
+pub mod cidr;
 pub mod cluster;
 pub mod config;
 pub mod management;

@@ -73,6 +73,9 @@ impl Node {
                 ("evicted", c.evicted),
                 ("timed_out", c.timed_out),
             ]);
+            self.metrics
+                .cidr_refused
+                .observe_total("raft", c.cidr_refused);
         }
         self.status_tx.send_replace(view);
     }

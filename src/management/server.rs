@@ -19,6 +19,7 @@ use super::client::chain;
 use super::config::forwarding_client;
 use super::service::{Forwarding, Service};
 use super::{pb, ManagementError, FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use crate::cidr::AllowList;
 use crate::cluster::{Cluster, NodeState};
 use crate::config::AuthConfig;
 
@@ -31,6 +32,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct PreparedServer {
     builder: Server,
     config: AuthConfig,
+    allow: AllowList,
 }
 
 impl std::fmt::Debug for PreparedServer {
@@ -72,6 +74,26 @@ fn reflection_v1alpha() -> Result<
         .build_v1alpha()
 }
 
+/// Drops connections from outside `allow` as they are accepted.
+fn allowed_only(
+    incoming: TcpIncoming,
+    allow: AllowList,
+    metrics: crate::metrics::Metrics,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt as _;
+    let mut refused = 0u64;
+    incoming.filter(move |conn| {
+        let peer = conn.as_ref().ok().and_then(|s| s.peer_addr().ok());
+        let ok = allow.is_open() || peer.is_some_and(|p| allow.allows(p.ip()));
+        if !ok {
+            refused += 1;
+            metrics.cidr_refused.observe_total("management", refused);
+            tracing::debug!(peer = ?peer, "management connection refused: address outside --allow-cidr");
+        }
+        std::future::ready(ok)
+    })
+}
+
 impl PreparedServer {
     /// Reads and checks the TLS files of `config`.
     pub fn new(config: &AuthConfig) -> Result<PreparedServer, ManagementError> {
@@ -103,7 +125,14 @@ impl PreparedServer {
         Ok(PreparedServer {
             builder,
             config: config.clone(),
+            allow: AllowList::default(),
         })
+    }
+
+    /// Accepts connections only from `allow` (`--allow-cidr`); others are
+    /// closed at once and counted in `clusterfunk_cidr_refused_total`.
+    pub fn allowing(self, allow: AllowList) -> PreparedServer {
+        PreparedServer { allow, ..self }
     }
 
     /// Serves `cluster`'s management API on `listener` until
@@ -145,7 +174,11 @@ impl PreparedServer {
             }
             (Err(e), _) | (_, Err(e)) => warn!(error = %e, "serving without reflection"),
         }
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = allowed_only(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            self.allow,
+            cluster.metrics().clone(),
+        );
         let mut stop = stop_rx;
         let node = cluster.node_id().to_string();
         let task = tokio::spawn(

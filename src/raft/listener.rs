@@ -49,6 +49,9 @@ pub struct ListenerLimits {
     pub http2_keepalive_interval: Duration,
     /// Concurrent calls per connection. Default 256.
     pub max_concurrent_streams: u32,
+    /// Peers allowed to connect (`--allow-cidr`); others are closed at
+    /// once and counted. Default: empty, every address.
+    pub allow: crate::cidr::AllowList,
 }
 
 impl Default for ListenerLimits {
@@ -60,6 +63,7 @@ impl Default for ListenerLimits {
             tcp_keepalive: Some(Duration::from_secs(30)),
             http2_keepalive_interval: Duration::from_secs(10),
             max_concurrent_streams: 256,
+            allow: crate::cidr::AllowList::default(),
         }
     }
 }
@@ -88,6 +92,8 @@ pub struct ListenerStats {
     pub timed_out: AtomicU64,
     /// Calls refused for a missing or wrong credential.
     pub unauthenticated: Arc<AtomicU64>,
+    /// Connections closed at once: the peer is outside the allow-list.
+    pub cidr_refused: AtomicU64,
 }
 
 /// A snapshot of [`ListenerStats`].
@@ -103,6 +109,8 @@ pub struct ListenerCounts {
     pub timed_out: u64,
     /// Calls refused for a missing or wrong credential.
     pub unauthenticated: u64,
+    /// Connections from outside the allow-list.
+    pub cidr_refused: u64,
 }
 
 impl ListenerStats {
@@ -115,6 +123,7 @@ impl ListenerStats {
             evicted: g(&self.evicted),
             timed_out: g(&self.timed_out),
             unauthenticated: g(&self.unauthenticated),
+            cidr_refused: g(&self.cidr_refused),
         }
     }
 }
@@ -287,6 +296,11 @@ impl Acceptor {
                     continue;
                 }
             };
+            if !self.limits.allow.allows(remote.ip()) {
+                self.stats.cidr_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %remote, "raft connection refused: address outside --allow-cidr");
+                continue;
+            }
             let Some(slot) = self.slot().await else {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(peer = %remote, "raft connection refused: every slot is in use by a proven peer");
