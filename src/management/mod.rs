@@ -24,6 +24,7 @@ mod config;
 mod convert;
 mod error;
 mod keys;
+mod reflection;
 mod server;
 mod service;
 pub mod types;

@@ -2,6 +2,7 @@
 //! state, reflection, TLS and the token check, on one listener.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -18,7 +19,7 @@ use super::auth::CheckToken;
 use super::client::chain;
 use super::config::forwarding_client;
 use super::service::{Forwarding, Service};
-use super::{pb, ManagementError, FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use super::{pb, reflection, ManagementError, SERVICE_NAME};
 use crate::cidr::AllowList;
 use crate::cluster::{Cluster, NodeState};
 use crate::config::AuthConfig;
@@ -33,6 +34,7 @@ pub struct PreparedServer {
     builder: Server,
     config: AuthConfig,
     allow: AllowList,
+    reflection: Arc<reflection::Index>,
 }
 
 impl std::fmt::Debug for PreparedServer {
@@ -48,30 +50,6 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ManagementError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-fn reflection_v1() -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-    tonic_reflection::server::Error,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-}
-
-fn reflection_v1alpha() -> Result<
-    tonic_reflection::server::v1alpha::ServerReflectionServer<
-        impl tonic_reflection::server::v1alpha::ServerReflection,
-    >,
-    tonic_reflection::server::Error,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
 }
 
 /// Drops connections from outside `allow` as they are accepted.
@@ -120,12 +98,13 @@ impl PreparedServer {
             }
         }
         // The descriptor sets are build outputs: check them once here.
-        reflection_v1().map_err(|e| ManagementError::Setup(format!("reflection: {e}")))?;
-        reflection_v1alpha().map_err(|e| ManagementError::Setup(format!("reflection: {e}")))?;
+        let index = reflection::Index::management()
+            .map_err(|e| ManagementError::Setup(format!("reflection: {e}")))?;
         Ok(PreparedServer {
             builder,
             config: config.clone(),
             allow: AllowList::default(),
+            reflection: Arc::new(index),
         })
     }
 
@@ -163,17 +142,19 @@ impl PreparedServer {
             stop_rx.clone(),
         ));
         let mut builder = self.builder;
-        let mut router = builder
+        let v1 = reflection::v1::Reflection(self.reflection.clone());
+        let v1alpha = reflection::v1alpha::Reflection(self.reflection);
+        let router = builder
             .add_service(health)
-            .add_service(InterceptedService::new(service, check.clone()));
-        match (reflection_v1(), reflection_v1alpha()) {
-            (Ok(v1), Ok(v1alpha)) => {
-                router = router
-                    .add_service(InterceptedService::new(v1, check.clone()))
-                    .add_service(InterceptedService::new(v1alpha, check));
-            }
-            (Err(e), _) | (_, Err(e)) => warn!(error = %e, "serving without reflection"),
-        }
+            .add_service(InterceptedService::new(service, check.clone()))
+            .add_service(InterceptedService::new(
+                reflection::v1::ServerReflectionServer::new(v1),
+                check.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                reflection::v1alpha::ServerReflectionServer::new(v1alpha),
+                check,
+            ));
         let incoming = allowed_only(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             self.allow,
