@@ -97,8 +97,9 @@ pub struct GossipStats {
     /// Datagrams or stream frames refused because their protocol version
     /// is outside the range this node speaks.
     pub protocol_refused_frames: u64,
-    /// Members refused because the protocol range they advertise has no
-    /// version in common with this node's.
+    /// Member announcements (alive messages, push/pull records) refused
+    /// because the protocol range they advertise has no version in common
+    /// with this node's; the member is never added.
     pub protocol_refused_members: u64,
     /// Datagrams or stream frames that failed to decrypt (or arrived in
     /// plaintext while a keyring is set).

@@ -180,8 +180,7 @@ impl Refusals {
                 version = v,
                 speaks = %own,
                 "refused gossip from a node speaking protocol version {v}: this node speaks \
-                 {}..={}; upgrade the older of the two (or set --protocol-version on the newer) \
-                 so their ranges overlap",
+                 {}..={}; run builds whose version ranges overlap (upgrade the older node)",
                 own.min,
                 own.max
             );

@@ -52,16 +52,21 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ManagementError> {
     })
 }
 
-/// Drops connections from outside `allow` as they are accepted.
-fn allowed_only(
-    incoming: TcpIncoming,
+/// Drops connections from outside `allow` as they are accepted (`peer`
+/// tells a connection's remote address).
+fn allowed_only<S, T>(
+    incoming: S,
+    peer: impl Fn(&T) -> Option<SocketAddr>,
     allow: AllowList,
     metrics: crate::metrics::Metrics,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+) -> impl futures::Stream<Item = std::io::Result<T>>
+where
+    S: futures::Stream<Item = std::io::Result<T>>,
+{
     use futures::StreamExt as _;
     let mut refused = 0u64;
     incoming.filter(move |conn| {
-        let peer = conn.as_ref().ok().and_then(|s| s.peer_addr().ok());
+        let peer = conn.as_ref().ok().and_then(&peer);
         let ok = allow.is_open() || peer.is_some_and(|p| allow.allows(p.ip()));
         if !ok {
             refused += 1;
@@ -157,6 +162,7 @@ impl PreparedServer {
             ));
         let incoming = allowed_only(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
+            |s: &tokio::net::TcpStream| s.peer_addr().ok(),
             self.allow,
             cluster.metrics().clone(),
         );
