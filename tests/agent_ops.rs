@@ -18,10 +18,8 @@ use common::wait::wait_until_async;
 
 const SHARDS: u32 = 1000;
 const WAIT: Duration = Duration::from_secs(60);
-/// Join attempts of the early agent before its seeds start: with pauses
-/// capped at 200 ms this is past the ~6 s after which joining used to stop.
-const EARLY_ATTEMPTS: usize = 35;
-/// How long the early agent runs before its seed starts (the 20 s).
+/// How long the early agent runs before its seed starts: the issue's
+/// 20 s, well past the ~6 s after which joining used to stop.
 const EARLY_FOR: Duration = Duration::from_secs(20);
 
 fn exe() -> &'static Path {
@@ -96,18 +94,16 @@ async fn retry_join_join_command_and_force_leave_on_real_agents() {
     )
     .await
     .expect("start n1");
-    wait_until_async("n1 retrying its join for a while", || async {
-        join_attempts(dir.path(), "n1") >= EARLY_ATTEMPTS
-    })
-    .await;
-    // Then until 20 s after n1 started (a state of the clock, not a
-    // settling pause: the seed must not exist before then).
+    // The seed must not exist until 20 s after n1 started: a state of the
+    // clock this test sets up, not a pause for something to settle. (How
+    // many attempts fit in it depends on the machine's load: printed.)
     tokio::time::sleep(EARLY_FOR.saturating_sub(started.elapsed())).await;
+    let attempts = join_attempts(dir.path(), "n1");
     println!(
-        "n1 ran {:.1} s and failed {} join attempts before its seed started",
+        "n1 ran {:.1} s and failed {attempts} join attempts before its seed started",
         started.elapsed().as_secs_f64(),
-        join_attempts(dir.path(), "n1")
     );
+    assert!(attempts >= 2, "n1 kept retrying");
     // Only now the seed starts (on the named port), then a third node that
     // knows only the seed: the cluster forms only if n1 got in.
     let port_s = port.to_string();

@@ -566,3 +566,75 @@ fn print_line(line: &serde_json::Value) {
         tracing::debug!("stdout is closed; event line dropped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn args(flags: &[&str]) -> AgentArgs {
+        let argv = ["agent", "--node-id", "a", "--in-memory"];
+        Cmd::try_parse_from(argv.iter().chain(flags))
+            .expect("flags")
+            .agent
+    }
+
+    #[test]
+    fn tuning_flags_and_the_json_file_reach_the_config() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("agent.json");
+        std::fs::write(
+            &file,
+            r#"{"max_voters": 3, "allow_cidr": ["10.0.0.0/8"],
+                "gossip": {"probe_interval_ms": 900, "suspicion_mult": 7, "max_incoming_streams": 9}}"#,
+        )
+        .expect("write");
+        let path = file.to_str().expect("utf-8 path");
+        let a = args(&["--config", path, "--probe-interval-ms", "700"]);
+        let c = a.merge_file().expect("merge").to_config().expect("config");
+        assert_eq!(
+            c.gossip.probe_interval,
+            Duration::from_millis(700),
+            "flag wins"
+        );
+        assert_eq!(c.gossip.suspicion_mult, 7);
+        assert_eq!(c.gossip.max_incoming_streams, 9);
+        assert_eq!(c.max_voters, 3);
+        assert_eq!(c.allow_cidr.to_string(), "10.0.0.0/8");
+        assert_eq!(c.raft.listener.allow, c.allow_cidr, "validate copies it");
+
+        let c = args(&[
+            "--preset",
+            "local",
+            "--mdns-interface",
+            "eth7",
+            "--protocol-version",
+            "1",
+        ])
+        .to_config()
+        .expect("config");
+        assert_eq!(
+            c.mdns.interfaces,
+            clusterfunk::config::Interfaces::Named("eth7".into())
+        );
+        assert_eq!(c.gossip.protocol.cur, 1);
+
+        for bad in [
+            &["--max-voters", "4"][..],
+            &["--probe-timeout-ms", "5000"],
+            &["--packet-size", "100"],
+            &["--allow-cidr", "10.0.0.0/40"],
+            &["--protocol-version", "9"],
+            &["--mdns-interface", ""],
+        ] {
+            let err = args(bad).to_config().expect_err("refused");
+            println!("{bad:?}: {err:#}");
+        }
+    }
+}

@@ -283,8 +283,11 @@ impl GossipConfig {
                 frame: self.max_stream_frame,
             });
         }
-        check_tags(&self.tags)?;
         self.protocol.validate()?;
+        // As published: with the protocol range tag.
+        let mut tags = self.tags.clone();
+        self.protocol.advertise(&mut tags);
+        check_tags(&tags)?;
         Ok(self)
     }
 

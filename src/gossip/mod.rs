@@ -37,7 +37,8 @@
 //! `clusterfunk gossip-node`.
 //!
 //! Imports: std, tokio, prost (its generated types stay private here),
-//! serde, rand, aes-gcm, tracing. Independent of `raft` and `liveness`: it
+//! serde, rand, aes-gcm, lz4_flex, tracing, and the crate's plain `actor`
+//! and `cidr` helpers. Independent of `raft` and `liveness`: it
 //! reports only through channels (`watch` for the member list, bounded
 //! `mpsc` per subscriber for events).
 

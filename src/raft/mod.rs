@@ -12,7 +12,8 @@
 //! coordinator uses).
 //!
 //! Imports: std, openraft, tonic/prost, sled, tokio, serde, bytes, tracing.
-//! It imports nothing from the rest of the crate: shard maps are opaque
+//! From the rest of the crate only the plain `cidr` allow-list (for the
+//! listener): shard maps are opaque
 //! encoded bytes here and the coordinator encodes and decodes them.
 //! Generated protobuf types stay private to this module; everything that
 //! leaves it is a plain Rust type.
