@@ -179,6 +179,71 @@ fn version_two_compresses_large_datagrams_and_version_one_never() {
     assert_eq!(small[3], MsgType::Ping as u8);
 }
 
+/// A push/pull state of `n` members with an agent's tags.
+fn agent_state(n: u32) -> StreamMsg {
+    let tags = |i: u32| {
+        let host = format!("10.0.{}.{}", i / 250, i % 250 + 1);
+        let mut t: std::collections::HashMap<String, String> = [
+            "gossip:7946",
+            "raft:7948",
+            "liveness:7949",
+            "management:7947",
+            "metrics:9100",
+        ]
+        .iter()
+        .map(|e| {
+            let (name, port) = e.split_once(':').unwrap();
+            (format!("ep.{name}"), format!("{host}:{port}"))
+        })
+        .collect();
+        t.insert("cf.cluster".into(), "production-eu".into());
+        t.insert(
+            "cf.id".into(),
+            "3f9c2a7e-1b44-4c1d-9a0e-6b2f5d8c1e70".into(),
+        );
+        t.insert("cf.kind".into(), "member".into());
+        t.insert("cf.weight".into(), "1".into());
+        t.insert("cf.proto".into(), "1-2/2".into());
+        t
+    };
+    StreamMsg::State(pb::PushPullState {
+        from: "node-0".into(),
+        nodes: (0..n)
+            .map(|i| pb::NodeRecord {
+                name: format!("node-{i}"),
+                addr: format!("10.0.{}.{}:7946", i / 250, i % 250 + 1),
+                incarnation: u64::from(i % 7 + 1),
+                status: 0,
+                tags: tags(i),
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// Figures, not asserts: how much lz4 saves on realistic full states.
+#[test]
+fn compression_figures_for_agent_states() {
+    for n in [10, 100, 1000] {
+        let state = agent_state(n);
+        let plain = encode_stream_frame(&state, None, 1).len();
+        let t = std::time::Instant::now();
+        let frame = encode_stream_frame(&state, None, 2);
+        let encoded = t.elapsed();
+        let packed = frame.len();
+        let t = std::time::Instant::now();
+        let decoded = decode_stream_frame(&frame, None).unwrap();
+        let took = t.elapsed();
+        assert_eq!(decoded, state);
+        println!(
+            "push/pull state of {n} members: {plain} bytes, lz4 {packed} ({:.0} %), \
+             encode {encoded:?}, decode {took:?} (debug build)",
+            100.0 * packed as f64 / plain as f64
+        );
+        assert!(packed <= plain);
+    }
+}
+
 #[tokio::test]
 async fn version_two_compresses_large_stream_frames() {
     let state = StreamMsg::State(pb::PushPullState {
