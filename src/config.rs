@@ -129,8 +129,9 @@ pub struct Config {
     /// answers (Consul's `retry_max`). Default 0.
     pub retry_join_max: u32,
     /// Sources allowed on the gossip, Raft and management listeners
-    /// (`--allow-cidr`); others are dropped and counted. `validate` copies
-    /// it into the gossip and Raft settings. Default: empty, every address.
+    /// (`--allow-cidr`); others are dropped and counted. When not empty,
+    /// `validate` copies it into the gossip and Raft settings (which may
+    /// also be set one by one). Default: empty, every address.
     pub allow_cidr: AllowList,
 }
 
@@ -348,8 +349,10 @@ impl Config {
             return Err(invalid("advertise_host", "must be a reachable address"));
         }
         self.gossip.name = self.node_id.clone();
-        self.gossip.allow = self.allow_cidr.clone();
-        self.raft.listener.allow = self.allow_cidr.clone();
+        if !self.allow_cidr.is_open() {
+            self.gossip.allow = self.allow_cidr.clone();
+            self.raft.listener.allow = self.allow_cidr.clone();
+        }
         self.raft.cluster_name = self.cluster_name.clone();
         self.gossip = self.gossip.validate()?;
         self.raft.validate()?;

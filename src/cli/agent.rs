@@ -27,7 +27,9 @@ pub const DEFAULT_METRICS_PORT: u16 = 9100;
 #[derive(clap::Args, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct AgentArgs {
-    /// JSON config file with any of these settings (flags win).
+    /// JSON config file with any of these settings, by their snake_case
+    /// names (flags win); the gossip knobs sit under "gossip", with more
+    /// than the flags below (see the README).
     #[arg(long, env = "CLUSTERFUNK_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
