@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use clusterfunk::management::{
-    Client, ClientTls, EventKind, EventStream, Health, ManagementError, NodeFilter, ShardsInfo,
-    StatusView, WriteOutcome, DEFAULT_PORT,
+    Client, ClientTls, Health, ManagementError, NodeFilter, ShardsInfo, StatusView, WriteOutcome,
+    DEFAULT_PORT,
 };
 use serde::Serialize;
 
@@ -269,6 +269,9 @@ impl MgmtCmd {
 
 #[path = "members.rs"]
 mod members;
+#[path = "watch.rs"]
+mod watch;
+use watch::print_events;
 
 async fn dispatch(cmd: MgmtCmd) -> anyhow::Result<()> {
     let rpc = cmd.rpc().clone();
@@ -316,22 +319,6 @@ async fn within<T>(
             .map_err(|_| anyhow!("no answer within {:.1} s", t.as_secs_f64()))?,
         None => work.await,
     }
-}
-
-/// Prints every event of `events` as it comes.
-async fn print_events(mut events: EventStream, format: Format) -> anyhow::Result<()> {
-    use std::io::Write;
-    while let Some(ev) = events.next().await {
-        let ev = ev?;
-        let line = match format {
-            Format::Json => serde_json::to_string(&ev)?,
-            Format::Text => event_text(&ev),
-        };
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")?;
-        out.flush()?;
-    }
-    Ok(())
 }
 
 pub(crate) async fn connect(rpc: &RpcArgs) -> anyhow::Result<Client> {
@@ -671,41 +658,6 @@ fn shards_text(s: &ShardsInfo, full: bool) -> String {
     )
 }
 
-/// `HH:MM:SS.mmm` (UTC) of a Unix time in milliseconds.
-fn clock(unix_ms: u64) -> String {
-    let ms = unix_ms % 86_400_000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
-}
-
-fn event_text(e: &clusterfunk::management::Event) -> String {
-    let what = match e.kind {
-        EventKind::StateChanged | EventKind::RoleChanged => e.detail.clone(),
-        EventKind::LeaderChanged => dash(&e.node_id),
-        EventKind::MapProposed => format!("epoch {}", e.epoch),
-        EventKind::MapCommitted => format!("epoch {}, {} shards moved", e.epoch, e.moved),
-        EventKind::UserEvent => format!(
-            "{} {}",
-            e.detail,
-            String::from_utf8_lossy(&e.payload).replace(['\n', '\r'], " ")
-        ),
-        EventKind::Gap => format!("{} events skipped (reader too slow)", e.missed),
-        _ => e.node_id.clone(),
-    };
-    format!(
-        "{} {} {:<15} {}",
-        clock(e.unix_ms),
-        e.source,
-        e.kind_name,
-        what.trim_end()
-    )
-}
-
 /// Finds a node over mDNS, then asks gossip for its management address:
 /// mDNS announces gossip addresses only, so a short-lived gossip member
 /// joins the node found, reads its `ep.management` tag and leaves.
@@ -811,10 +763,5 @@ mod tests {
             format!("http://node1:{p}")
         );
         assert_eq!(with_default_port("https://node1:1"), "https://node1:1");
-    }
-
-    #[test]
-    fn clock_is_utc_time_of_day() {
-        assert_eq!(clock(86_400_000 + 3_723_004), "01:02:03.004");
     }
 }
