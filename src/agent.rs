@@ -95,7 +95,7 @@ impl Agent {
         // Read the TLS files before joining anything: a bad certificate
         // fails here, not after the node is part of the cluster.
         let prepared = match config.management_addr {
-            Some(_) => Some(PreparedServer::new(&config.auth)?),
+            Some(_) => Some(PreparedServer::new(&config.auth)?.allowing(config.allow_cidr.clone())),
             None => None,
         };
         let (management_addr, metrics_addr) = (config.management_addr, config.metrics_addr);

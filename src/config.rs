@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::cidr::{AllowList, Cidr};
 // The module configs a `Config` holds, re-exported so that the documented
 // API names them without the modules (which are building blocks).
 pub use crate::discovery::{Interfaces, MdnsConfig};
@@ -127,6 +128,11 @@ pub struct Config {
     /// Attempts to join the seeds before giving up; 0 retries until one
     /// answers (Consul's `retry_max`). Default 0.
     pub retry_join_max: u32,
+    /// Sources allowed on the gossip, Raft and management listeners
+    /// (`--allow-cidr`); others are dropped and counted. When not empty,
+    /// `validate` copies it into the gossip and Raft settings (which may
+    /// also be set one by one). Default: empty, every address.
+    pub allow_cidr: AllowList,
 }
 
 /// TLS of a node's gRPC servers and clients (PEM files, read at start).
@@ -243,6 +249,7 @@ impl Config {
             liveness: LivenessConfig::default(),
             retry_join_interval: Duration::from_secs(5),
             retry_join_max: 0,
+            allow_cidr: AllowList::default(),
         }
     }
 
@@ -342,6 +349,10 @@ impl Config {
             return Err(invalid("advertise_host", "must be a reachable address"));
         }
         self.gossip.name = self.node_id.clone();
+        if !self.allow_cidr.is_open() {
+            self.gossip.allow = self.allow_cidr.clone();
+            self.raft.listener.allow = self.allow_cidr.clone();
+        }
         self.raft.cluster_name = self.cluster_name.clone();
         self.gossip = self.gossip.validate()?;
         self.raft.validate()?;

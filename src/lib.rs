@@ -27,6 +27,7 @@
 
 mod actor;
 pub mod agent;
+pub mod cidr;
 pub mod client;
 pub mod cluster;
 pub mod config;

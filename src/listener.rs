@@ -60,6 +60,9 @@ pub struct ListenerLimits {
     /// that clients that made one call and went idle cannot fill it.
     /// Default false (Raft peers keep their connections).
     pub evict_proven: bool,
+    /// Peers allowed to connect (`--allow-cidr`); others are closed at
+    /// once and counted. Default: empty, every address.
+    pub allow: crate::cidr::AllowList,
 }
 
 impl Default for ListenerLimits {
@@ -72,6 +75,7 @@ impl Default for ListenerLimits {
             http2_keepalive_interval: Duration::from_secs(10),
             max_concurrent_streams: 256,
             evict_proven: false,
+            allow: crate::cidr::AllowList::default(),
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct ListenerStats {
     pub timed_out: AtomicU64,
     /// Calls refused for a missing or wrong credential.
     pub unauthenticated: Arc<AtomicU64>,
+    /// Connections closed at once: the peer is outside the allow-list.
+    pub cidr_refused: AtomicU64,
 }
 
 /// A snapshot of [`ListenerStats`].
@@ -125,6 +131,8 @@ pub struct ListenerCounts {
     pub timed_out: u64,
     /// Calls refused for a missing or wrong credential.
     pub unauthenticated: u64,
+    /// Connections from outside the allow-list.
+    pub cidr_refused: u64,
 }
 
 impl ListenerCounts {
@@ -148,6 +156,7 @@ impl ListenerStats {
             evicted: g(&self.evicted),
             timed_out: g(&self.timed_out),
             unauthenticated: g(&self.unauthenticated),
+            cidr_refused: g(&self.cidr_refused),
         }
     }
 }
@@ -347,6 +356,11 @@ impl Acceptor {
                     continue;
                 }
             };
+            if !self.limits.allow.allows(remote.ip()) {
+                self.stats.cidr_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %remote, port = ?self.listener.local_addr().ok(), "connection refused: address outside --allow-cidr");
+                continue;
+            }
             let Some(slot) = self.slot().await else {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(peer = %remote, port = ?self.listener.local_addr().ok(), "connection refused: every slot is in use by a proven peer");

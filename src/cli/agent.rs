@@ -27,7 +27,9 @@ pub const DEFAULT_METRICS_PORT: u16 = 9100;
 #[derive(clap::Args, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct AgentArgs {
-    /// JSON config file with any of these settings (flags win).
+    /// JSON config file with any of these settings, by their snake_case
+    /// names (flags win); the gossip knobs sit under "gossip", with more
+    /// than the flags below (see the README).
     #[arg(long, env = "CLUSTERFUNK_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -37,7 +39,11 @@ pub struct AgentArgs {
     /// Cluster name (default clusterfunk).
     #[arg(long, env = "CLUSTERFUNK_CLUSTER")]
     pub cluster: Option<String>,
-    /// Preset: local, lan (default) or wan.
+    /// Preset: lan (default; memberlist's LAN gossip timings), wan (slower
+    /// gossip, Raft and liveness for links across data centres) or local
+    /// (one host: faster gossip timings, and mDNS on the loopback
+    /// interface only, so zero-conf finds only agents on this host; change
+    /// that with --mdns-interface).
     #[arg(long, env = "CLUSTERFUNK_PRESET")]
     pub preset: Option<String>,
     /// Address to bind every socket on (default 127.0.0.1).
@@ -170,6 +176,31 @@ pub struct AgentArgs {
     /// this many seconds (Serf's tombstone timeout; default 86400).
     #[arg(long, env = "CLUSTERFUNK_TOMBSTONE_TIMEOUT_S")]
     pub tombstone_timeout_s: Option<u64>,
+    /// Most Raft voters the leader keeps, odd (default 5); other members
+    /// are learners.
+    #[arg(long, env = "CLUSTERFUNK_MAX_VOTERS")]
+    pub max_voters: Option<usize>,
+    /// Interface mDNS announces and browses on: a name (eth0), `all`, or
+    /// `loopback` (default: all; loopback with --preset local).
+    #[arg(long, env = "CLUSTERFUNK_MDNS_INTERFACE")]
+    pub mdns_interface: Option<String>,
+    /// Highest gossip protocol version sent (this build speaks 1..=2 and
+    /// sends 2 by default). Peers always talk in the highest version both
+    /// speak; hold it at 1 only to keep large frames uncompressed.
+    #[arg(long, env = "CLUSTERFUNK_PROTOCOL_VERSION")]
+    pub protocol_version: Option<u8>,
+    /// Testing only: the whole protocol range to advertise, `min-max/cur`
+    /// (pretends to be another build).
+    #[arg(long, env = "CLUSTERFUNK_PROTOCOL_RANGE", hide = true)]
+    pub protocol_range: Option<String>,
+    /// Accept gossip, Raft and management traffic only from these address
+    /// blocks (repeatable or comma-separated, e.g. 10.0.0.0/8); others are
+    /// dropped and counted in clusterfunk_cidr_refused_total. Default: any.
+    #[arg(long, env = "CLUSTERFUNK_ALLOW_CIDR", value_delimiter = ',')]
+    pub allow_cidr: Vec<String>,
+    #[command(flatten)]
+    #[serde(rename = "gossip")]
+    pub tuning: super::tuning::TuningArgs,
 }
 
 impl AgentArgs {
@@ -219,11 +250,19 @@ impl AgentArgs {
             retry_join_max,
             reconnect_interval_ms,
             reconnect_timeout_s,
-            tombstone_timeout_s
+            tombstone_timeout_s,
+            max_voters,
+            mdns_interface,
+            protocol_version,
+            protocol_range
         );
         if self.join.is_empty() {
             self.join = file.join;
         }
+        if self.allow_cidr.is_empty() {
+            self.allow_cidr = file.allow_cidr;
+        }
+        self.tuning.fill_from(file.tuning);
         self.in_memory |= file.in_memory;
         self.non_member |= file.non_member;
         Ok(self)
@@ -293,6 +332,7 @@ impl AgentArgs {
             c.lease = Duration::from_millis(ms);
         }
         self.apply_membership_timing(&mut c);
+        self.apply_tuning(&mut c)?;
         c.auth.token = self.token.clone();
         self.apply_secret(&mut c)?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
@@ -339,6 +379,33 @@ impl AgentArgs {
 }
 
 impl AgentArgs {
+    /// Gossip knobs, voters, mDNS interface, protocol versions and the
+    /// CIDR allow-list.
+    fn apply_tuning(&self, c: &mut Config) -> anyhow::Result<()> {
+        use clusterfunk::gossip::ProtocolRange;
+        self.tuning.apply(&mut c.gossip);
+        if let Some(n) = self.max_voters {
+            c.max_voters = n;
+        }
+        if let Some(name) = &self.mdns_interface {
+            c.mdns.interfaces = match name.as_str() {
+                "" => anyhow::bail!("--mdns-interface needs a name, `all` or `loopback`"),
+                "all" => clusterfunk::config::Interfaces::All,
+                "loopback" => clusterfunk::config::Interfaces::LoopbackOnly,
+                other => clusterfunk::config::Interfaces::Named(other.to_string()),
+            };
+        }
+        if let Some(v) = self.protocol_version {
+            c.gossip.protocol = ProtocolRange::sending(v).context("--protocol-version")?;
+        }
+        if let Some(r) = &self.protocol_range {
+            c.gossip.protocol = r.parse().context("--protocol-range")?;
+        }
+        c.allow_cidr =
+            clusterfunk::config::AllowList::parse(&self.allow_cidr).context("--allow-cidr")?;
+        Ok(())
+    }
+
     /// Retry-join and the gossip reconnect/reap timeouts.
     fn apply_membership_timing(&self, c: &mut Config) {
         if let Some(ms) = self.retry_join_interval_ms {
@@ -499,5 +566,77 @@ fn print_line(line: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
         tracing::debug!("stdout is closed; event line dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn args(flags: &[&str]) -> AgentArgs {
+        let argv = ["agent", "--node-id", "a", "--in-memory"];
+        Cmd::try_parse_from(argv.iter().chain(flags))
+            .expect("flags")
+            .agent
+    }
+
+    #[test]
+    fn tuning_flags_and_the_json_file_reach_the_config() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("agent.json");
+        std::fs::write(
+            &file,
+            r#"{"max_voters": 3, "allow_cidr": ["10.0.0.0/8"],
+                "gossip": {"probe_interval_ms": 900, "suspicion_mult": 7, "max_incoming_streams": 9}}"#,
+        )
+        .expect("write");
+        let path = file.to_str().expect("utf-8 path");
+        let a = args(&["--config", path, "--probe-interval-ms", "700"]);
+        let c = a.merge_file().expect("merge").to_config().expect("config");
+        assert_eq!(
+            c.gossip.probe_interval,
+            Duration::from_millis(700),
+            "flag wins"
+        );
+        assert_eq!(c.gossip.suspicion_mult, 7);
+        assert_eq!(c.gossip.max_incoming_streams, 9);
+        assert_eq!(c.max_voters, 3);
+        assert_eq!(c.allow_cidr.to_string(), "10.0.0.0/8");
+        assert_eq!(c.raft.listener.allow, c.allow_cidr, "validate copies it");
+
+        let c = args(&[
+            "--preset",
+            "local",
+            "--mdns-interface",
+            "eth7",
+            "--protocol-version",
+            "1",
+        ])
+        .to_config()
+        .expect("config");
+        assert_eq!(
+            c.mdns.interfaces,
+            clusterfunk::config::Interfaces::Named("eth7".into())
+        );
+        assert_eq!(c.gossip.protocol.cur, 1);
+
+        for bad in [
+            &["--max-voters", "4"][..],
+            &["--probe-timeout-ms", "5000"],
+            &["--packet-size", "100"],
+            &["--allow-cidr", "10.0.0.0/40"],
+            &["--protocol-version", "9"],
+            &["--mdns-interface", ""],
+        ] {
+            let err = args(bad).to_config().expect_err("refused");
+            println!("{bad:?}: {err:#}");
+        }
     }
 }

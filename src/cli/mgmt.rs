@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use clusterfunk::management::{
-    Client, ClientTls, EventKind, Health, ManagementError, NodeEntry, NodeFilter, ShardsInfo,
-    StatusView, WriteOutcome, DEFAULT_PORT,
+    Client, ClientTls, Health, ManagementError, NodeFilter, ShardsInfo, StatusView, WriteOutcome,
+    DEFAULT_PORT,
 };
 use serde::Serialize;
 
@@ -64,8 +64,9 @@ pub struct RpcArgs {
     /// Name expected in the server's certificate (default: the host dialled).
     #[arg(long)]
     tls_domain: Option<String>,
-    /// Give up after this many seconds (0: never; `drain` and `watch` wait
-    /// as long as they need unless given one).
+    /// Give up after this many seconds (0: never; `drain` waits as long as
+    /// it needs unless given one; for `watch` it bounds only the wait for
+    /// the stream to open, never the stream).
     #[arg(long)]
     timeout: Option<f64>,
 }
@@ -266,24 +267,52 @@ impl MgmtCmd {
     }
 }
 
+#[path = "members.rs"]
+mod members;
+#[path = "watch.rs"]
+mod watch;
+use watch::print_events;
+
 async fn dispatch(cmd: MgmtCmd) -> anyhow::Result<()> {
     let rpc = cmd.rpc().clone();
     let timeout = match rpc.timeout {
         Some(t) if t > 0.0 && t.is_finite() => Some(Duration::from_secs_f64(t)),
         Some(_) => None,
-        // Waiting commands wait; the rest fail after 30 s.
+        // Drain waits; the rest fail after 30 s (watch: to open).
         None => match cmd {
-            MgmtCmd::Watch(_) | MgmtCmd::Drain(_) => None,
+            MgmtCmd::Drain(_) => None,
             _ => Some(Duration::from_secs(30)),
         },
     };
+    if let MgmtCmd::Watch(a) = cmd {
+        // The timeout bounds the first answer (the stream opening); once
+        // open, the stream runs until the node or the operator ends it.
+        let open = async {
+            let client = connect(&rpc).await?;
+            let addr = client.addr().to_string();
+            client
+                .watch_events(a.user_events)
+                .await
+                .map_err(|e| not_management(e.into(), &addr))
+        };
+        let events = within(timeout, open).await?;
+        return print_events(events, rpc.format).await;
+    }
     let work = async {
         let client = connect(&rpc).await?;
         let addr = client.addr().to_string();
-        execute(cmd, &client, rpc.format)
+        execute(cmd, &client, &rpc)
             .await
             .map_err(|e| not_management(e, &addr))
     };
+    within(timeout, work).await
+}
+
+/// `work`, failing after `timeout` when one is given.
+async fn within<T>(
+    timeout: Option<Duration>,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     match timeout {
         Some(t) => tokio::time::timeout(t, work)
             .await
@@ -311,7 +340,8 @@ pub(crate) async fn connect(rpc: &RpcArgs) -> anyhow::Result<Client> {
     Ok(Client::connect(&addr, rpc.token.as_deref(), tls.as_ref()).await?)
 }
 
-async fn execute(cmd: MgmtCmd, client: &Client, format: Format) -> anyhow::Result<()> {
+async fn execute(cmd: MgmtCmd, client: &Client, rpc: &RpcArgs) -> anyhow::Result<()> {
+    let format = rpc.format;
     match cmd {
         MgmtCmd::Status(_) => {
             let s = client.status().await?;
@@ -323,7 +353,8 @@ async fn execute(cmd: MgmtCmd, client: &Client, format: Format) -> anyhow::Resul
                 tags: a.tags.into_iter().collect(),
             };
             let nodes = client.nodes(&filter).await?;
-            emit(format, &nodes, || members_text(&nodes))
+            let (nodes, note) = members::with_leader_liveness(nodes, rpc).await;
+            emit(format, &nodes, || members::text(&nodes, &note))
         }
         MgmtCmd::Shards(a) => {
             let s = client.shards(a.full).await?;
@@ -374,21 +405,8 @@ async fn execute(cmd: MgmtCmd, client: &Client, format: Format) -> anyhow::Resul
             }
             Ok(())
         }
-        MgmtCmd::Watch(a) => {
-            let mut events = client.watch_events(a.user_events).await?;
-            use std::io::Write;
-            while let Some(ev) = events.next().await {
-                let ev = ev?;
-                let line = match format {
-                    Format::Json => serde_json::to_string(&ev)?,
-                    Format::Text => event_text(&ev),
-                };
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{line}")?;
-                out.flush()?;
-            }
-            Ok(())
-        }
+        // `dispatch` streams it, with the timeout on opening only.
+        MgmtCmd::Watch(_) => bail!("watch is not a single call"),
         MgmtCmd::Join(a) => {
             let joined = client.join(&a.addresses).await?;
             emit(format, &serde_json::json!({ "joined": joined }), || {
@@ -574,32 +592,6 @@ fn status_text(s: &StatusView) -> String {
         .join("\n")
 }
 
-fn members_text(nodes: &[NodeEntry]) -> String {
-    table(
-        &[
-            "NODE", "ADDRESS", "STATUS", "ROLE", "LIVE", "ZONE", "WEIGHT", "SHARDS",
-        ],
-        nodes
-            .iter()
-            .map(|n| {
-                vec![
-                    n.id.clone(),
-                    n.endpoints
-                        .get("gossip")
-                        .cloned()
-                        .unwrap_or_else(|| "-".into()),
-                    n.gossip_status.clone(),
-                    n.raft_role.clone(),
-                    n.liveness.clone(),
-                    dash(&n.zone),
-                    n.weight.to_string(),
-                    n.shards.to_string(),
-                ]
-            })
-            .collect(),
-    )
-}
-
 /// `0-3, 7, 9-12`.
 fn ranges(shards: &[u32]) -> String {
     let mut out: Vec<String> = Vec::new();
@@ -663,41 +655,6 @@ fn shards_text(s: &ShardsInfo, full: bool) -> String {
         s.shard_count,
         s.unassigned,
         table(&header, rows)
-    )
-}
-
-/// `HH:MM:SS.mmm` (UTC) of a Unix time in milliseconds.
-fn clock(unix_ms: u64) -> String {
-    let ms = unix_ms % 86_400_000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
-}
-
-fn event_text(e: &clusterfunk::management::Event) -> String {
-    let what = match e.kind {
-        EventKind::StateChanged | EventKind::RoleChanged => e.detail.clone(),
-        EventKind::LeaderChanged => dash(&e.node_id),
-        EventKind::MapProposed => format!("epoch {}", e.epoch),
-        EventKind::MapCommitted => format!("epoch {}, {} shards moved", e.epoch, e.moved),
-        EventKind::UserEvent => format!(
-            "{} {}",
-            e.detail,
-            String::from_utf8_lossy(&e.payload).replace(['\n', '\r'], " ")
-        ),
-        EventKind::Gap => format!("{} events skipped (reader too slow)", e.missed),
-        _ => e.node_id.clone(),
-    };
-    format!(
-        "{} {} {:<15} {}",
-        clock(e.unix_ms),
-        e.source,
-        e.kind_name,
-        what.trim_end()
     )
 }
 
@@ -806,10 +763,5 @@ mod tests {
             format!("http://node1:{p}")
         );
         assert_eq!(with_default_port("https://node1:1"), "https://node1:1");
-    }
-
-    #[test]
-    fn clock_is_utc_time_of_day() {
-        assert_eq!(clock(86_400_000 + 3_723_004), "01:02:03.004");
     }
 }

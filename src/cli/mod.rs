@@ -10,6 +10,7 @@ pub mod mgmt;
 pub mod posture;
 pub mod probe;
 pub mod shards;
+pub mod tuning;
 
 /// Parses `key=value` (tags).
 pub fn parse_tag(s: &str) -> Result<(String, String), String> {

@@ -72,6 +72,9 @@ impl Node {
             self.metrics
                 .raft_connections_closed
                 .observe_totals(c.closed());
+            self.metrics
+                .cidr_refused
+                .observe_total("raft", c.cidr_refused);
         }
         self.status_tx.send_replace(view);
     }

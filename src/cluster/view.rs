@@ -260,6 +260,14 @@ pub(crate) fn gossip_metrics(metrics: &Metrics, s: &GossipStats) {
     metrics
         .gossip_decryption_failures
         .observe_total(s.decrypt_failures);
+    metrics.gossip_protocol_refused.observe_totals([
+        ("frame", s.protocol_refused_frames),
+        ("member", s.protocol_refused_members),
+    ]);
+    metrics
+        .gossip_compressed_packets
+        .observe_total(s.packets_compressed);
+    metrics.cidr_refused.observe_total("gossip", s.cidr_refused);
     metrics.gossip_stream_rejections.observe_totals([
         ("too_large", s.stream_frames_too_large),
         ("budget", s.stream_budget_exhausted),

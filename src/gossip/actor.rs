@@ -417,6 +417,9 @@ impl<T: Transport> Actor<T> {
                     Some(c) => self.on_command(c),
                 },
                 r = self.transport.recv() => match r {
+                    Ok((_, from)) if !self.cfg.allow.allows(from.ip()) => {
+                        self.core.stats_mut().cidr_refused += 1;
+                    }
                     Ok((buf, from)) => self.core.handle_datagram(Instant::now(), from, &buf),
                     Err(e) => {
                         tracing::debug!(error = %e, "datagram receive failed");
@@ -457,6 +460,11 @@ impl<T: Transport> Actor<T> {
     /// to make room, or, when all are busy, the new one. Idle connections
     /// therefore cannot keep real peers out.
     fn on_accept(&mut self, stream: super::transport::BoxStream, from: SocketAddr) {
+        if !self.cfg.allow.allows(from.ip()) {
+            self.core.stats_mut().cidr_refused += 1;
+            tracing::debug!(peer = %from, "stream refused: address outside --allow-cidr");
+            return;
+        }
         if self.incoming.len() >= self.cfg.max_incoming_streams {
             let idle = self
                 .incoming
@@ -613,6 +621,9 @@ impl<T: Transport> Actor<T> {
                             Some(Failure::Budget) => stats.stream_budget_exhausted += 1,
                             Some(Failure::Timeout) => stats.stream_timeouts += 1,
                             Some(Failure::Malformed) => stats.bad_packets += 1,
+                            Some(Failure::Version { version, peer }) => {
+                                self.core.refused_frame(peer, version)
+                            }
                             Some(Failure::Other) | None => {}
                         }
                         if let Some(to) = to {
@@ -672,7 +683,8 @@ impl<T: Transport> Actor<T> {
                         to,
                         ping,
                         self.ctx
-                            .with_timeout(self.cfg.probe_interval.min(self.cfg.stream_timeout)),
+                            .with_timeout(self.cfg.probe_interval.min(self.cfg.stream_timeout))
+                            .at_version(self.core.send_version(to)),
                         self.internal_tx.clone(),
                     );
                     self.tasks.spawn(fut.in_current_span());
@@ -697,7 +709,7 @@ impl<T: Transport> Actor<T> {
                         op,
                         self.core.checksum(),
                         self.core.local_state(),
-                        self.ctx.clone(),
+                        self.ctx.at_version(self.core.send_version(to)),
                         self.internal_tx.clone(),
                     );
                     self.tasks.spawn(fut.in_current_span());

@@ -6,9 +6,12 @@
 //! `Compound` whose parts are `type(1) body`. An encrypted datagram has type
 //! [`MsgType::Encrypted`] and body `nonce || AES-GCM(inner datagram)` with the
 //! outer header as associated data. Stream frame: `magic version type
-//! len(4, big endian) body`, encrypted the same way. [`MsgType::Compressed`]
-//! is reserved for a compression flag; no codec is built in, so such frames
-//! are counted and dropped.
+//! len(4, big endian) body`, encrypted the same way. From protocol version
+//! 2 on, a large datagram or frame body may be lz4-compressed (type
+//! [`MsgType::Compressed`], see [`compress`](super::compress)) before it is
+//! sealed. The version byte is the one negotiated with the peer (see
+//! [`version`](super::version)); a frame of a version outside the
+//! receiver's range is refused.
 
 use std::sync::Arc;
 
@@ -17,15 +20,17 @@ use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::compress;
 use super::config::Opener;
 use super::error::CodecError;
 use super::keyring::Keyring;
 use super::pb;
+use super::version::{ProtocolRange, COMPRESSION_VERSION};
 
 /// First two bytes of every frame ("cf").
 pub(crate) const MAGIC: [u8; 2] = *b"cf";
-/// Protocol version spoken and accepted.
-pub(crate) const PROTOCOL_VERSION: u8 = 1;
+/// Largest datagram content a compressed datagram may inflate to.
+const MAX_INFLATED_DATAGRAM: usize = 1024 * 1024;
 /// Header length (magic, version, type).
 pub(crate) const HEADER_LEN: usize = 4;
 /// Largest stream frame body any configuration accepts (a full state of
@@ -171,7 +176,6 @@ impl Msg {
             MsgType::Suspect => Msg::Suspect(pb::Suspect::decode(body).map_err(bad)?),
             MsgType::Dead => Msg::Dead(pb::Dead::decode(body).map_err(bad)?),
             MsgType::UserEvent => Msg::UserEvent(pb::UserEvent::decode(body).map_err(bad)?),
-            MsgType::Compressed => return Err(CodecError::Compressed),
             other => return Err(CodecError::Unexpected(other as u8)),
         })
     }
@@ -182,8 +186,19 @@ pub(crate) fn type_name(b: u8) -> &'static str {
     MsgType::from_u8(b).map(MsgType::name).unwrap_or("unknown")
 }
 
-fn header(ty: MsgType) -> [u8; HEADER_LEN] {
-    [MAGIC[0], MAGIC[1], PROTOCOL_VERSION, ty as u8]
+fn header(version: u8, ty: MsgType) -> [u8; HEADER_LEN] {
+    [MAGIC[0], MAGIC[1], version, ty as u8]
+}
+
+/// `(ty, body)` compressed when `version` allows it and it pays.
+fn maybe_compress(version: u8, ty: MsgType, body: &[u8]) -> Option<Vec<u8>> {
+    if version < COMPRESSION_VERSION {
+        return None;
+    }
+    let mut part = Vec::with_capacity(1 + body.len());
+    part.push(ty as u8);
+    part.extend_from_slice(body);
+    compress::compress(&part)
 }
 
 /// Bytes a part of `len` bytes costs inside a compound.
@@ -201,30 +216,51 @@ pub(crate) fn datagram_overhead(encrypted: bool) -> usize {
         }
 }
 
-/// Builds a datagram from parts made by [`Msg::encode_part`]: a single
-/// message when there is one part, a compound otherwise; sealed when a
-/// keyring is given.
-pub(crate) fn encode_datagram(parts: &[Bytes], keyring: Option<&Keyring>) -> Bytes {
+/// Builds a datagram in protocol `version` from parts made by
+/// [`Msg::encode_part`]: a single message when there is one part, a
+/// compound otherwise; compressed when the version allows and it pays;
+/// sealed when a keyring is given.
+#[cfg(test)]
+pub(crate) fn encode_datagram(parts: &[Bytes], keyring: Option<&Keyring>, version: u8) -> Bytes {
+    encode_datagram_with(parts, keyring, version).0
+}
+
+/// [`encode_datagram`], also telling whether the datagram was compressed.
+pub(crate) fn encode_datagram_with(
+    parts: &[Bytes],
+    keyring: Option<&Keyring>,
+    version: u8,
+) -> (Bytes, bool) {
     let mut b = BytesMut::new();
     if parts.len() == 1 {
         b.put_slice(&MAGIC);
-        b.put_u8(PROTOCOL_VERSION);
+        b.put_u8(version);
         b.put_slice(&parts[0]);
     } else {
-        b.put_slice(&header(MsgType::Compound));
+        b.put_slice(&header(version, MsgType::Compound));
         let c = pb::Compound {
             parts: parts.iter().map(|p| p.to_vec()).collect(),
         };
         let _ = c.encode(&mut b);
     }
-    match keyring {
-        None => b.freeze(),
-        Some(k) => seal(&b, k),
+    let mut compressed = false;
+    if version >= COMPRESSION_VERSION {
+        if let Some(c) = compress::compress(&b[HEADER_LEN - 1..]) {
+            b.clear();
+            b.put_slice(&header(version, MsgType::Compressed));
+            b.put_slice(&c);
+            compressed = true;
+        }
     }
+    let packet = match keyring {
+        None => b.freeze(),
+        Some(k) => seal(&b, k, version),
+    };
+    (packet, compressed)
 }
 
-fn seal(inner: &[u8], k: &Keyring) -> Bytes {
-    let h = header(MsgType::Encrypted);
+fn seal(inner: &[u8], k: &Keyring, version: u8) -> Bytes {
+    let h = header(version, MsgType::Encrypted);
     let sealed = k.seal(inner, &h);
     let mut out = BytesMut::with_capacity(HEADER_LEN + sealed.len());
     out.put_slice(&h);
@@ -232,14 +268,16 @@ fn seal(inner: &[u8], k: &Keyring) -> Bytes {
     out.freeze()
 }
 
-fn check_header(buf: &[u8]) -> Result<MsgType, CodecError> {
+/// The type of a frame whose header is good and whose version `range`
+/// speaks.
+fn check_header(buf: &[u8], range: &ProtocolRange) -> Result<MsgType, CodecError> {
     if buf.len() < HEADER_LEN {
         return Err(CodecError::Truncated(buf.len()));
     }
     if buf[0..2] != MAGIC {
         return Err(CodecError::BadMagic);
     }
-    if buf[2] != PROTOCOL_VERSION {
+    if !range.accepts(buf[2]) {
         return Err(CodecError::Version(buf[2]));
     }
     MsgType::from_u8(buf[3])
@@ -248,7 +286,7 @@ fn check_header(buf: &[u8]) -> Result<MsgType, CodecError> {
 /// Opens the envelope when a keyring is set; plaintext is refused then
 /// unless the opener allows it (a rolling switch to encryption).
 fn unwrap_envelope(buf: &[u8], o: Opener<'_>) -> Result<Option<Vec<u8>>, CodecError> {
-    let ty = check_header(buf)?;
+    let ty = check_header(buf, &o.range)?;
     match (ty, o.keyring) {
         (MsgType::Encrypted, Some(k)) => {
             let inner = k
@@ -284,7 +322,23 @@ pub(crate) fn decode_datagram(
 pub(crate) fn decode_datagram_with(buf: &[u8], o: Opener<'_>) -> Result<Decoded, CodecError> {
     let opened = unwrap_envelope(buf, o)?;
     let buf = opened.as_deref().unwrap_or(buf);
-    let ty = check_header(buf)?;
+    let mut ty = check_header(buf, &o.range)?;
+    let inflated;
+    let mut buf = buf;
+    if ty == MsgType::Compressed {
+        // `magic version` and the inflated `type body`: a datagram again.
+        let mut d = buf[..HEADER_LEN - 1].to_vec();
+        d.extend(compress::decompress(
+            &buf[HEADER_LEN..],
+            MAX_INFLATED_DATAGRAM,
+        )?);
+        inflated = d;
+        buf = &inflated;
+        ty = check_header(buf, &o.range)?;
+        if matches!(ty, MsgType::Compressed | MsgType::Encrypted) {
+            return Err(CodecError::Compressed);
+        }
+    }
     let body = &buf[HEADER_LEN..];
     match ty {
         MsgType::Compound => {
@@ -345,29 +399,37 @@ impl StreamMsg {
             MsgType::PushPullState => {
                 StreamMsg::State(pb::PushPullState::decode(body).map_err(bad)?)
             }
-            MsgType::Compressed => return Err(CodecError::Compressed),
             other => return Err(CodecError::Unexpected(other as u8)),
         })
     }
 }
 
-/// Encodes a stream frame (`header len(4) body`), sealed when a keyring is
-/// given. Returns the bytes to write.
-pub(crate) fn encode_stream_frame(msg: &StreamMsg, keyring: Option<&Keyring>) -> Vec<u8> {
+/// Encodes a stream frame (`header len(4) body`) in protocol `version`,
+/// compressed when the version allows and it pays, sealed when a keyring
+/// is given. Returns the bytes to write.
+pub(crate) fn encode_stream_frame(
+    msg: &StreamMsg,
+    keyring: Option<&Keyring>,
+    version: u8,
+) -> Vec<u8> {
     let (ty, body) = msg.encode();
+    let (ty, body) = match maybe_compress(version, ty, &body) {
+        Some(c) => (MsgType::Compressed, c),
+        None => (ty, body),
+    };
     let (ty, body) = match keyring {
         None => (ty, body),
         Some(k) => {
-            let mut inner = header(ty).to_vec();
+            let mut inner = header(version, ty).to_vec();
             inner.extend_from_slice(&body);
             (
                 MsgType::Encrypted,
-                k.seal(&inner, &header(MsgType::Encrypted)),
+                k.seal(&inner, &header(version, MsgType::Encrypted)),
             )
         }
     };
     let mut out = Vec::with_capacity(HEADER_LEN + 4 + body.len());
-    out.extend_from_slice(&header(ty));
+    out.extend_from_slice(&header(version, ty));
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&body);
     out
@@ -379,7 +441,8 @@ pub(crate) fn decode_stream_frame(
     buf: &[u8],
     keyring: Option<&Keyring>,
 ) -> Result<StreamMsg, CodecError> {
-    let ty = check_header(buf)?;
+    let o = Opener::strict(keyring);
+    let ty = check_header(buf, &o.range)?;
     let rest = &buf[HEADER_LEN..];
     if rest.len() < 4 {
         return Err(CodecError::Truncated(buf.len()));
@@ -392,24 +455,43 @@ pub(crate) fn decode_stream_frame(
     if body.len() != len {
         return Err(CodecError::Truncated(buf.len()));
     }
-    decode_stream_body(ty, body, Opener::strict(keyring))
+    decode_stream_body(ty, buf[2], body, o, MAX_STREAM_FRAME)
 }
 
-fn decode_stream_body(ty: MsgType, body: &[u8], o: Opener<'_>) -> Result<StreamMsg, CodecError> {
-    match (ty, o.keyring) {
+/// Decodes the body of a stream frame of type `ty` written in `version`,
+/// inflating a compressed one up to `max` bytes.
+fn decode_stream_body(
+    ty: MsgType,
+    version: u8,
+    body: &[u8],
+    o: Opener<'_>,
+    max: usize,
+) -> Result<StreamMsg, CodecError> {
+    let opened;
+    let (ty, body) = match (ty, o.keyring) {
         (MsgType::Encrypted, Some(k)) => {
-            let inner = k
-                .open(body, &header(MsgType::Encrypted))
+            opened = k
+                .open(body, &header(version, MsgType::Encrypted))
                 .ok_or(CodecError::Decrypt)?;
-            let ity = check_header(&inner)?;
+            let ity = check_header(&opened, &o.range)?;
             if ity == MsgType::Encrypted {
                 return Err(CodecError::Unexpected(ity as u8));
             }
-            StreamMsg::decode(ity, &inner[HEADER_LEN..])
+            (ity, &opened[HEADER_LEN..])
         }
-        (MsgType::Encrypted, None) => Err(CodecError::Decrypt),
-        (_, Some(_)) if o.require => Err(CodecError::Decrypt),
-        (ty, _) => StreamMsg::decode(ty, body),
+        (MsgType::Encrypted, None) => return Err(CodecError::Decrypt),
+        (_, Some(_)) if o.require => return Err(CodecError::Decrypt),
+        (ty, _) => (ty, body),
+    };
+    if ty != MsgType::Compressed {
+        return StreamMsg::decode(ty, body);
+    }
+    let part = compress::decompress(body, max)?;
+    match part.split_first().map(|(&t, b)| (MsgType::from_u8(t), b)) {
+        Some((Ok(MsgType::Compressed | MsgType::Encrypted), _)) | None => {
+            Err(CodecError::Compressed)
+        }
+        Some((t, b)) => StreamMsg::decode(t?, b),
     }
 }
 
@@ -450,13 +532,14 @@ impl Default for StreamLimits {
     }
 }
 
-/// Writes one stream frame.
+/// Writes one stream frame in protocol `version`.
 pub(crate) async fn write_stream_msg<W: AsyncWrite + Unpin>(
     w: &mut W,
     msg: &StreamMsg,
     keyring: Option<&Keyring>,
+    version: u8,
 ) -> Result<(), StreamError> {
-    let frame = encode_stream_frame(msg, keyring);
+    let frame = encode_stream_frame(msg, keyring, version);
     w.write_all(&frame).await?;
     w.flush().await?;
     Ok(())
@@ -466,15 +549,17 @@ pub(crate) async fn write_stream_msg<W: AsyncWrite + Unpin>(
 /// body is read in pieces as it arrives, each first taken from the shared
 /// memory budget (and given back once the frame is decoded), so a peer
 /// that declares a huge length and sends nothing costs nothing, and many
-/// peers sending large frames at once cannot exceed the budget.
+/// peers sending large frames at once cannot exceed the budget. A
+/// compressed frame inflates to at most `limits.max_frame`. Returns the
+/// message and the protocol version it was written in.
 pub(crate) async fn read_stream_msg<R: AsyncRead + Unpin>(
     r: &mut R,
     o: Opener<'_>,
     limits: &StreamLimits,
-) -> Result<StreamMsg, StreamError> {
+) -> Result<(StreamMsg, u8), StreamError> {
     let mut h = [0u8; HEADER_LEN + 4];
     r.read_exact(&mut h).await?;
-    let ty = check_header(&h)?;
+    let ty = check_header(&h, &o.range)?;
     let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
     if len > limits.max_frame {
         return Err(CodecError::TooLong(len).into());
@@ -494,317 +579,11 @@ pub(crate) async fn read_stream_msg<R: AsyncRead + Unpin>(
         body.resize(start + want, 0);
         r.read_exact(&mut body[start..]).await?;
     }
-    let msg = decode_stream_body(ty, &body, o)?;
+    let msg = decode_stream_body(ty, h[2], &body, o, limits.max_frame)?;
     drop(held);
-    Ok(msg)
+    Ok((msg, h[2]))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ping(seq: u64) -> Msg {
-        Msg::Ping(pb::Ping {
-            seq,
-            target: "b".into(),
-            source: "a".into(),
-            source_addr: "127.0.0.1:1".into(),
-            checksum: 5,
-        })
-    }
-
-    #[test]
-    fn single_and_compound_roundtrip() {
-        let one = encode_datagram(&[ping(7).encode_part()], None);
-        assert_eq!(&one[..3], &[b'c', b'f', PROTOCOL_VERSION]);
-        assert_eq!(one[3], MsgType::Ping as u8);
-        let d = decode_datagram(&one, None).unwrap();
-        assert_eq!(d.msgs, vec![ping(7)]);
-
-        let alive = Msg::Alive(pb::Alive {
-            incarnation: 3,
-            node: "n".into(),
-            addr: "127.0.0.1:2".into(),
-            tags: [("ep.raft".to_string(), "x:1".to_string())].into(),
-        });
-        let parts = vec![
-            ping(1).encode_part(),
-            alive.encode_part(),
-            Msg::Ack(pb::Ack {
-                seq: 9,
-                checksum: 1,
-            })
-            .encode_part(),
-        ];
-        let expected_len = HEADER_LEN
-            + parts
-                .iter()
-                .map(|p| compound_part_cost(p.len()))
-                .sum::<usize>();
-        let c = encode_datagram(&parts, None);
-        assert_eq!(c.len(), expected_len, "size accounting must be exact");
-        let d = decode_datagram(&c, None).unwrap();
-        assert_eq!(d.msgs.len(), 3);
-        assert_eq!(d.msgs[1], alive);
-    }
-
-    #[test]
-    fn garbage_is_an_error_not_a_panic() {
-        assert_eq!(
-            decode_datagram(&[], None).unwrap_err(),
-            CodecError::Truncated(0)
-        );
-        assert_eq!(
-            decode_datagram(b"xxxx", None).unwrap_err(),
-            CodecError::BadMagic
-        );
-        assert_eq!(
-            decode_datagram(&[b'c', b'f', 9, 1], None).unwrap_err(),
-            CodecError::Version(9)
-        );
-        assert_eq!(
-            decode_datagram(&[b'c', b'f', 1, 99], None).unwrap_err(),
-            CodecError::UnknownType(99)
-        );
-        assert_eq!(
-            decode_datagram(&[b'c', b'f', 1, 18, 0], None).unwrap_err(),
-            CodecError::Compressed
-        );
-        assert!(decode_datagram(&[b'c', b'f', 1, 1, 0xff, 0xff, 0xff], None).is_err());
-        // Every prefix and many random buffers: never panics.
-        let good = encode_datagram(&[ping(1).encode_part(), ping(2).encode_part()], None);
-        for i in 0..good.len() {
-            let _ = decode_datagram(&good[..i], None);
-        }
-        let mut x: u64 = 0x9e3779b97f4a7c15;
-        for _ in 0..2000 {
-            let mut buf = vec![b'c', b'f', 1, 16];
-            for _ in 0..(x % 64) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                buf.push(x as u8);
-            }
-            let _ = decode_datagram(&buf, None);
-        }
-    }
-
-    #[test]
-    fn bad_compound_part_is_skipped() {
-        let c = pb::Compound {
-            parts: vec![ping(1).encode_part().to_vec(), vec![99, 1, 2], vec![16]],
-        };
-        let mut buf = header(MsgType::Compound).to_vec();
-        buf.extend(c.encode_to_vec());
-        let d = decode_datagram(&buf, None).unwrap();
-        assert_eq!(d.msgs.len(), 1);
-        assert_eq!(d.skipped, 2);
-    }
-
-    #[test]
-    fn encrypted_datagrams() {
-        let k = Keyring::new(&[7u8; 32]).unwrap();
-        let other = Keyring::new(&[8u8; 32]).unwrap();
-        let parts = vec![ping(1).encode_part(), ping(2).encode_part()];
-        let sealed = encode_datagram(&parts, Some(&k));
-        assert_eq!(sealed[3], MsgType::Encrypted as u8);
-        let plain_len = encode_datagram(&parts, None).len();
-        assert_eq!(
-            sealed.len(),
-            plain_len + datagram_overhead(true) - datagram_overhead(false)
-        );
-        assert_eq!(decode_datagram(&sealed, Some(&k)).unwrap().msgs.len(), 2);
-        assert_eq!(
-            decode_datagram(&sealed, Some(&other)).unwrap_err(),
-            CodecError::Decrypt
-        );
-        assert_eq!(
-            decode_datagram(&sealed, None).unwrap_err(),
-            CodecError::Decrypt
-        );
-        let plain = encode_datagram(&parts, None);
-        assert_eq!(
-            decode_datagram(&plain, Some(&k)).unwrap_err(),
-            CodecError::Decrypt
-        );
-    }
-
-    #[tokio::test]
-    async fn stream_frames_roundtrip() {
-        let k = Keyring::new(&[7u8; 32]).unwrap();
-        for keyring in [None, Some(&k)] {
-            let (mut a, mut b) = tokio::io::duplex(1 << 16);
-            let msg = StreamMsg::Request(pb::PushPullRequest {
-                from: "a".into(),
-                join: true,
-                checksum: 42,
-            });
-            write_stream_msg(&mut a, &msg, keyring).await.unwrap();
-            let limits = StreamLimits::default();
-            let got = read_stream_msg(&mut b, Opener::strict(keyring), &limits);
-            assert_eq!(got.await.unwrap(), msg);
-            let frame = encode_stream_frame(&msg, keyring);
-            assert_eq!(decode_stream_frame(&frame, keyring).unwrap(), msg);
-            assert!(decode_stream_frame(&frame[..frame.len() - 1], keyring).is_err());
-        }
-        // An absurd declared length is refused before allocating.
-        let mut bad = header(MsgType::PushPullState).to_vec();
-        bad.extend_from_slice(&u32::MAX.to_be_bytes());
-        let (mut a, mut b) = tokio::io::duplex(64);
-        a.write_all(&bad).await.unwrap();
-        let limits = StreamLimits::default();
-        assert!(matches!(
-            read_stream_msg(&mut b, Opener::default(), &limits).await,
-            Err(StreamError::Codec(CodecError::TooLong(_)))
-        ));
-    }
-
-    #[tokio::test]
-    async fn stream_frames_are_bounded() {
-        let big = StreamMsg::State(pb::PushPullState {
-            from: "x".repeat(300_000),
-            ..Default::default()
-        });
-        let frame = encode_stream_frame(&big, None);
-        // Above the configured maximum: refused from the header alone.
-        let limits = StreamLimits::new(100_000, 1_000_000);
-        let (mut a, mut b) = tokio::io::duplex(1 << 20);
-        a.write_all(&frame[..HEADER_LEN + 4]).await.unwrap();
-        assert!(matches!(
-            read_stream_msg(&mut b, Opener::default(), &limits).await,
-            Err(StreamError::Codec(CodecError::TooLong(_)))
-        ));
-        // Within the maximum but above what the budget has left: refused,
-        // and the budget is whole again afterwards.
-        let limits = StreamLimits::new(1_000_000, 200_000);
-        let (mut a, mut b) = tokio::io::duplex(1 << 20);
-        a.write_all(&frame).await.unwrap();
-        assert!(matches!(
-            read_stream_msg(&mut b, Opener::default(), &limits).await,
-            Err(StreamError::Budget)
-        ));
-        assert_eq!(limits.budget.available_permits(), 200_000);
-        // With room: read whole, budget given back.
-        let limits = StreamLimits::new(1_000_000, 1_000_000);
-        let (mut a, mut b) = tokio::io::duplex(1 << 20);
-        a.write_all(&frame).await.unwrap();
-        let got = read_stream_msg(&mut b, Opener::default(), &limits).await;
-        assert_eq!(got.unwrap(), big);
-        assert_eq!(limits.budget.available_permits(), 1_000_000);
-    }
-
-    #[test]
-    fn rolling_switch_accepts_plaintext_only_when_allowed() {
-        let k = Keyring::new(&[7u8; 32]).unwrap();
-        let plain = encode_datagram(&[ping(1).encode_part()], None);
-        let sealed = encode_datagram(&[ping(1).encode_part()], Some(&k));
-        let lenient = Opener {
-            keyring: Some(&k),
-            require: false,
-        };
-        assert_eq!(decode_datagram_with(&plain, lenient).unwrap().msgs.len(), 1);
-        assert_eq!(
-            decode_datagram_with(&sealed, lenient).unwrap().msgs.len(),
-            1
-        );
-        assert_eq!(
-            decode_datagram_with(&plain, Opener::strict(Some(&k))).unwrap_err(),
-            CodecError::Decrypt
-        );
-        // A lenient node still refuses what it cannot open.
-        let other = Keyring::new(&[8u8; 32]).unwrap();
-        let foreign = encode_datagram(&[ping(1).encode_part()], Some(&other));
-        assert_eq!(
-            decode_datagram_with(&foreign, lenient).unwrap_err(),
-            CodecError::Decrypt
-        );
-    }
-
-    mod props {
-        use super::*;
-        use proptest::prelude::*;
-
-        fn arb_msg() -> impl Strategy<Value = Msg> {
-            let s = || "[a-z0-9.:]{0,24}";
-            prop_oneof![
-                (any::<u64>(), s(), s(), s(), any::<u64>()).prop_map(
-                    |(seq, target, source, source_addr, checksum)| {
-                        Msg::Ping(pb::Ping {
-                            seq,
-                            target,
-                            source,
-                            source_addr,
-                            checksum,
-                        })
-                    }
-                ),
-                (any::<u64>(), any::<u64>())
-                    .prop_map(|(seq, checksum)| Msg::Ack(pb::Ack { seq, checksum })),
-                any::<u64>().prop_map(|seq| Msg::Nack(pb::Nack { seq })),
-                (
-                    any::<u64>(),
-                    s(),
-                    s(),
-                    proptest::collection::hash_map(s(), s(), 0..4)
-                )
-                    .prop_map(|(incarnation, node, addr, tags)| Msg::Alive(
-                        pb::Alive {
-                            incarnation,
-                            node,
-                            addr,
-                            tags
-                        }
-                    )),
-                (any::<u64>(), s(), s()).prop_map(|(incarnation, node, from)| {
-                    Msg::Suspect(pb::Suspect {
-                        incarnation,
-                        node,
-                        from,
-                    })
-                }),
-                (any::<u64>(), s(), s()).prop_map(|(incarnation, node, from)| {
-                    Msg::Dead(pb::Dead {
-                        prune: false,
-                        incarnation,
-                        node,
-                        from,
-                    })
-                }),
-                (
-                    any::<u64>(),
-                    s(),
-                    proptest::collection::vec(any::<u8>(), 0..32),
-                    any::<bool>()
-                )
-                    .prop_map(|(ltime, name, payload, coalesce)| Msg::UserEvent(
-                        pb::UserEvent {
-                            ltime,
-                            name,
-                            payload,
-                            coalesce
-                        }
-                    )),
-            ]
-        }
-
-        proptest! {
-            #[test]
-            fn any_messages_roundtrip(msgs in proptest::collection::vec(arb_msg(), 1..8)) {
-                let parts: Vec<Bytes> = msgs.iter().map(Msg::encode_part).collect();
-                let d = decode_datagram(&encode_datagram(&parts, None), None).unwrap();
-                prop_assert_eq!(d.msgs, msgs);
-                prop_assert_eq!(d.skipped, 0);
-            }
-
-            #[test]
-            fn any_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..256)) {
-                let _ = decode_datagram(&buf, None);
-                let _ = decode_stream_frame(&buf, None);
-                let mut framed = vec![b'c', b'f', PROTOCOL_VERSION];
-                framed.extend_from_slice(&buf);
-                let _ = decode_datagram(&framed, None);
-                let _ = decode_stream_frame(&framed, None);
-            }
-        }
-    }
-}
+#[path = "codec_tests.rs"]
+mod tests;

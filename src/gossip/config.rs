@@ -8,6 +8,8 @@ use std::time::Duration;
 use super::error::ConfigError;
 use super::keyring::Keyring;
 use super::tags::check_tags;
+use super::version::ProtocolRange;
+use crate::cidr::AllowList;
 
 /// Configuration of one gossip node.
 ///
@@ -134,6 +136,15 @@ pub struct GossipConfig {
     /// Rejoin the snapshot's peers even after a graceful leave (Serf's
     /// `RejoinAfterLeave`). Default false.
     pub rejoin_after_leave: bool,
+    /// Protocol versions spoken (advertised in the `cf.proto` tag). Default:
+    /// this build's whole range, sending its newest version; lower `cur`
+    /// with [`ProtocolRange::sending`] while older builds are still in the
+    /// cluster (see [`version`](super::version)).
+    pub protocol: ProtocolRange,
+    /// Sources allowed to send datagrams and open streams; others are
+    /// dropped and counted in [`GossipStats::cidr_refused`](super::GossipStats).
+    /// Default: empty, every address.
+    pub allow: AllowList,
 }
 
 impl GossipConfig {
@@ -176,6 +187,8 @@ impl GossipConfig {
             max_incoming_streams: 64,
             snapshot_path: None,
             rejoin_after_leave: false,
+            protocol: ProtocolRange::default(),
+            allow: AllowList::default(),
         }
     }
 
@@ -270,7 +283,11 @@ impl GossipConfig {
                 frame: self.max_stream_frame,
             });
         }
-        check_tags(&self.tags)?;
+        self.protocol.validate()?;
+        // As published: with the protocol range tag.
+        let mut tags = self.tags.clone();
+        self.protocol.advertise(&mut tags);
+        check_tags(&tags)?;
         Ok(self)
     }
 
@@ -285,6 +302,7 @@ impl GossipConfig {
         Opener {
             keyring: self.keyring.as_ref(),
             require: self.verify_incoming,
+            range: self.protocol,
         }
     }
 }
@@ -295,6 +313,8 @@ impl GossipConfig {
 pub(crate) struct Opener<'a> {
     pub(crate) keyring: Option<&'a Keyring>,
     pub(crate) require: bool,
+    /// Versions accepted in frame headers.
+    pub(crate) range: ProtocolRange,
 }
 
 #[cfg(test)]
@@ -304,6 +324,7 @@ impl<'a> Opener<'a> {
         Opener {
             keyring,
             require: true,
+            range: ProtocolRange::default(),
         }
     }
 }

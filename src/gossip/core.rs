@@ -24,6 +24,7 @@ use super::queue::{retransmit_limit, BroadcastKey, BroadcastQueue};
 use super::stats::GossipStats;
 use super::suspicion::{suspicion_timeout, Awareness, Suspicion};
 use super::tags::check_tags;
+use super::version::{ProtocolRange, Refusals};
 
 /// Most indirect probes relayed at once; more requests are dropped (a
 /// flood of them must not grow memory).
@@ -155,6 +156,8 @@ pub(crate) struct Core {
     checksum_cache: std::cell::Cell<Option<u64>>,
     /// No checksum-triggered push/pull before this.
     next_checksum_sync: Instant,
+    /// Frames and members refused for their protocol version.
+    refusals: Refusals,
 }
 
 fn jitter(rng: &mut StdRng, d: Duration) -> Duration {
@@ -215,12 +218,14 @@ impl Core {
     pub(crate) fn new(cfg: GossipConfig, addr: SocketAddr, now: Instant) -> Self {
         let mut rng = crate::rng::generator();
         let name = cfg.name.clone();
+        let mut tags = cfg.tags.clone();
+        cfg.protocol.advertise(&mut tags);
         let me = NodeState {
             name: name.clone(),
             addr,
             incarnation: 1,
             status: MemberStatus::Alive,
-            tags: cfg.tags.clone(),
+            tags,
             state_change: now,
         };
         let next_probe = now + jitter(&mut rng, cfg.probe_interval);
@@ -261,6 +266,7 @@ impl Core {
             dirty: true,
             checksum_cache: std::cell::Cell::new(None),
             next_checksum_sync: now,
+            refusals: Refusals::default(),
             cfg,
         };
         // Announce ourselves: once we know anyone (after a join), our alive
@@ -356,6 +362,8 @@ impl Core {
         s.health_score = self.awareness.score();
         s.broadcasts_dropped = self.queue.dropped;
         s.broadcasts_queued = self.queue.len();
+        s.protocol_refused_frames = self.refusals.frames;
+        s.protocol_refused_members = self.refusals.members;
         for n in self.members.values() {
             match n.status {
                 MemberStatus::Alive => s.alive += 1,
@@ -416,7 +424,10 @@ impl Core {
         for p in &parts {
             self.stats.sent(codec::type_name(p[0]), p.len());
         }
-        let packet = codec::encode_datagram(&parts, self.cfg.seal_keyring());
+        let version = self.send_version(to);
+        let (packet, compressed) =
+            codec::encode_datagram_with(&parts, self.cfg.seal_keyring(), version);
+        self.stats.packets_compressed += u64::from(compressed);
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += packet.len() as u64;
         self.out.push(Output::Send { to, packet });
@@ -467,6 +478,10 @@ impl Core {
         self.stats.bytes_received += buf.len() as u64;
         let decoded = match codec::decode_datagram_with(buf, self.cfg.opener()) {
             Ok(d) => d,
+            Err(CodecError::Version(v)) => {
+                self.refused_frame(from, v);
+                return;
+            }
             Err(CodecError::Decrypt) => {
                 self.stats.decrypt_failures += 1;
                 tracing::debug!(node = %self.name, %from, "dropped datagram that failed to decrypt");
@@ -633,6 +648,12 @@ impl Core {
             return;
         }
         let name = a.node;
+        if !self
+            .refusals
+            .admit(&self.name, &self.cfg.protocol, &name, &tags)
+        {
+            return;
+        }
         let (prev, changed) = match self.members.get_mut(&name) {
             None => {
                 self.members.insert(
@@ -1265,6 +1286,22 @@ impl Core {
         true
     }
 
+    /// The protocol version of frames sent to `to`: negotiated with the
+    /// member at that address, this node's lowest for an unknown one.
+    pub(crate) fn send_version(&self, to: SocketAddr) -> u8 {
+        let peer = self
+            .members
+            .values()
+            .find(|n| n.addr == to && n.name != self.name)
+            .and_then(|n| ProtocolRange::from_tags(&n.tags));
+        self.cfg.protocol.send_version(peer.as_ref())
+    }
+
+    /// A frame (datagram or stream) of version `v` from `from` was refused.
+    pub(crate) fn refused_frame(&mut self, from: SocketAddr, v: u8) {
+        self.refusals.frame(&self.name, &self.cfg.protocol, from, v);
+    }
+
     /// Addresses of the live members other than this node (for snapshots).
     pub(crate) fn live_peers(&self) -> Vec<(String, SocketAddr)> {
         let mut v: Vec<_> = self
@@ -1288,7 +1325,8 @@ impl Core {
     }
 
     /// Publishes new tags with a higher incarnation.
-    pub(crate) fn set_tags(&mut self, tags: BTreeMap<String, String>) -> Result<(), TagsError> {
+    pub(crate) fn set_tags(&mut self, mut tags: BTreeMap<String, String>) -> Result<(), TagsError> {
+        self.cfg.protocol.advertise(&mut tags);
         check_tags(&tags)?;
         let me = self.me_mut();
         me.tags = tags;

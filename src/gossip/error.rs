@@ -38,6 +38,19 @@ pub enum ConfigError {
         /// `max_stream_frame`.
         frame: usize,
     },
+    /// A protocol range is not `min-max/cur` with `1 <= min <= cur <= max`.
+    #[error("protocol range {0:?} must read min-max/cur with 1 <= min <= cur <= max")]
+    ProtocolRange(String),
+    /// A protocol version this build does not speak.
+    #[error("protocol version {version} is not spoken by this build ({min}..={max})")]
+    ProtocolVersion {
+        /// The version asked for.
+        version: u8,
+        /// Lowest version of this build.
+        min: u8,
+        /// Highest version of this build.
+        max: u8,
+    },
     /// A keyring key has the wrong length.
     #[error("encryption key must be 16, 24 or 32 bytes (AES-128/192/256), got {0}")]
     KeyLength(usize),
@@ -140,8 +153,9 @@ pub enum CodecError {
     /// and this node requires encryption.
     #[error("decryption failed")]
     Decrypt,
-    /// A compressed frame (the flag is reserved; no codec is built in).
-    #[error("compressed frames are not supported")]
+    /// A compressed frame that does not decompress, or inflates beyond
+    /// the size limit, or is nested in another compressed frame.
+    #[error("bad compressed frame")]
     Compressed,
     /// A field holds an unparsable value (e.g. an address).
     #[error("bad field {0}")]

@@ -19,24 +19,32 @@
 //! membership checksum so a node with nothing left to gossip repairs a
 //! divergent view with a push/pull at once. As in memberlist, a probe that
 //! times out is also tried over a stream (TCP), so a member whose datagrams
-//! are lost is not declared failed. Not built: a compression codec (the
-//! frame type is reserved), name-conflict resolution, and Serf's time-based
-//! coalescing of member events.
+//! are lost is not declared failed. Not built: name-conflict resolution and
+//! Serf's time-based coalescing of member events.
+//!
+//! Versions: every node advertises the protocol range it speaks (the
+//! `cf.proto` tag, memberlist's min/max/current); peers talk in the
+//! highest version both speak, large frames are lz4-compressed between
+//! peers that speak version 2, and a node with no version in common is
+//! refused with a log line and a counter (see [`version`]).
 //!
 //! Layout: `codec` frames messages (magic, version, type; compound
-//! datagrams; AES-256-GCM envelope with a [`Keyring`]), `core` is the sans-IO
+//! datagrams; AES-256-GCM envelope with a [`Keyring`]; `compress` for lz4
+//! bodies), `core` is the sans-IO
 //! state machine, `actor` runs it on tokio behind the [`Gossip`] handle,
 //! `pushpull` is the stream exchange, [`transport`] holds the UDP/TCP and
 //! in-memory networks, [`node`] the standalone runner behind
 //! `clusterfunk gossip-node`.
 //!
 //! Imports: std, tokio, prost (its generated types stay private here),
-//! serde, rand, aes-gcm, tracing. Independent of `raft` and `liveness`: it
+//! serde, rand, aes-gcm, lz4_flex, tracing, and the crate's plain `actor`
+//! and `cidr` helpers. Independent of `raft` and `liveness`: it
 //! reports only through channels (`watch` for the member list, bounded
 //! `mpsc` per subscriber for events).
 
 mod actor;
 mod codec;
+mod compress;
 mod config;
 mod core;
 mod error;
@@ -50,6 +58,7 @@ mod stats;
 mod suspicion;
 mod tags;
 pub mod transport;
+pub mod version;
 
 #[allow(clippy::all, missing_docs)]
 mod pb {
@@ -64,3 +73,4 @@ pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus, UserEvent};
 pub use stats::{GossipStats, RttStats, Traffic};
 pub use tags::{encoded_tags_size, endpoint_key, endpoints, ENDPOINT_PREFIX, MAX_TAGS_SIZE};
 pub use transport::{MemNetwork, MemTransport, NetTransport, Transport};
+pub use version::{ProtocolRange, PROTOCOL_MAX, PROTOCOL_MIN, PROTOCOL_TAG};

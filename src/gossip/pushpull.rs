@@ -18,6 +18,7 @@ use super::error::CodecError;
 use super::keyring::Keyring;
 use super::pb;
 use super::transport::{BoxStream, Transport};
+use super::version::ProtocolRange;
 
 /// What every stream task needs to frame, seal, open and bound its frames.
 #[derive(Clone, Debug)]
@@ -26,6 +27,10 @@ pub(crate) struct StreamCtx {
     verify_incoming: bool,
     verify_outgoing: bool,
     limits: StreamLimits,
+    /// Versions accepted.
+    range: ProtocolRange,
+    /// Version of the frames this exchange writes.
+    version: u8,
     /// Deadline of connecting and of each frame read or written (a slow
     /// peer trickling a frame is cut off here, not per byte).
     pub(crate) timeout: Duration,
@@ -38,7 +43,18 @@ impl StreamCtx {
             verify_incoming: cfg.verify_incoming,
             verify_outgoing: cfg.verify_outgoing,
             limits: StreamLimits::new(cfg.max_stream_frame, cfg.stream_memory_budget),
+            range: cfg.protocol,
+            version: cfg.protocol.min,
             timeout: cfg.stream_timeout,
+        }
+    }
+
+    /// The same, writing frames in protocol `version` (negotiated with the
+    /// peer).
+    pub(crate) fn at_version(&self, version: u8) -> Self {
+        StreamCtx {
+            version,
+            ..self.clone()
         }
     }
 
@@ -58,10 +74,12 @@ impl StreamCtx {
         Opener {
             keyring: self.keyring.as_ref(),
             require: self.verify_incoming,
+            range: self.range,
         }
     }
 
-    async fn read(&self, s: &mut BoxStream) -> Result<StreamMsg, StreamError> {
+    /// Reads a frame and the version it was written in.
+    async fn read_versioned(&self, s: &mut BoxStream) -> Result<(StreamMsg, u8), StreamError> {
         with_timeout(
             self.timeout,
             read_stream_msg(s, self.opener(), &self.limits),
@@ -69,8 +87,16 @@ impl StreamCtx {
         .await
     }
 
+    async fn read(&self, s: &mut BoxStream) -> Result<StreamMsg, StreamError> {
+        Ok(self.read_versioned(s).await?.0)
+    }
+
     async fn write(&self, s: &mut BoxStream, msg: &StreamMsg) -> Result<(), StreamError> {
-        with_timeout(self.timeout, write_stream_msg(s, msg, self.seal())).await
+        with_timeout(
+            self.timeout,
+            write_stream_msg(s, msg, self.seal(), self.version),
+        )
+        .await
     }
 }
 
@@ -86,15 +112,26 @@ pub(crate) enum Failure {
     Budget,
     /// Connecting, or a frame, took longer than the stream timeout.
     Timeout,
-    /// A frame that does not decode (bad magic, version, type or body).
+    /// A frame written in a protocol version outside our range, by `peer`.
+    Version {
+        /// The frame's version.
+        version: u8,
+        /// Who sent it.
+        peer: SocketAddr,
+    },
+    /// A frame that does not decode (bad magic, type or body).
     Malformed,
     /// Anything else (connection refused or reset, peer gone).
     Other,
 }
 
 impl Failure {
-    fn of(e: &StreamError) -> Failure {
+    fn of(e: &StreamError, peer: SocketAddr) -> Failure {
         match e {
+            StreamError::Codec(CodecError::Version(version)) => Failure::Version {
+                version: *version,
+                peer,
+            },
             StreamError::Codec(CodecError::Decrypt) => Failure::Decrypt,
             StreamError::Codec(CodecError::TooLong(_)) => Failure::TooLarge,
             StreamError::Codec(_) => Failure::Malformed,
@@ -169,7 +206,7 @@ pub(crate) async fn initiate<T: Transport>(
         Ok(Some(resp.state.unwrap_or_default()))
     }
     .await;
-    report(&tx, op, Some(to), result).await;
+    report(&tx, op, Some(to), to, result).await;
 }
 
 /// Serves an accepted stream: a fallback probe (answered at once, if it is
@@ -184,10 +221,15 @@ pub(crate) async fn respond(
     active: Arc<AtomicBool>,
     tx: mpsc::Sender<Internal>,
 ) {
-    let first = ctx.read(&mut s).await;
+    let first = ctx.read_versioned(&mut s).await;
     if first.is_ok() {
         active.store(true, Ordering::Relaxed);
     }
+    // Answer in the version the peer wrote in: it is in both ranges.
+    let (first, ctx) = match first {
+        Ok((m, v)) => (Ok(m), ctx.at_version(v)),
+        Err(e) => (Err(e), ctx),
+    };
     let req = match first {
         Ok(StreamMsg::Request(req)) => req,
         Ok(StreamMsg::Ping(p)) => {
@@ -205,6 +247,7 @@ pub(crate) async fn respond(
                 &tx,
                 None,
                 None,
+                from,
                 Err(StreamError::Codec(CodecError::Unexpected(0))),
             )
             .await;
@@ -212,7 +255,7 @@ pub(crate) async fn respond(
         }
         Err(e) => {
             tracing::debug!(peer = %from, error = %e, "bad first stream frame");
-            report(&tx, None, None, Err(e)).await;
+            report(&tx, None, None, from, Err(e)).await;
             return;
         }
     };
@@ -246,7 +289,7 @@ pub(crate) async fn respond(
     if let Err(e) = &result {
         tracing::debug!(peer = %from, error = %e, "push/pull from peer failed");
     }
-    report(&tx, None, None, result).await;
+    report(&tx, None, None, from, result).await;
 }
 
 /// Probes `to` over a stream and reports `StreamPingDone`.
@@ -274,14 +317,15 @@ pub(crate) async fn stream_ping<T: Transport>(
 }
 
 /// Hands a received state to the gossip task for merging, then reports how
-/// the exchange ended.
+/// the exchange with `peer` ended.
 async fn report(
     tx: &mpsc::Sender<Internal>,
     op: Option<u64>,
     to: Option<SocketAddr>,
+    peer: SocketAddr,
     result: Result<Option<pb::PushPullState>, StreamError>,
 ) {
-    let failure = result.as_ref().err().map(Failure::of);
+    let failure = result.as_ref().err().map(|e| Failure::of(e, peer));
     let result = match result {
         Ok(Some(state)) => {
             let _ = tx.send(Internal::Merge(state)).await;

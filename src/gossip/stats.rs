@@ -89,6 +89,18 @@ pub struct GossipStats {
     /// Datagrams or compound parts dropped as undecodable (bad magic,
     /// version, type, length or body).
     pub bad_packets: u64,
+    /// Datagrams and incoming streams dropped because their source is
+    /// outside the allow-list (`GossipConfig::allow`).
+    pub cidr_refused: u64,
+    /// Datagrams sent lz4-compressed (protocol version 2 peers only).
+    pub packets_compressed: u64,
+    /// Datagrams or stream frames refused because their protocol version
+    /// is outside the range this node speaks.
+    pub protocol_refused_frames: u64,
+    /// Member announcements (alive messages, push/pull records) refused
+    /// because the protocol range they advertise has no version in common
+    /// with this node's; the member is never added.
+    pub protocol_refused_members: u64,
     /// Datagrams or stream frames that failed to decrypt (or arrived in
     /// plaintext while a keyring is set).
     pub decrypt_failures: u64,

@@ -77,6 +77,13 @@ pub(crate) fn shards(map: &ShardMap, full: bool) -> pb::ListShardsResponse {
             })
             .collect(),
         owners: if full { map.wire_owners() } else { Vec::new() },
+        owner_ids: if full {
+            (0..map.shard_count())
+                .map(|s| map.owner_of(s).unwrap_or_default().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        },
         unassigned: map.unassigned(),
     }
 }
@@ -288,5 +295,10 @@ mod tests {
         let full = shards(&map, true);
         assert_eq!(full.owners.len(), 10);
         assert!(full.owners.iter().all(|&o| o == 1 || o == 2));
+        assert!(brief.owner_ids.is_empty());
+        for (i, id) in full.owner_ids.iter().enumerate() {
+            let k = full.owners[i] as usize;
+            assert_eq!(id, &full.nodes[k - 1].node_id, "owners by node id");
+        }
     }
 }

@@ -13,7 +13,8 @@
 //! cluster node and stops it after the node has left.
 //!
 //! Imports: `cluster` (the handle and the public types it re-exports),
-//! `config` (TLS and token settings), `shards` (map accessors); never
+//! `config` (TLS and token settings), `shards` (map accessors), `cidr`
+//! (the listener's allow-list); never
 //! `gossip` or `raft`. Generated protobuf types stay private to this
 //! module; the client returns the plain types of
 //! [`types`].
@@ -24,6 +25,7 @@ mod config;
 mod convert;
 mod error;
 mod keys;
+mod reflection;
 mod server;
 mod service;
 pub mod types;

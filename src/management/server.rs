@@ -20,7 +20,8 @@ use super::auth::CheckToken;
 use super::client::chain;
 use super::config::forwarding_client;
 use super::service::{Forwarding, Service};
-use super::{pb, ManagementError, FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use super::{pb, reflection, ManagementError, SERVICE_NAME};
+use crate::cidr::AllowList;
 use crate::cluster::{Cluster, NodeState};
 use crate::config::AuthConfig;
 use crate::listener::{bounded_incoming, ListenerLimits, ListenerStats};
@@ -36,6 +37,7 @@ pub struct PreparedServer {
     builder: Server,
     config: AuthConfig,
     limits: ListenerLimits,
+    reflection: Arc<reflection::Index>,
 }
 
 impl std::fmt::Debug for PreparedServer {
@@ -52,30 +54,6 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ManagementError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-fn reflection_v1() -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-    tonic_reflection::server::Error,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-}
-
-fn reflection_v1alpha() -> Result<
-    tonic_reflection::server::v1alpha::ServerReflectionServer<
-        impl tonic_reflection::server::v1alpha::ServerReflection,
-    >,
-    tonic_reflection::server::Error,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
 }
 
 impl PreparedServer {
@@ -104,8 +82,8 @@ impl PreparedServer {
             }
         }
         // The descriptor sets are build outputs: check them once here.
-        reflection_v1().map_err(|e| ManagementError::Setup(format!("reflection: {e}")))?;
-        reflection_v1alpha().map_err(|e| ManagementError::Setup(format!("reflection: {e}")))?;
+        let index = reflection::Index::management()
+            .map_err(|e| ManagementError::Setup(format!("reflection: {e}")))?;
         Ok(PreparedServer {
             builder,
             config: config.clone(),
@@ -115,6 +93,7 @@ impl PreparedServer {
                 evict_proven: config.token.is_none(),
                 ..ListenerLimits::management()
             },
+            reflection: Arc::new(index),
         })
     }
 
@@ -122,6 +101,13 @@ impl PreparedServer {
     /// [`ListenerLimits::management`]).
     pub fn with_limits(mut self, limits: ListenerLimits) -> PreparedServer {
         self.limits = limits;
+        self
+    }
+
+    /// Accepts connections only from `allow` (`--allow-cidr`); others are
+    /// closed at once and counted in `clusterfunk_cidr_refused_total`.
+    pub fn allowing(mut self, allow: AllowList) -> PreparedServer {
+        self.limits.allow = allow;
         self
     }
 
@@ -160,17 +146,19 @@ impl PreparedServer {
             stop_rx.clone(),
         ));
         let mut builder = self.limits.apply(self.builder);
-        let mut router = builder
+        let v1 = reflection::v1::Reflection(self.reflection.clone());
+        let v1alpha = reflection::v1alpha::Reflection(self.reflection);
+        let router = builder
             .add_service(health)
-            .add_service(InterceptedService::new(service, check.clone()));
-        match (reflection_v1(), reflection_v1alpha()) {
-            (Ok(v1), Ok(v1alpha)) => {
-                router = router
-                    .add_service(InterceptedService::new(v1, check.clone()))
-                    .add_service(InterceptedService::new(v1alpha, check));
-            }
-            (Err(e), _) | (_, Err(e)) => warn!(error = %e, "serving without reflection"),
-        }
+            .add_service(InterceptedService::new(service, check.clone()))
+            .add_service(InterceptedService::new(
+                reflection::v1::ServerReflectionServer::new(v1),
+                check.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                reflection::v1alpha::ServerReflectionServer::new(v1alpha),
+                check,
+            ));
         let incoming = bounded_incoming(listener, self.limits.clone(), stats);
         let mut stop = stop_rx;
         let node = cluster.node_id().to_string();
@@ -237,9 +225,13 @@ async fn export_counts(
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
+        let counts = stats.counts();
         metrics
             .management_connections_closed
-            .observe_totals(stats.counts().closed());
+            .observe_totals(counts.closed());
+        metrics
+            .cidr_refused
+            .observe_total("management", counts.cidr_refused);
     }
 }
 

@@ -211,8 +211,9 @@ pub struct Event {
     /// Events skipped (gap).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub missed: u64,
-    /// User event payload.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// User event payload. In JSON: a string when it is UTF-8 text,
+    /// otherwise `{"base64": "..."}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "payload_json")]
     pub payload: Vec<u8>,
     /// The node that streamed it.
     pub source: String,
@@ -220,6 +221,41 @@ pub struct Event {
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+/// User-event payloads in JSON: text when they are UTF-8, base64 when not
+/// (a list of byte values, as older output had, is still read).
+mod payload_json {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Payload {
+        Text(String),
+        Binary { base64: String },
+        Bytes(Vec<u8>),
+    }
+
+    pub(super) fn serialize<S: Serializer>(p: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(p) {
+            Ok(t) => Payload::Text(t.to_string()),
+            Err(_) => Payload::Binary {
+                base64: base64::engine::general_purpose::STANDARD.encode(p),
+            },
+        }
+        .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        match Payload::deserialize(d)? {
+            Payload::Text(t) => Ok(t.into_bytes()),
+            Payload::Binary { base64 } => base64::engine::general_purpose::STANDARD
+                .decode(base64)
+                .map_err(serde::de::Error::custom),
+            Payload::Bytes(b) => Ok(b),
+        }
+    }
 }
 
 /// gRPC health of a node.
@@ -357,6 +393,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn user_event_payloads_are_text_or_base64_in_json() {
+        let mut e = Event {
+            unix_ms: 1,
+            kind: EventKind::UserEvent,
+            kind_name: "user_event".into(),
+            node_id: String::new(),
+            epoch: 0,
+            detail: "deploy".into(),
+            moved: 0,
+            missed: 0,
+            payload: b"v1.2 ok".to_vec(),
+            source: "n1".into(),
+        };
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["payload"], "v1.2 ok");
+        assert_eq!(serde_json::from_value::<Event>(j).unwrap(), e);
+        e.payload = vec![0xff, 0, 1];
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["payload"]["base64"], "/wAB");
+        assert_eq!(serde_json::from_value::<Event>(j).unwrap(), e);
+    }
+
+    #[test]
     fn filter_matches_status_and_every_tag() {
         let tags: BTreeMap<String, String> = [
             ("zone".to_string(), "a".to_string()),
@@ -410,6 +469,7 @@ mod tests {
             ],
             owners: vec![1, 2, 0, 1, 9],
             unassigned: 1,
+            owner_ids: Vec::new(),
         };
         let s = ShardsInfo::from(r);
         assert_eq!(

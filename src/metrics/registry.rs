@@ -137,6 +137,17 @@ pub struct MetricSet {
     /// connections or frames refused (`too_large`, `budget`, `timeout`,
     /// `busy`, `evicted_idle`).
     pub gossip_stream_rejections: CumulativeCounterVec,
+    /// `clusterfunk_gossip_protocol_refused_total{kind}`: gossip frames
+    /// (`frame`) and members (`member`) refused for a protocol version this
+    /// node does not share.
+    pub gossip_protocol_refused: CumulativeCounterVec,
+    /// `clusterfunk_gossip_compressed_packets_total`: datagrams sent
+    /// lz4-compressed.
+    pub gossip_compressed_packets: CumulativeCounter,
+    /// `clusterfunk_cidr_refused_total{listener}`: datagrams and
+    /// connections dropped because their source is outside `--allow-cidr`
+    /// (`gossip`, `raft`, `management`).
+    pub cidr_refused: CumulativeCounterVec,
     /// `clusterfunk_liveness_bad_packets_total`: liveness datagrams dropped
     /// as malformed or unexpected (responder and checker).
     pub liveness_bad_packets: CumulativeCounter,
@@ -400,6 +411,23 @@ impl Metrics {
                 &r,
                 "clusterfunk_gossip_decryption_failures_total",
                 "Gossip packets that no key in the keyring could decrypt.",
+            )?),
+            gossip_protocol_refused: CumulativeCounterVec::new(counter_vec(
+                &r,
+                "clusterfunk_gossip_protocol_refused_total",
+                "Gossip frames and members refused for a protocol version this node does not share, by kind.",
+                "kind",
+            )?),
+            gossip_compressed_packets: CumulativeCounter::new(counter(
+                &r,
+                "clusterfunk_gossip_compressed_packets_total",
+                "Gossip datagrams sent lz4-compressed.",
+            )?),
+            cidr_refused: CumulativeCounterVec::new(counter_vec(
+                &r,
+                "clusterfunk_cidr_refused_total",
+                "Datagrams and connections dropped because their source is outside --allow-cidr, by listener.",
+                "listener",
             )?),
             gossip_stream_rejections: CumulativeCounterVec::new(counter_vec(
                 &r,

@@ -13,8 +13,9 @@
 //! coordinator uses).
 //!
 //! Imports: std, openraft, tonic/prost, sled, tokio, serde, bytes, tracing,
-//! and the crate's leaf [`listener`] (shared with the management port).
-//! Nothing else from the rest of the crate: shard maps are opaque
+//! the crate's leaf [`listener`] (shared with the management port) and the
+//! plain `cidr` allow-list it checks. Nothing else from the rest of the
+//! crate: shard maps are opaque
 //! encoded bytes here and the coordinator encodes and decodes them.
 //! Generated protobuf types stay private to this module; everything that
 //! leaves it is a plain Rust type.

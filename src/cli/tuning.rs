@@ -1,0 +1,182 @@
+//! Gossip tuning for `clusterfunk agent`: the main knobs as flags (each
+//! with a `CLUSTERFUNK_` variable), every knob in the JSON config file
+//! under `"gossip"`. Unset knobs keep the preset's value; the result is
+//! checked by `GossipConfig::validate`, whose errors name the field.
+
+use std::time::Duration;
+
+use clusterfunk::config::GossipConfig;
+use serde::Deserialize;
+
+/// Gossip timing and size knobs (memberlist's names, in ms where a time).
+#[derive(clap::Args, Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TuningArgs {
+    /// Gossip: interval between probes of one member, ms (lan 1000, wan
+    /// 5000, local 1000).
+    #[arg(long, env = "CLUSTERFUNK_PROBE_INTERVAL_MS")]
+    pub probe_interval_ms: Option<u64>,
+    /// Gossip: wait for a direct ack before asking others to probe, ms;
+    /// below --probe-interval-ms (lan 500, wan 3000, local 200).
+    #[arg(long, env = "CLUSTERFUNK_PROBE_TIMEOUT_MS")]
+    pub probe_timeout_ms: Option<u64>,
+    /// Gossip: members asked to probe a node whose direct probe failed
+    /// (lan 3, local 1).
+    #[arg(long, env = "CLUSTERFUNK_INDIRECT_CHECKS")]
+    pub indirect_checks: Option<usize>,
+    /// Gossip: suspicion timeout multiplier: a suspect is declared failed
+    /// after about mult x log10(N) x probe interval (lan 4, wan 6, local 3).
+    #[arg(long, env = "CLUSTERFUNK_SUSPICION_MULT")]
+    pub suspicion_mult: Option<u32>,
+    /// Gossip: the suspicion timeout starts at this multiple of its floor
+    /// and shrinks with each independent confirmation (default 6).
+    #[arg(long, env = "CLUSTERFUNK_SUSPICION_MAX_TIMEOUT_MULT")]
+    pub suspicion_max_timeout_mult: Option<u32>,
+    /// Gossip: interval between gossip rounds, ms; 0 only piggybacks on
+    /// probes (lan 200, wan 500, local 100).
+    #[arg(long, env = "CLUSTERFUNK_GOSSIP_INTERVAL_MS")]
+    pub gossip_interval_ms: Option<u64>,
+    /// Gossip: members gossiped to per round (lan 3, wan 4).
+    #[arg(long, env = "CLUSTERFUNK_GOSSIP_NODES")]
+    pub gossip_nodes: Option<usize>,
+    /// Gossip: each broadcast is sent mult x ceil(log10(N + 1)) times (lan
+    /// 4, local 2).
+    #[arg(long, env = "CLUSTERFUNK_RETRANSMIT_MULT")]
+    pub retransmit_mult: Option<usize>,
+    /// Gossip: interval of full state exchanges with a random member, ms;
+    /// 0 never (lan 30000, wan 60000, local 15000).
+    #[arg(long, env = "CLUSTERFUNK_PUSH_PULL_INTERVAL_MS")]
+    pub push_pull_interval_ms: Option<u64>,
+    /// Gossip: largest datagram sent, bytes, 512..=65000 (default 1400).
+    #[arg(long, env = "CLUSTERFUNK_PACKET_SIZE")]
+    pub packet_size: Option<usize>,
+    /// JSON only: Lifeguard health score ceiling (default 8).
+    #[arg(skip)]
+    pub awareness_max_multiplier: Option<u32>,
+    /// JSON only: a dead member still gets gossip this long, ms.
+    #[arg(skip)]
+    pub gossip_to_the_dead_time_ms: Option<u64>,
+    /// JSON only: pace of gossip rounds while news spreads, ms; 0 turns
+    /// eager rounds off (memberlist's purely periodic rounds).
+    #[arg(skip)]
+    pub eager_gossip_ms: Option<u64>,
+    /// JSON only: connect and per-frame deadline of streams, ms.
+    #[arg(skip)]
+    pub stream_timeout_ms: Option<u64>,
+    /// JSON only: also probe over TCP when a datagram probe times out.
+    #[arg(skip)]
+    pub stream_fallback_ping: Option<bool>,
+    /// JSON only: most broadcasts queued.
+    #[arg(skip)]
+    pub max_broadcast_queue: Option<usize>,
+    /// JSON only: largest user event (name + payload), bytes.
+    #[arg(skip)]
+    pub max_user_event_size: Option<usize>,
+    /// JSON only: user events remembered for de-duplication.
+    #[arg(skip)]
+    pub recent_user_events: Option<usize>,
+    /// JSON only: largest stream frame read, bytes.
+    #[arg(skip)]
+    pub max_stream_frame: Option<usize>,
+    /// JSON only: bytes of stream frames buffered at once.
+    #[arg(skip)]
+    pub stream_memory_budget: Option<usize>,
+    /// JSON only: incoming streams served at once.
+    #[arg(skip)]
+    pub max_incoming_streams: Option<usize>,
+}
+
+impl TuningArgs {
+    /// Fills knobs unset here from `file` (flags and variables win).
+    pub fn fill_from(&mut self, file: TuningArgs) {
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+        }
+        fill!(
+            probe_interval_ms,
+            probe_timeout_ms,
+            indirect_checks,
+            suspicion_mult,
+            suspicion_max_timeout_mult,
+            gossip_interval_ms,
+            gossip_nodes,
+            retransmit_mult,
+            push_pull_interval_ms,
+            packet_size,
+            awareness_max_multiplier,
+            gossip_to_the_dead_time_ms,
+            eager_gossip_ms,
+            stream_timeout_ms,
+            stream_fallback_ping,
+            max_broadcast_queue,
+            max_user_event_size,
+            recent_user_events,
+            max_stream_frame,
+            stream_memory_budget,
+            max_incoming_streams
+        );
+    }
+
+    /// Sets every knob given on `g`.
+    pub fn apply(&self, g: &mut GossipConfig) {
+        let ms = Duration::from_millis;
+        macro_rules! set {
+            ($($f:ident => $to:ident),*) => { $( if let Some(v) = self.$f { g.$to = v; } )* };
+        }
+        macro_rules! set_ms {
+            ($($f:ident => $to:ident),*) => { $( if let Some(v) = self.$f { g.$to = ms(v); } )* };
+        }
+        set_ms!(
+            probe_interval_ms => probe_interval,
+            probe_timeout_ms => probe_timeout,
+            gossip_interval_ms => gossip_interval,
+            push_pull_interval_ms => push_pull_interval,
+            gossip_to_the_dead_time_ms => gossip_to_the_dead_time,
+            stream_timeout_ms => stream_timeout
+        );
+        set!(
+            indirect_checks => indirect_checks,
+            suspicion_mult => suspicion_mult,
+            suspicion_max_timeout_mult => suspicion_max_timeout_mult,
+            gossip_nodes => gossip_nodes,
+            retransmit_mult => retransmit_mult,
+            packet_size => packet_size,
+            awareness_max_multiplier => awareness_max_multiplier,
+            stream_fallback_ping => stream_fallback_ping,
+            max_broadcast_queue => max_broadcast_queue,
+            max_user_event_size => max_user_event_size,
+            recent_user_events => recent_user_events,
+            max_stream_frame => max_stream_frame,
+            stream_memory_budget => stream_memory_budget,
+            max_incoming_streams => max_incoming_streams
+        );
+        if let Some(v) = self.eager_gossip_ms {
+            g.eager_gossip = (v > 0).then(|| ms(v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_unset_knobs_keep_the_preset() {
+        let mut flags = TuningArgs {
+            probe_interval_ms: Some(700),
+            ..TuningArgs::default()
+        };
+        let file: TuningArgs = serde_json::from_str(
+            r#"{"probe_interval_ms": 900, "suspicion_mult": 7, "eager_gossip_ms": 0}"#,
+        )
+        .unwrap();
+        flags.fill_from(file);
+        let mut g = GossipConfig::lan("a");
+        flags.apply(&mut g);
+        assert_eq!(g.probe_interval, Duration::from_millis(700));
+        assert_eq!(g.suspicion_mult, 7);
+        assert_eq!(g.eager_gossip, None);
+        assert_eq!(g.gossip_nodes, GossipConfig::lan("a").gossip_nodes);
+        assert!(serde_json::from_str::<TuningArgs>(r#"{"probe_intervl_ms": 1}"#).is_err());
+    }
+}
