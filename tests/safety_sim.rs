@@ -25,7 +25,7 @@
 //! of every node and a restart from the data dirs.
 //!
 //! Each run prints its seed. `CF_SIM_SEED=S` replays one seed,
-//! `CF_SIM_SEEDS=N` runs N seeds from a random base (default 24) or from
+//! `CF_SIM_SEEDS=N` runs N seeds from a random base (default 200) or from
 //! `CF_SIM_BASE`, on `CF_SIM_THREADS` threads (default 2), and stops at the
 //! first failing seed, printing it; `CF_SIM_FAULT=K` repeats one kind of
 //! fault. The long run:
@@ -391,7 +391,11 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
         let hold = Duration::from_millis(rng.gen_range(300..2500));
         log.push(format!("step {step}: {fault:?} for {hold:?}"));
         if std::env::var_os("CF_SIM_SEED").is_some() {
-            eprintln!("safety_sim: seed {seed} at {:?}: {}", start.elapsed(), log[step]);
+            eprintln!(
+                "safety_sim: seed {seed} at {:?}: {}",
+                start.elapsed(),
+                log[step]
+            );
         }
         let nodes = alive(&sim.nodes);
         let before = owners_of(&nodes[0]);

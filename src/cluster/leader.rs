@@ -132,6 +132,8 @@ pub(super) struct Leader {
     last_reconcile: Instant,
     write_busy: bool,
     commit_wanted: Option<u64>,
+    /// When [`tick`](Self::tick) last ran.
+    last_tick: Option<Instant>,
     membership_busy: bool,
     targets: BTreeMap<String, SocketAddr>,
     dead_since: BTreeMap<String, Instant>,
@@ -165,6 +167,7 @@ impl Leader {
             last_reconcile: now,
             write_busy: false,
             commit_wanted: None,
+            last_tick: None,
             membership_busy: false,
             targets: BTreeMap::new(),
             dead_since: BTreeMap::new(),
@@ -195,17 +198,16 @@ impl Leader {
 
     /// When the leader next needs a tick.
     pub fn next_wake(&self) -> Option<Instant> {
-        // While a write is in flight its completion wakes the node; a past
-        // debounce deadline here would spin the node loop until then (a
-        // leader without a quorum: for good).
-        let debounce = self
-            .dirty_at
-            .filter(|_| !self.write_busy)
-            .map(|d| d + self.cfg.reshard_debounce);
+        // A deadline the last tick already saw can only be acted on after
+        // an event (a write done, an ack), and every event ticks: waking
+        // for it again would spin the node loop (a leader whose write
+        // hangs without a quorum: for good).
+        let debounce = self.dirty_at.map(|d| d + self.cfg.reshard_debounce);
         [debounce, self.tracker.next_deadline()]
             .into_iter()
             .chain(self.unheard.values().map(|t| Some(*t)))
             .flatten()
+            .filter(|t| self.last_tick.is_none_or(|l| *t > l))
             .min()
     }
 
@@ -484,6 +486,7 @@ impl Leader {
         now: Instant,
         answering: &dyn Fn(&str) -> bool,
     ) -> Vec<Action> {
+        self.last_tick = Some(now);
         let back: Vec<String> = self
             .suspected
             .iter()

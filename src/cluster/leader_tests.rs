@@ -229,7 +229,11 @@ fn cluster_id_is_written_before_any_map() {
     // (the node loop would spin on it while the write hangs).
     l.mark_dirty(t0 + ms(6));
     assert!(tick(&mut l, &w, t0 + ms(20)).is_empty());
-    assert!(l.next_wake().is_none_or(|t| t > t0 + ms(20)), "{:?}", l.next_wake());
+    assert!(
+        l.next_wake().is_none_or(|t| t > t0 + ms(20)),
+        "{:?}",
+        l.next_wake()
+    );
     let r = w.state.apply(Command::SetClusterId {
         cluster_id: "c1".into(),
     });

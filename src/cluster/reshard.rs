@@ -151,10 +151,15 @@ impl Tracker {
 
     /// When the tracker next needs a tick.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let pending = self
-            .pending
-            .as_ref()
-            .map(|p| p.lapse.values().copied().fold(p.deadline, Instant::min));
+        // Acks arrive as events: time matters only for the ack deadline
+        // while some are missing, and then for the last lapse bound.
+        let pending = self.pending.as_ref().and_then(|p| {
+            if p.waiting.is_empty() {
+                p.lapse.values().copied().max()
+            } else {
+                Some(p.deadline)
+            }
+        });
         let exclusion = self.excluded.values().copied().min();
         match (pending, exclusion) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -262,8 +267,10 @@ mod tests {
         let mut t = Tracker::default();
         let lapse = BTreeMap::from([("dead".to_string(), now + ms(120))]);
         t.proposed(4, set(&["a"]), lapse, now, ms(500));
-        assert_eq!(t.next_deadline(), Some(now + ms(120)));
+        // Until "a" answers only the ack deadline matters; then the lapse.
+        assert_eq!(t.next_deadline(), Some(now + ms(500)));
         assert_eq!(t.on_ack("a", 4, now + ms(10)), Step::Wait, "lease runs");
+        assert_eq!(t.next_deadline(), Some(now + ms(120)));
         assert_eq!(t.on_tick(now + ms(119), ms(5000)), Step::Wait);
         assert_eq!(t.on_tick(now + ms(120), ms(5000)), Step::Commit(4));
         // An acknowledgement from it ends the wait at once.

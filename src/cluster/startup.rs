@@ -98,7 +98,7 @@ pub(crate) async fn start(
         // no listener, no TLS (nothing leaves the process).
         let (raft_addr, tcp, network) = match &seams.raft {
             Some(router) => {
-                let addr = router.reserve_addr();
+                let addr = router.addr_for(&me);
                 let network = Network::new(router.connector(&addr.to_string()));
                 (addr, None, network)
             }

@@ -24,6 +24,8 @@ struct Inner {
     refused: u64,
     /// Addresses handed out by [`Router::reserve_addr`].
     reserved: BTreeSet<SocketAddr>,
+    /// The address of each node name ([`Router::addr_for`]).
+    by_name: BTreeMap<String, SocketAddr>,
 }
 
 /// Routes Raft RPCs between nodes of one process by address.
@@ -69,6 +71,17 @@ impl Router {
             }
             ip = BASE + (ip - BASE + 1) % SPAN;
         }
+    }
+
+    /// The address of the node named `name`: reserved the first time, the
+    /// same on every later start (a restarted process keeps its port).
+    pub fn addr_for(&self, name: &str) -> SocketAddr {
+        if let Some(a) = self.lock().by_name.get(name) {
+            return *a;
+        }
+        let addr = self.reserve_addr();
+        self.lock().by_name.insert(name.to_string(), addr);
+        addr
     }
 
     /// Makes `service` reachable at `addr` (replacing any previous one).
