@@ -489,7 +489,7 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
                     return Err(format!("step {step}: n{i} could not be removed"));
                 }
                 sim.disks.wipe(&id);
-                weights[*i] = 1;
+                // The operator's weight for the name is remembered (README).
                 sim.start(*i).await?;
                 if !operator(&sim, &id, true).await {
                     let view: Vec<String> = alive(&sim.nodes)
