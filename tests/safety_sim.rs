@@ -18,7 +18,8 @@
 //!
 //! Faults (see [`pick`]): a node isolated; the leader and one follower cut
 //! off from the other three; a one-way Raft cut; a step-down; a weight
-//! change (including drains to 0); a node's liveness cut alone; every link
+//! change (including drains to 0), half of them while that node's Raft
+//! links are slow; a node's liveness cut alone; every link
 //! lossy and slow; a node frozen (everything it sends or is sent is held
 //! for the pause and then delivered late); a crash and restart from the
 //! data dir; a crash, removal and restart with an empty data dir; a crash
@@ -251,9 +252,14 @@ enum Fault {
     LeaderWithFollower,
     OneWay(usize, usize),
     StepDown,
-    Weight(usize, u32),
+    /// A weight change; with `lag`, Raft to and from that node is slow
+    /// meanwhile (an owner that applies its loss late).
+    Weight(usize, u32, Option<Duration>),
     LivenessCut(usize),
-    Lossy { loss: f64, delay: Duration },
+    Lossy {
+        loss: f64,
+        delay: Duration,
+    },
     Freeze(usize),
     Crash(usize),
     Replace(usize),
@@ -287,7 +293,11 @@ fn pick(rng: &mut StdRng, weights: &[u32]) -> Fault {
             // Never drain every node.
             let others: u32 = (0..NODES).filter(|i| *i != node).map(|i| weights[i]).sum();
             let lo = u32::from(others == 0);
-            Fault::Weight(node, rng.gen_range(lo..3))
+            let w = rng.gen_range(lo..3);
+            let lag = rng
+                .gen_bool(0.5)
+                .then(|| Duration::from_millis(rng.gen_range(20..120)));
+            Fault::Weight(node, w, lag)
         }
     }
 }
@@ -437,8 +447,16 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
                 }
             }
             Fault::LivenessCut(i) => net.liveness.isolate(addr(&nodes[*i], "liveness")),
-            Fault::Weight(n, w) => {
+            Fault::Weight(n, w, lag) => {
                 let target = nodes[*n].node_id().to_string();
+                if let Some(d) = lag {
+                    for o in nodes.iter().filter(|o| o.node_id() != target) {
+                        net.raft
+                            .degrade(&ep(&nodes[*n], "raft"), &ep(o, "raft"), *d, 0.0);
+                        net.raft
+                            .degrade(&ep(o, "raft"), &ep(&nodes[*n], "raft"), *d, 0.0);
+                    }
+                }
                 if let Some(l) = leader_of(&nodes) {
                     if l.set_weight(&target, *w).await.is_ok() {
                         weights[*n] = *w;
