@@ -622,7 +622,7 @@ fn random_fault_schedules_never_serve_a_shard_twice() {
         Some(s) => vec![s],
         None => {
             let base = env("CF_SIM_BASE").unwrap_or_else(|| rand::random::<u32>().into());
-            (0..env("CF_SIM_SEEDS").unwrap_or(24))
+            (0..env("CF_SIM_SEEDS").unwrap_or(200))
                 .map(|i| base + i)
                 .collect()
         }
