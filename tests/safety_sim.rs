@@ -634,6 +634,7 @@ fn random_fault_schedules_never_serve_a_shard_twice() {
     };
     let threads = env("CF_SIM_THREADS").unwrap_or(2).max(1) as usize;
     let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
     let failed: Mutex<Option<(u64, String)>> = Mutex::new(None);
     let worst = Mutex::new(Duration::ZERO);
     let began = std::time::Instant::now();
@@ -643,7 +644,7 @@ fn random_fault_schedules_never_serve_a_shard_twice() {
         // seed instead of hanging.
         s.spawn(|| loop {
             std::thread::sleep(Duration::from_secs(1));
-            if next.load(Ordering::Relaxed) as usize >= seeds.len() + threads {
+            if done.load(Ordering::Relaxed) as usize == threads {
                 return;
             }
             for (seed, began) in running.lock().unwrap().values() {
@@ -654,11 +655,12 @@ fn random_fault_schedules_never_serve_a_shard_twice() {
             }
         });
         for t in 0..threads {
-            let (next, failed, worst, running, seeds) = (&next, &failed, &worst, &running, &seeds);
+            let (next, done, failed, worst, running, seeds) =
+                (&next, &done, &failed, &worst, &running, &seeds);
             s.spawn(move || loop {
                 let k = next.fetch_add(1, Ordering::Relaxed) as usize;
                 if k >= seeds.len() || failed.lock().unwrap().is_some() {
-                    next.fetch_add(1, Ordering::Relaxed);
+                    done.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 let seed = seeds[k];
