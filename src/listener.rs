@@ -422,6 +422,28 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    /// A bounded listener on a fresh loopback port.
+    async fn serve(
+        limits: ListenerLimits,
+    ) -> (
+        std::net::SocketAddr,
+        Arc<ListenerStats>,
+        std::pin::Pin<Box<impl futures::Stream<Item = io::Result<BoundedConn>>>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(ListenerStats::default());
+        let incoming = Box::pin(bounded_incoming(listener, limits, stats.clone()));
+        (addr, stats, incoming)
+    }
+
+    /// The next accepted connection.
+    async fn accept(
+        incoming: &mut (impl futures::Stream<Item = io::Result<BoundedConn>> + Unpin),
+    ) -> BoundedConn {
+        futures::StreamExt::next(incoming).await.unwrap().unwrap()
+    }
+
     async fn drained(conn: &mut BoundedConn) -> io::ErrorKind {
         let mut buf = [0u8; 16];
         loop {
@@ -435,20 +457,14 @@ mod tests {
 
     #[tokio::test]
     async fn with_evict_proven_a_newcomer_closes_the_oldest_proven_one() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let limits = ListenerLimits {
+        let (addr, stats, mut incoming) = serve(ListenerLimits {
             max_connections: 1,
             evict_proven: true,
             ..ListenerLimits::default()
-        };
-        let stats = Arc::new(ListenerStats::default());
-        let mut incoming = Box::pin(bounded_incoming(listener, limits, stats.clone()));
+        })
+        .await;
         let _c1 = TcpStream::connect(addr).await.unwrap();
-        let mut s1 = futures::StreamExt::next(&mut incoming)
-            .await
-            .unwrap()
-            .unwrap();
+        let mut s1 = accept(&mut incoming).await;
         s1.connect_info().mark_proven();
         let _c2 = TcpStream::connect(addr).await.unwrap();
         let next = tokio::spawn(async move {
@@ -465,25 +481,16 @@ mod tests {
 
     #[tokio::test]
     async fn idle_unproven_connections_time_out_and_are_evicted() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let limits = ListenerLimits {
+        let (addr, stats, mut incoming) = serve(ListenerLimits {
             max_connections: 2,
             handshake_timeout: Duration::from_millis(200),
             ..ListenerLimits::default()
-        };
-        let stats = Arc::new(ListenerStats::default());
-        let mut incoming = Box::pin(bounded_incoming(listener, limits, stats.clone()));
+        })
+        .await;
         let _c1 = TcpStream::connect(addr).await.unwrap();
-        let mut s1 = futures::StreamExt::next(&mut incoming)
-            .await
-            .unwrap()
-            .unwrap();
+        let mut s1 = accept(&mut incoming).await;
         let _c2 = TcpStream::connect(addr).await.unwrap();
-        let mut s2 = futures::StreamExt::next(&mut incoming)
-            .await
-            .unwrap()
-            .unwrap();
+        let mut s2 = accept(&mut incoming).await;
         s2.connect_info().mark_proven();
         // Full: a third evicts the oldest unproven (s1), not the proven s2.
         let _c3 = TcpStream::connect(addr).await.unwrap();

@@ -645,17 +645,7 @@ impl Cluster {
     /// Graceful stop: drains this node's shards, hands leadership over,
     /// leaves gossip with a leave intent, then stops every task.
     pub async fn stop(&self) {
-        // An error only means the node task has already ended.
-        let _ = crate::actor::call(&self.shared.requests, ToNode::Stop).await;
-        let task = self
-            .shared
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.end(ToNode::Stop).await;
     }
 
     /// Ends the node as `kill -9` ends a process: it stops serving at once
@@ -663,7 +653,13 @@ impl Cluster {
     /// (the deterministic simulation's crash).
     #[doc(hidden)]
     pub async fn crash(&self) {
-        let _ = crate::actor::call(&self.shared.requests, ToNode::Crash).await;
+        self.end(ToNode::Crash).await;
+    }
+
+    /// Asks the node task to end (`Stop` or `Crash`) and waits for it.
+    async fn end(&self, how: fn(oneshot::Sender<()>) -> ToNode) {
+        // An error only means the node task has already ended.
+        let _ = crate::actor::call(&self.shared.requests, how).await;
         let task = self
             .shared
             .task
