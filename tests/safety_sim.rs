@@ -187,8 +187,8 @@ fn leader_of(nodes: &[Cluster]) -> Option<Cluster> {
 }
 
 /// Every node Operational with one committed map whose every shard has an
-/// owner, every node with a weight owning shards again, and every shard
-/// served by exactly one node.
+/// owner, every node owning its weighted share, and every shard served by
+/// exactly one node.
 fn converged(nodes: &[Cluster], weights: &[u32]) -> bool {
     if nodes.len() != NODES {
         return false;
@@ -200,12 +200,15 @@ fn converged(nodes: &[Cluster], weights: &[u32]) -> bool {
     let Some(Some((_, owners))) = maps.into_iter().next() else {
         return false;
     };
-    let owning: BTreeSet<&str> = owners.iter().flatten().map(String::as_str).collect();
+    // Each node owns its weighted share (within one shard of rounding),
+    // so a map from before the last weight change does not count.
+    let total: u32 = weights.iter().sum();
+    let share_ok = |n: &Cluster, w: u32| {
+        let owned = owners.iter().flatten().filter(|o| *o == n.node_id()).count() as f64;
+        (owned - f64::from(SHARDS) * f64::from(w) / f64::from(total)).abs() < 1.0 + 1e-9
+    };
     owners.iter().all(Option::is_some)
-        && nodes
-            .iter()
-            .zip(weights)
-            .all(|(n, w)| *w == 0 || owning.contains(n.node_id()))
+        && nodes.iter().zip(weights).all(|(n, w)| share_ok(n, *w))
         && (0..SHARDS).all(|s| nodes.iter().filter(|n| n.is_serving(s)).count() == 1)
 }
 
@@ -232,6 +235,22 @@ fn describe(nodes: &[Cluster]) -> String {
         })
         .collect();
     parts.join("; ")
+}
+
+/// Sets node `n`'s weight to `w` through whichever node leads, repeating
+/// until a write succeeds (within [`CONVERGE`]).
+async fn settle_weight(sim: &Sim, n: usize, w: u32) -> Result<(), String> {
+    let deadline = Instant::now() + CONVERGE;
+    while Instant::now() < deadline {
+        let nodes = alive(&sim.nodes);
+        if let Some(l) = leader_of(&nodes) {
+            if l.set_weight(nodes[n].node_id(), w).await.is_ok() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("n{n}'s weight could not be set to {w} after the heal"))
 }
 
 /// Waits (in simulated time) until `pred`; false after `limit`.
@@ -409,6 +428,7 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
         }
         let nodes = alive(&sim.nodes);
         let before = owners_of(&nodes[0]);
+        let mut unsure = None;
         let net = &sim.net;
         match &fault {
             Fault::Isolate(i) => {
@@ -457,9 +477,13 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
                             .degrade(&ep(o, "raft"), &ep(&nodes[*n], "raft"), *d, 0.0);
                     }
                 }
+                // A write through a leader cut off from its quorum times
+                // out and may still apply later: repeat it after the heal.
+                unsure = Some((*n, *w));
                 if let Some(l) = leader_of(&nodes) {
                     if l.set_weight(&target, *w).await.is_ok() {
                         weights[*n] = *w;
+                        unsure = None;
                     }
                 }
             }
@@ -537,6 +561,10 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
         net.gossip.heal();
         net.liveness.heal();
         let healed = Instant::now();
+        if let Some((n, w)) = unsure.take() {
+            settle_weight(&sim, n, w).await?;
+            weights[n] = w;
+        }
         if !within(CONVERGE, || converged(&alive(&sim.nodes), &weights)).await {
             return Err(format!(
                 "step {step}: no convergence within {CONVERGE:?}; {log:?}; {}",

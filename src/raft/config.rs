@@ -108,6 +108,13 @@ impl Default for RaftConfig {
 const MESSAGE_OVERHEAD: u64 = 64 * 1024;
 
 impl RaftConfig {
+    /// How long one registry write (weight, removal, ...) may wait for its
+    /// commit before it fails with a timeout: ten election timeouts
+    /// (2 s with the defaults), time for a new leader to take over.
+    pub fn write_timeout(&self) -> Duration {
+        self.election_timeout_max * 10
+    }
+
     /// Checks the values for consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ms = |d: Duration| d.as_millis();

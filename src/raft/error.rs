@@ -175,6 +175,11 @@ pub enum RaftApiError {
     /// learner, empty voter set).
     #[error("membership change refused: {0}")]
     ChangeMembership(#[from] ChangeMembershipError<NodeId>),
+    /// The write was not committed in time (the leader may have lost its
+    /// quorum). It may still be applied later: read the state back, or
+    /// repeat it (registry writes set a value, so repeating is harmless).
+    #[error("not committed within {0:?}; it may still be applied")]
+    Timeout(Duration),
     /// The Raft node has stopped.
     #[error("raft stopped: {0}")]
     Fatal(Box<Fatal<NodeId>>),

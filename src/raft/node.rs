@@ -332,16 +332,22 @@ impl RaftNode {
 
     /// Appends `cmd` on the leader wherever it is: locally when this node
     /// leads, else forwarded over the `Forward` RPC (following at most two
-    /// redirects while leadership moves).
+    /// redirects while leadership moves). Each attempt is bounded by
+    /// [`RaftConfig::write_timeout`]: a leader cut off from its quorum
+    /// (which openraft 0.9 does not depose by itself until it hears a
+    /// higher term) would otherwise hold the caller forever.
     pub async fn write_via_leader(&self, cmd: Command) -> Result<(), RaftApiError> {
-        let mut target = match self.client_write(cmd.clone()).await {
+        let timeout = self.config.write_timeout();
+        let local = tokio::time::timeout(timeout, self.client_write(cmd.clone()))
+            .await
+            .map_err(|_| RaftApiError::Timeout(timeout))?;
+        let mut target = match local {
             Ok(_) => return Ok(()),
             Err(RaftApiError::ForwardToLeader {
                 leader: Some(info), ..
             }) => info.addr,
             Err(e) => return Err(e),
         };
-        let timeout = self.config.election_timeout_max * 4;
         for _ in 0..3 {
             match self.network.forward(&target, &cmd, timeout).await {
                 Ok(None) => return Ok(()),
