@@ -27,7 +27,7 @@
 //!
 //! Each run prints its seed. `CF_SIM_SEED=S` replays one seed,
 //! `CF_SIM_SEEDS=N` runs N seeds (default 49) from `CF_SIM_BASE` (default
-//! 20028, a range that passes; `random` for a random one), on `CF_SIM_THREADS` threads (default 2), and stops at the
+//! 20028; `random` for a random one), on `CF_SIM_THREADS` threads (default 2), and stops at the
 //! first failing seed, printing it; `CF_SIM_FAULT=K` repeats one kind of
 //! fault. The long run:
 //! `CF_SIM_SEEDS=10000 cargo test --release --test safety_sim -- --nocapture`.
@@ -574,7 +574,14 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
         times.push(healed.elapsed());
         let after = owners_of(&alive(&sim.nodes)[0]);
         if matches!(fault, Fault::StepDown | Fault::RestartAll) && before != after {
-            return Err(format!("step {step}: {fault:?} moved shards"));
+            let moved = match (&before, &after) {
+                (Some((e0, a)), Some((e1, b))) => format!(
+                    "epoch {e0} -> {e1}, {} of {SHARDS} shards changed owner",
+                    a.iter().zip(b).filter(|(x, y)| x != y).count()
+                ),
+                _ => format!("{before:?} -> {after:?}"),
+            };
+            return Err(format!("step {step}: {fault:?} moved shards: {moved}; {log:?}"));
         }
     }
     stop.store(true, Ordering::Relaxed);
