@@ -60,7 +60,10 @@ async fn appends_from_any_node_are_seen_in_one_order_everywhere() {
     operational(&nodes).await;
     let (leader, follower) = leader_and_follower(&nodes);
     assert_eq!(leader.append_log("from-leader").await.expect("append"), 1);
-    assert_eq!(follower.append_log("from-follower").await.expect("append"), 2);
+    assert_eq!(
+        follower.append_log("from-follower").await.expect("append"),
+        2
+    );
 
     // Concurrent appends from every node get distinct, dense indexes.
     let appends = nodes.iter().flat_map(|n| {
@@ -124,7 +127,13 @@ async fn appends_from_any_node_are_seen_in_one_order_everywhere() {
         .await
         .expect_err("oversize over the API");
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
-    assert_eq!(follower.append_log(vec![1u8; limit]).await.expect("at the limit"), 29);
+    assert_eq!(
+        follower
+            .append_log(vec![1u8; limit])
+            .await
+            .expect("at the limit"),
+        29
+    );
     assert_eq!(leader.app_log_bounds().expect("bounds"), (1, 30));
 
     // A node added now finds the log purged (snapshots every 10 entries,
@@ -161,7 +170,10 @@ async fn a_sled_cluster_keeps_its_application_log_across_a_restart() {
     let (leader, follower) = leader_and_follower(&nodes);
     for k in 0..12u64 {
         let n = if k % 2 == 0 { leader } else { follower };
-        assert_eq!(n.append_log(format!("fact-{k}")).await.expect("append"), k + 1);
+        assert_eq!(
+            n.append_log(format!("fact-{k}")).await.expect("append"),
+            k + 1
+        );
     }
     let before = read_all(leader, 13).await;
     stop_all(&nodes).await;

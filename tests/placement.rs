@@ -64,10 +64,14 @@ fn settled(nodes: &[&Agent], owners: &[&str]) -> Option<Arc<ShardMap>> {
         return None;
     }
     let map = nodes[0].shard_map().borrow().clone()?;
-    let owning: BTreeSet<&str> = map.counts().into_iter().filter(|c| c.1 > 0).map(|c| c.0).collect();
+    let owning: BTreeSet<&str> = map
+        .counts()
+        .into_iter()
+        .filter(|c| c.1 > 0)
+        .map(|c| c.0)
+        .collect();
     let all_owned = (0..SHARDS).all(|s| map.owner_of(s).is_some());
-    let served_once =
-        (0..SHARDS).all(|s| nodes.iter().filter(|n| n.is_serving(s)).count() == 1);
+    let served_once = (0..SHARDS).all(|s| nodes.iter().filter(|n| n.is_serving(s)).count() == 1);
     (all_owned && served_once && owning == owners.iter().copied().collect()).then_some(map)
 }
 

@@ -203,8 +203,11 @@ async fn sled_keeps_the_application_log_window_across_reopen_and_snapshots() -> 
     // A target with entries of its own installs the snapshot: afterwards
     // (and after a reopen) it holds exactly the source's window.
     let (l2, mut b, c2) = open_sled(d2.path(), CACHE)?;
-    b.apply(vec![append(1, 1, "other".into()), append(1, 2, "other".into())])
-        .await?;
+    b.apply(vec![
+        append(1, 1, "other".into()),
+        append(1, 2, "other".into()),
+    ])
+    .await?;
     let snap = a
         .get_current_snapshot()
         .await?

@@ -270,10 +270,10 @@ impl MgmtCmd {
     }
 }
 
-#[path = "members.rs"]
-mod members;
 #[path = "app_log.rs"]
 mod app_log;
+#[path = "members.rs"]
+mod members;
 #[path = "watch.rs"]
 mod watch;
 use watch::print_events;

@@ -124,7 +124,12 @@ impl Leader {
     /// checked ([`shards::check_placement`]); a refused (or panicking)
     /// strategy is logged and counted, and the built-in weighted rebalance
     /// places this map instead.
-    fn place(&mut self, ins: &Inputs, base: &ShardMap, owners: &[(String, u32)]) -> Option<ShardMap> {
+    fn place(
+        &mut self,
+        ins: &Inputs,
+        base: &ShardMap,
+        owners: &[(String, u32)],
+    ) -> Option<ShardMap> {
         let candidates: Vec<Candidate> = owners
             .iter()
             .map(|(id, weight)| {

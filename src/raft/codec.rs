@@ -12,8 +12,8 @@ use openraft::raft::{
 use openraft::{CommittedLeaderId, EntryPayload, LeaderId, SnapshotMeta, SnapshotSegmentId, Vote};
 use prost::Message;
 
-use super::lease::{Grant, Stamp};
 use super::app_log::AppLog;
+use super::lease::{Grant, Stamp};
 use super::types::{ClusterState, Command, MemberRecord, RaftNodeInfo};
 use super::{Entry, LogId, Membership, NodeId, StoredMembership, TypeConfig};
 

@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
-use sled::transaction::{ConflictableTransactionError, Transactional};
 use openraft::{
     AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StorageIOError,
 };
+use sled::transaction::{ConflictableTransactionError, Transactional};
 use tokio::sync::watch;
 
 use super::{corrupt, CloseGuard};
@@ -71,9 +71,11 @@ fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 struct TxError(String);
 
 impl Backend {
-    /// Persists `state`, which follows `before`: the state head, the
-    /// application log entries added since and the removal of those
-    /// compacted since, atomically.
+    /// Persists `state`, which replaces `before` (the next applied state,
+    /// or an installed snapshot's, never an older one): the state head,
+    /// the application log entries `before` lacks and the removal of those
+    /// `state` no longer holds, atomically. An index names the same entry
+    /// on every node, so entries both hold stay as they are.
     fn persist_state(
         &self,
         before: &ClusterState,
@@ -84,14 +86,17 @@ impl Backend {
         };
         let head = codec::encode_state_head(state);
         let (old, new) = (&before.app_log, &state.app_log);
+        if (old.first_index(), old.next_index()) == (new.first_index(), new.next_index()) {
+            return s
+                .sm
+                .insert(STATE_KEY, head)
+                .map(|_| ())
+                .map_err(sm_write_err);
+        }
         let gone = old.first_index()..new.first_index().min(old.next_index());
-        let added_from = old.next_index().max(new.first_index());
         let added = new
-            .read(added_from, usize::MAX)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(i, _)| *i >= added_from);
-        let added: Vec<(u64, bytes::Bytes)> = added.collect();
+            .read(old.next_index().max(new.first_index()), usize::MAX)
+            .unwrap_or_default();
         (&s.sm, &s.app_log)
             .transaction(|(sm, log)| {
                 for i in gone.clone() {
@@ -104,16 +109,6 @@ impl Backend {
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e| sm_write_err(TxError(format!("{e:?}"))))
-    }
-
-    /// Removes the stored entries of window `log`.
-    fn clear_app_log(&self, log: &crate::raft::AppLog) -> Result<(), StorageError<NodeId>> {
-        if let Backend::Sled(s) = self {
-            for i in log.first_index()..log.next_index() {
-                s.app_log.remove(i.to_be_bytes()).map_err(sm_write_err)?;
-            }
-        }
-        Ok(())
     }
 
     /// Loads the application log entries a state head left out.
@@ -238,8 +233,7 @@ impl StateMachineStore {
                     snapshot_state(&snap.meta, &snap.data).map_err(|e| corrupt("snapshot", e))?;
                 // Keep the stored window in step with the snapshot's.
                 backend
-                    .clear_app_log(&before.app_log)
-                    .and_then(|()| backend.persist_state(&ClusterState::default(), &state))
+                    .persist_state(&before, &state)
                     .map_err(|e| corrupt("state machine", e))?;
             }
         }
@@ -374,11 +368,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 AnyError::new(&e),
             ))
         })?;
-        // Persisting from an empty state writes every retained entry of
-        // the snapshot; the ones this node held before are removed first.
-        self.backend.clear_app_log(&self.state.app_log)?;
-        self.backend
-            .persist_state(&ClusterState::default(), &state)?;
+        self.backend.persist_state(&self.state, &state)?;
         self.backend
             .store_snapshot(StoredSnapshot {
                 meta: meta.clone(),
