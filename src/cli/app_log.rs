@@ -13,8 +13,6 @@ use super::{emit, Format, RpcArgs};
 /// `log` flags.
 #[derive(Args, Debug)]
 pub struct LogArgs {
-    #[command(flatten)]
-    pub(super) rpc: RpcArgs,
     #[command(subcommand)]
     cmd: LogCmd,
 }
@@ -25,6 +23,8 @@ enum LogCmd {
     /// Append an entry (the text given, or a file's bytes) and print its
     /// index once a quorum holds it.
     Append {
+        #[command(flatten)]
+        rpc: RpcArgs,
         /// The entry as UTF-8 text.
         #[arg(conflicts_with = "file", required_unless_present = "file")]
         data: Option<String>,
@@ -35,6 +35,8 @@ enum LogCmd {
     /// Print entries from an index (0: the oldest retained); with
     /// `--follow`, keep printing new ones until Ctrl-C.
     Watch {
+        #[command(flatten)]
+        rpc: RpcArgs,
         /// First index to print.
         #[arg(long, default_value_t = 0)]
         from: u64,
@@ -45,7 +47,14 @@ enum LogCmd {
 }
 
 impl LogArgs {
-    /// Whether this call streams (the timeout then bounds only the opening).
+    /// How to reach the node.
+    pub(super) fn rpc(&self) -> &RpcArgs {
+        match &self.cmd {
+            LogCmd::Append { rpc, .. } | LogCmd::Watch { rpc, .. } => rpc,
+        }
+    }
+
+    /// Whether this call streams until the operator stops it (no timeout).
     pub(super) fn streams(&self) -> bool {
         matches!(self.cmd, LogCmd::Watch { follow: true, .. })
     }
@@ -54,7 +63,7 @@ impl LogArgs {
 /// Runs a `log` subcommand against `client`.
 pub(super) async fn run(args: LogArgs, client: &Client, format: Format) -> anyhow::Result<()> {
     match args.cmd {
-        LogCmd::Append { data, file } => {
+        LogCmd::Append { data, file, .. } => {
             let bytes = match (data, file) {
                 (Some(d), _) => d.into_bytes(),
                 (None, Some(p)) if p.as_os_str() == "-" => {
@@ -75,7 +84,7 @@ pub(super) async fn run(args: LogArgs, client: &Client, format: Format) -> anyho
                 || format!("appended entry {index} ({} bytes)", bytes.len()),
             )
         }
-        LogCmd::Watch { from, follow } => {
+        LogCmd::Watch { from, follow, .. } => {
             let entries = client.watch_log(from, follow).await?;
             print_entries(entries, format).await
         }

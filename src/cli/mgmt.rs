@@ -265,7 +265,7 @@ impl MgmtCmd {
             MgmtCmd::Event(a) => &a.rpc,
             MgmtCmd::Join(a) => &a.rpc,
             MgmtCmd::ForceLeave(a) => &a.rpc,
-            MgmtCmd::Log(a) => &a.rpc,
+            MgmtCmd::Log(a) => a.rpc(),
         }
     }
 }
