@@ -241,7 +241,10 @@ async fn log_append_and_watch() {
     let r = run(&["log", "append", "--file", &path, "--format", "json"]).await;
     ok(&r);
     let j: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
-    assert_eq!((j["index"].as_u64(), j["bytes"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (j["index"].as_u64(), j["bytes"].as_u64()),
+        (Some(2), Some(2))
+    );
 
     let r = run(&["log", "watch"]).await;
     ok(&r);
@@ -250,7 +253,10 @@ async fn log_append_and_watch() {
     let r = run(&["log", "watch", "--from", "2", "--format", "json"]).await;
     ok(&r);
     let j: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("json line");
-    assert_eq!((j["index"].as_u64(), j["hex"].as_str()), (Some(2), Some("ff01")));
+    assert_eq!(
+        (j["index"].as_u64(), j["hex"].as_str()),
+        (Some(2), Some("ff01"))
+    );
 
     std::fs::write(&file, vec![b'x'; 64 * 1024 + 1]).expect("write");
     let r = run(&["log", "append", "--file", &path]).await;
