@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::cidr::{AllowList, Cidr};
@@ -17,6 +18,7 @@ pub use crate::discovery::{Interfaces, MdnsConfig};
 pub use crate::gossip::{ConfigError as GossipConfigError, GossipConfig, Keyring};
 pub use crate::liveness::{ConfigError as LivenessConfigError, LivenessConfig};
 pub use crate::raft::{ConfigError as RaftConfigError, RaftConfig, SnapshotPolicy};
+pub use crate::shards::{Placement, WeightedRebalance};
 
 /// Where the Raft log and state machine live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +135,16 @@ pub struct Config {
     /// `validate` copies it into the gossip and Raft settings (which may
     /// also be set one by one). Default: empty, every address.
     pub allow_cidr: AllowList,
+    /// Largest application log entry this node appends
+    /// ([`Cluster::append_log`](crate::Cluster::append_log)); bigger ones
+    /// are refused before anything is written. At most 1 MiB (the limit
+    /// every node's state machine enforces). Default 64 KiB.
+    pub app_log_max_entry: usize,
+    /// How the leader places shards on the live owners. Default
+    /// [`WeightedRebalance`] (proportional to weight, fewest moves). The
+    /// leader checks what a strategy returns and falls back to the default
+    /// for that map when it is not valid (see [`crate::shards::Placement`]).
+    pub placement: Arc<dyn Placement>,
 }
 
 /// TLS of a node's gRPC servers and clients (PEM files, read at start).
@@ -250,6 +262,8 @@ impl Config {
             retry_join_interval: Duration::from_secs(5),
             retry_join_max: 0,
             allow_cidr: AllowList::default(),
+            app_log_max_entry: crate::raft::app_log::DEFAULT_ENTRY_LIMIT,
+            placement: Arc::new(WeightedRebalance),
         }
     }
 
@@ -345,6 +359,14 @@ impl Config {
         if self.retry_join_interval.is_zero() {
             return Err(invalid("retry_join_interval", "must be above 0"));
         }
+        if self.app_log_max_entry == 0
+            || self.app_log_max_entry > crate::raft::app_log::MAX_ENTRY_BYTES
+        {
+            return Err(invalid(
+                "app_log_max_entry",
+                format!("must be 1..={}", crate::raft::app_log::MAX_ENTRY_BYTES),
+            ));
+        }
         if self.advertise_host.is_some_and(|h| h.is_unspecified()) {
             return Err(invalid("advertise_host", "must be a reachable address"));
         }
@@ -398,6 +420,11 @@ mod tests {
             ("max_voters", Box::new(|c| c.max_voters = 4)),
             ("lease", Box::new(|c| c.lease = c.ack_timeout)),
             ("shard_count", Box::new(|c| c.shard_count = 0)),
+            ("app_log_max_entry", Box::new(|c| c.app_log_max_entry = 0)),
+            (
+                "app_log_max_entry",
+                Box::new(|c| c.app_log_max_entry = (1 << 20) + 1),
+            ),
             (
                 "gossip_addr",
                 Box::new(|c| c.gossip_addr = "0.0.0.0:0".parse().expect("addr")),

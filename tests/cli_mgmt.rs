@@ -218,3 +218,48 @@ async fn operator_commands_against_a_running_cluster() {
 
     stop_all(&nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_append_and_watch() {
+    let nodes = start_cluster().await;
+    let addr = nodes[2].local_endpoints()["management"].to_string();
+    let run = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(["--rpc-addr", &addr, "--token", TOKEN].map(String::from));
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            cli(&refs, &[]).await
+        }
+    };
+    let r = run(&["log", "append", "schema=v7"]).await;
+    ok(&r);
+    assert_eq!(r.stdout.trim(), "appended entry 1 (9 bytes)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token.bin");
+    std::fs::write(&file, [0xffu8, 0x01]).expect("write");
+    let path = file.to_string_lossy().to_string();
+    let r = run(&["log", "append", "--file", &path, "--format", "json"]).await;
+    ok(&r);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(
+        (j["index"].as_u64(), j["bytes"].as_u64()),
+        (Some(2), Some(2))
+    );
+
+    let r = run(&["log", "watch"]).await;
+    ok(&r);
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>()[0], "1 schema=v7");
+    assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
+    let r = run(&["log", "watch", "--from", "2", "--format", "json"]).await;
+    ok(&r);
+    let j: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("json line");
+    assert_eq!(
+        (j["index"].as_u64(), j["hex"].as_str()),
+        (Some(2), Some("ff01"))
+    );
+
+    std::fs::write(&file, vec![b'x'; 64 * 1024 + 1]).expect("write");
+    let r = run(&["log", "append", "--file", &path]).await;
+    one_line_failure(&r, "over the limit");
+    stop_all(&nodes).await;
+}

@@ -167,3 +167,56 @@ async fn sled_snapshot_restores_full_state_and_survives_reopen() -> anyhow::Resu
     assert_eq!(state.members["a"].zone, "z1");
     Ok(())
 }
+
+fn append(term: u64, index: u64, data: String) -> Entry {
+    normal(term, index, Command::AppendLog { data: data.into() })
+}
+
+/// The application log's retained window survives a reopen (entries live
+/// in their own sled tree), compaction removes old entries from it, and a
+/// snapshot carries the window to another store, replacing what it held.
+#[tokio::test]
+async fn sled_keeps_the_application_log_window_across_reopen_and_snapshots() -> anyhow::Result<()> {
+    use clusterfunk::raft::app_log::RETAIN_ENTRIES;
+    let (d1, d2) = (TempDir::new()?, TempDir::new()?);
+    let total = RETAIN_ENTRIES as u64 + 10;
+    let source_state = {
+        let (_l, mut sm, closed) = open_sled(d1.path(), CACHE)?;
+        // In batches, as openraft applies them.
+        for chunk in (1..=total).collect::<Vec<_>>().chunks(100) {
+            let batch = chunk.iter().map(|i| append(1, *i, format!("fact-{i}")));
+            sm.apply(batch.collect::<Vec<_>>()).await?;
+        }
+        let state = sm.state();
+        assert_eq!(state.app_log.first_index(), 11);
+        assert_eq!(state.app_log.next_index(), total + 1);
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        drop((_l, sm));
+        closed.closed().await;
+        state
+    };
+    let (_l1, mut a, _c1) = open_sled(d1.path(), CACHE)?;
+    assert_eq!(*a.state(), *source_state, "state after reopen");
+    let e = a.state().app_log.read(total, 1)?;
+    assert_eq!(e[0].1, Bytes::from(format!("fact-{total}")));
+
+    // A target with entries of its own installs the snapshot: afterwards
+    // (and after a reopen) it holds exactly the source's window.
+    let (l2, mut b, c2) = open_sled(d2.path(), CACHE)?;
+    b.apply(vec![
+        append(1, 1, "other".into()),
+        append(1, 2, "other".into()),
+    ])
+    .await?;
+    let snap = a
+        .get_current_snapshot()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no snapshot"))?;
+    b.install_snapshot(&snap.meta, snap.snapshot).await?;
+    assert_eq!(b.state().app_log, source_state.app_log);
+    drop((l2, b));
+    c2.closed().await;
+    let (_l2, b, _c2) = open_sled(d2.path(), CACHE)?;
+    assert_eq!(*b.state(), *source_state, "target after reopen");
+    Ok(())
+}

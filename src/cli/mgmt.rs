@@ -1,6 +1,6 @@
 //! The operator subcommands (`status`, `members`, `shards`, `endpoints`,
 //! `step-down`, `add`, `remove`, `drain`, `weight`, `watch`, `event`,
-//! `health`, `join`, `force-leave`): each talks to one node's management API, given by
+//! `health`, `join`, `force-leave`, `log`): each talks to one node's management API, given by
 //! `--rpc-addr` (default: port 7947 on this host) or found with `--zero-conf`.
 //!
 //! Output is aligned columns for people, or `--format json` for scripts
@@ -108,6 +108,8 @@ pub enum MgmtCmd {
     Join(JoinArgs),
     /// Mark a failed node left on every node (like `serf force-leave`).
     ForceLeave(ForceLeaveArgs),
+    /// The application log: `log append <text>`, `log watch [--from N] [-f]`.
+    Log(app_log::LogArgs),
 }
 
 /// `join` flags.
@@ -263,10 +265,13 @@ impl MgmtCmd {
             MgmtCmd::Event(a) => &a.rpc,
             MgmtCmd::Join(a) => &a.rpc,
             MgmtCmd::ForceLeave(a) => &a.rpc,
+            MgmtCmd::Log(a) => a.rpc(),
         }
     }
 }
 
+#[path = "app_log.rs"]
+mod app_log;
 #[path = "members.rs"]
 mod members;
 #[path = "watch.rs"]
@@ -284,6 +289,18 @@ async fn dispatch(cmd: MgmtCmd) -> anyhow::Result<()> {
             _ => Some(Duration::from_secs(30)),
         },
     };
+    if let MgmtCmd::Log(a) = cmd {
+        // A followed watch runs until the operator ends it.
+        let timeout = timeout.filter(|_| !a.streams());
+        let work = async {
+            let client = connect(&rpc).await?;
+            let addr = client.addr().to_string();
+            app_log::run(a, &client, rpc.format)
+                .await
+                .map_err(|e| not_management(e, &addr))
+        };
+        return within(timeout, work).await;
+    }
     if let MgmtCmd::Watch(a) = cmd {
         // The timeout bounds the first answer (the stream opening); once
         // open, the stream runs until the node or the operator ends it.
@@ -414,6 +431,8 @@ async fn execute(cmd: MgmtCmd, client: &Client, rpc: &RpcArgs) -> anyhow::Result
             })
         }
         MgmtCmd::ForceLeave(a) => write(format, client.force_leave(&a.node, a.prune).await?),
+        // `dispatch` runs it (a followed watch has no timeout).
+        MgmtCmd::Log(_) => bail!("log is dispatched on its own"),
     }
 }
 

@@ -74,6 +74,19 @@ pub enum ClusterError {
         /// The cluster's ack timeout.
         ack_timeout: std::time::Duration,
     },
+    /// An application log entry over this node's
+    /// [`app_log_max_entry`](crate::Config::app_log_max_entry) (nothing
+    /// was written).
+    #[error("application log entry of {size} bytes is over the limit of {limit} bytes (app_log_max_entry)")]
+    EntryTooLarge {
+        /// The entry's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A read of the application log started before its retained window.
+    #[error(transparent)]
+    Compacted(#[from] crate::raft::Compacted),
     /// None of the addresses to join resolved.
     #[error("no address of {} resolves", .0.join(", "))]
     Unresolved(Vec<String>),

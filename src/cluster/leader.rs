@@ -14,7 +14,10 @@
 //!   the newest map (a restarted leader drops nobody).
 //! - A new map is proposed, after `reshard_debounce`, only when the owners or
 //!   their weights differ from the newest map (so a restart or a leader
-//!   change moves nothing), rebalanced from the committed map (minimal moves).
+//!   change moves nothing), placed from the committed map by the configured
+//!   [`Placement`](crate::shards::Placement) (default: weighted, minimal
+//!   moves); a map the strategy gets wrong is refused and the built-in
+//!   places it instead.
 //! - Hand-over: the owners in the new map and every live owner losing shards
 //!   must acknowledge; a losing owner that is not live has its serving lease
 //!   waited out ([`Tracker`]). Silent owners are excluded after
@@ -118,6 +121,7 @@ pub(super) struct Counters {
     pub ack_timeouts: u64,
     pub write_failures: u64,
     pub membership_failures: u64,
+    pub placement_refused: u64,
 }
 
 /// The leader's state and rules.

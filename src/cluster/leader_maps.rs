@@ -5,14 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{Action, Inputs, Leader};
 use crate::cluster::ids::raft_id;
 use crate::cluster::tags::NodeTags;
 use crate::cluster::ClusterEvent;
 use crate::raft::ClusterState;
-use crate::shards::{self, ShardMap};
+use crate::shards::{self, Candidate, Placement, PlacementError, ShardMap, WeightedRebalance};
 
 impl Leader {
     /// The owners the next map should have, with their weights.
@@ -100,13 +100,10 @@ impl Leader {
             },
         };
         let epoch = st.last_epoch + 1;
-        let map = match shards::rebalance(&base, &owners) {
-            Ok(m) => m.with_epoch(epoch),
-            Err(e) => {
-                warn!(error = %e, "rebalance failed");
-                return;
-            }
+        let Some(map) = self.place(ins, &base, &owners) else {
+            return;
         };
+        let map = map.with_epoch(epoch);
         let (expected, lapse) = self.who_must_ack(ins, &map, &owners, now);
         info!(
             epoch,
@@ -121,6 +118,64 @@ impl Leader {
         out.push(Action::Emit(ClusterEvent::MapProposed { epoch }));
         self.write_busy = true;
         out.push(Action::Propose { epoch, map });
+    }
+
+    /// The next map from the configured [`Placement`](shards::Placement),
+    /// checked ([`shards::check_placement`]); a refused (or panicking)
+    /// strategy is logged and counted, and the built-in weighted rebalance
+    /// places this map instead.
+    fn place(
+        &mut self,
+        ins: &Inputs,
+        base: &ShardMap,
+        owners: &[(String, u32)],
+    ) -> Option<ShardMap> {
+        let candidates: Vec<Candidate> = owners
+            .iter()
+            .map(|(id, weight)| {
+                let tags = ins
+                    .members
+                    .iter()
+                    .find(|m| &m.name == id)
+                    .map(|m| m.tags.clone())
+                    .unwrap_or_default();
+                Candidate {
+                    id: id.clone(),
+                    weight: *weight,
+                    zone: NodeTags::parse(&tags).zone,
+                    tags,
+                }
+            })
+            .collect();
+        let strategy = self.cfg.placement.clone();
+        let placed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            strategy.place(base, &candidates)
+        }));
+        let checked = match placed {
+            Ok(r) => r
+                .map_err(PlacementError::from)
+                .and_then(|m| shards::check_placement(base, &candidates, &m).map(|()| m))
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("the strategy panicked".to_string()),
+        };
+        match checked {
+            Ok(map) => Some(map),
+            Err(e) => {
+                self.counts.placement_refused += 1;
+                error!(
+                    strategy = strategy.name(),
+                    error = %e,
+                    "placement refused; the built-in weighted rebalance places this map"
+                );
+                match WeightedRebalance.place(base, &candidates) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        warn!(error = %e, "rebalance failed");
+                        None
+                    }
+                }
+            }
+        }
     }
 
     /// The complete hand-over: every owner in the new map must acknowledge,

@@ -655,3 +655,74 @@ fn a_member_not_heard_since_the_take_over_keeps_its_shards_for_a_grace() {
     let (_, map) = proposal(&tick(&mut l, &w, t0 + grace + ms(5))).expect("map");
     assert!(map.node("b").is_none());
 }
+
+/// Shard 0 on "c"; the zone each candidate reports goes into `seen`.
+#[derive(Debug, Default)]
+struct PinToC {
+    seen: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl crate::shards::Placement for PinToC {
+    fn place(
+        &self,
+        previous: &ShardMap,
+        nodes: &[crate::shards::Candidate],
+    ) -> Result<ShardMap, crate::shards::ShardMapError> {
+        let mut seen = self.seen.lock().expect("lock");
+        seen.extend(nodes.iter().map(|n| (n.id.clone(), n.zone.clone())));
+        crate::shards::WeightedRebalance
+            .place(previous, nodes)?
+            .with_owner(0, "c")
+    }
+}
+
+#[derive(Debug)]
+struct Panics;
+
+impl crate::shards::Placement for Panics {
+    fn place(
+        &self,
+        _: &ShardMap,
+        _: &[crate::shards::Candidate],
+    ) -> Result<ShardMap, crate::shards::ShardMapError> {
+        panic!("a bug in the strategy")
+    }
+}
+
+/// The first map a leader of a, b (zone z2) and c proposes with `placement`.
+fn first_map(placement: std::sync::Arc<dyn crate::shards::Placement>) -> (Leader, ShardMap) {
+    let t0 = Instant::now();
+    let mut w = World::new(&["a", "b", "c"]);
+    w.members[1] = member("b", "z2");
+    let at = t0 - FIRST_MAP_AFTER;
+    let mut c = cfg();
+    c.placement = placement;
+    let mut l = Leader::new(c, at);
+    l.on_leader(Some("a"));
+    w.run(|ins| l.became_leader(ins, at, false));
+    let (_, map) = proposal(&tick(&mut l, &w, t0 + ms(5))).expect("first map");
+    (l, map)
+}
+
+#[test]
+fn the_configured_placement_places_the_map() {
+    let pin = std::sync::Arc::new(PinToC::default());
+    let (l, map) = first_map(pin.clone());
+    assert_eq!(map.owner_of(0), Some("c"));
+    assert_eq!(l.counts.placement_refused, 0);
+    let seen = pin.seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        [("a", ""), ("b", "z2"), ("c", "")].map(|(n, z)| (n.to_string(), z.to_string()))
+    );
+}
+
+#[test]
+fn a_failing_placement_is_counted_and_the_builtin_places_the_map() {
+    let (l, map) = first_map(std::sync::Arc::new(Panics));
+    assert_eq!(l.counts.placement_refused, 1);
+    let empty = ShardMap::new(SHARDS).expect("map");
+    let builtin = rebalance(&empty, &[("a", 1), ("b", 1), ("c", 1)]).expect("map");
+    assert!(map.same_assignment(&builtin));
+    assert_eq!(map.owner_of(0), Some("a"));
+}

@@ -21,6 +21,7 @@
 //! imports `management`: the [`Agent`](crate::Agent) composes the servers.
 
 mod admission;
+mod app_log;
 mod bootstrap;
 mod error;
 mod follower;
@@ -60,6 +61,7 @@ pub use crate::gossip::KeyOp;
 pub use crate::gossip::{MemNetwork, Member, MemberStatus, UserEvent};
 pub use crate::metrics::{Liveness, NodeView, RaftRole, StatusView};
 pub use crate::raft::{MemDisks, Router};
+pub use app_log::{AppLogEntry, AppLogWatch};
 pub use error::ClusterError;
 pub use handoff::{
     handoff, Committed, Gate, Handoff, HandoffEvent, HandoffEvents, HandoffSettings, Proposed,
@@ -281,6 +283,7 @@ struct Shared {
     node_id: String,
     cluster_name: String,
     shard_count: u32,
+    app_log_max_entry: usize,
     requests: mpsc::Sender<ToNode>,
     events: broadcast::Sender<ClusterEvent>,
     state: watch::Receiver<NodeState>,

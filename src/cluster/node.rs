@@ -63,6 +63,9 @@ pub struct NodeStats {
     pub write_failures: u64,
     /// Membership changes that failed.
     pub membership_failures: u64,
+    /// Maps the configured placement strategy got wrong (refused; the
+    /// built-in weighted rebalance placed them instead).
+    pub placement_refused: u64,
     /// Events published while nobody subscribed (lagging subscribers see
     /// `RecvError::Lagged` instead).
     pub events_without_receivers: u64,

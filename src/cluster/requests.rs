@@ -80,6 +80,7 @@ impl Node {
             acks_failed: self.stats.acks_failed,
             write_failures: c.write_failures,
             membership_failures: c.membership_failures,
+            placement_refused: c.placement_refused,
             events_without_receivers: self.stats.events_without_receivers,
             handoff_dropped: self.handoff.as_ref().map_or(0, |h| h.dropped),
             handoff_release_timeouts: self.handoff.as_ref().map_or(0, |h| h.timeouts),

@@ -268,12 +268,14 @@ pub(crate) async fn start(
         cfg,
     };
     let (cluster_name, shard_count) = (node.cfg.cluster_name.clone(), node.cfg.shard_count);
+    let app_log_max_entry = node.cfg.app_log_max_entry;
     let span = tracing::info_span!("node", node = %me);
     let task = tokio::spawn(node.run().instrument(span));
     let shared = Shared {
         node_id: me,
         cluster_name,
         shard_count,
+        app_log_max_entry,
         requests: req_tx,
         events,
         state: state_rx,

@@ -184,6 +184,8 @@ pub(crate) fn status(e: ClusterError) -> Status {
         | ClusterError::Start { .. }) => Status::internal(e.to_string()),
         e @ ClusterError::NotFailed { .. } => Status::failed_precondition(e.to_string()),
         e @ ClusterError::Unresolved(_) => Status::invalid_argument(e.to_string()),
+        e @ ClusterError::EntryTooLarge { .. } => Status::invalid_argument(e.to_string()),
+        e @ ClusterError::Compacted(_) => Status::out_of_range(e.to_string()),
     }
 }
 

@@ -19,6 +19,7 @@
 //! module; the client returns the plain types of
 //! [`types`].
 
+mod app_log;
 mod auth;
 mod client;
 mod config;
@@ -36,7 +37,8 @@ mod pb {
     tonic::include_proto!("clusterfunk.v1.management");
 }
 
-pub use crate::cluster::StatusView;
+pub use crate::cluster::{AppLogEntry, StatusView};
+pub use app_log::LogEntries;
 pub use client::{Client, EventStream};
 pub use config::ClientTls;
 pub use error::ManagementError;

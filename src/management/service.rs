@@ -448,6 +448,22 @@ impl Management for Service {
         }))
     }
 
+    async fn append_log(
+        &self,
+        req: Request<pb::AppendLogRequest>,
+    ) -> Result<Response<pb::AppendLogResponse>, Status> {
+        super::app_log::append(&self.cluster, req.into_inner()).await
+    }
+
+    type WatchLogStream = super::app_log::LogStream;
+
+    async fn watch_log(
+        &self,
+        req: Request<pb::WatchLogRequest>,
+    ) -> Result<Response<Self::WatchLogStream>, Status> {
+        super::app_log::watch(&self.cluster, self.shutdown.clone(), req.into_inner())
+    }
+
     async fn force_leave(
         &self,
         req: Request<pb::ForceLeaveRequest>,

@@ -12,6 +12,7 @@ use openraft::raft::{
 use openraft::{CommittedLeaderId, EntryPayload, LeaderId, SnapshotMeta, SnapshotSegmentId, Vote};
 use prost::Message;
 
+use super::app_log::AppLog;
 use super::lease::{Grant, Stamp};
 use super::types::{ClusterState, Command, MemberRecord, RaftNodeInfo};
 use super::{Entry, LogId, Membership, NodeId, StoredMembership, TypeConfig};
@@ -168,6 +169,9 @@ pub(crate) fn command_to_pb(c: &Command) -> pb::Command {
         Command::RemoveMember { name } => {
             Kind::RemoveMember(pb::RemoveMember { name: name.clone() })
         }
+        Command::AppendLog { data } => Kind::AppendLog(pb::AppendLog {
+            data: data.to_vec(),
+        }),
     };
     pb::Command { kind: Some(kind) }
 }
@@ -189,6 +193,9 @@ pub(crate) fn command_from_pb(c: pb::Command) -> DResult<Command> {
             zone: s.zone,
         },
         Kind::RemoveMember(r) => Command::RemoveMember { name: r.name },
+        Kind::AppendLog(a) => Command::AppendLog {
+            data: Bytes::from(a.data),
+        },
     })
 }
 
@@ -412,7 +419,9 @@ pub(crate) fn install_response_from_pb(r: pb::InstallSnapshotResponse) -> DResul
 
 // ---- state machine and snapshots --------------------------------------------
 
-pub(crate) fn state_to_pb(s: &ClusterState) -> pb::ClusterState {
+/// The state as protobuf; with `entries` false the application log's
+/// entries are left out (the sled store keeps them in a tree of their own).
+pub(crate) fn state_to_pb(s: &ClusterState, entries: bool) -> pb::ClusterState {
     let epoch_map = |v: &Option<(u64, Bytes)>| {
         v.as_ref().map(|(epoch, map)| pb::EpochMap {
             epoch: *epoch,
@@ -435,12 +444,30 @@ pub(crate) fn state_to_pb(s: &ClusterState) -> pb::ClusterState {
             .collect(),
         last_applied: opt_log_id_to_pb(&s.last_applied),
         membership: Some(stored_membership_to_pb(&s.membership)),
+        app_log: Some(pb::AppLogWindow {
+            compacted: s.app_log.compacted(),
+            count: s.app_log.len() as u64,
+            entries: if entries {
+                s.app_log.entries().map(|e| e.to_vec()).collect()
+            } else {
+                Vec::new()
+            },
+        }),
     }
 }
 
-pub(crate) fn state_from_pb(s: pb::ClusterState) -> ClusterState {
+/// The state from protobuf. When the application log's entries were left
+/// out, the window comes back empty and the second value says which
+/// indexes to load (`compacted`, `count`).
+pub(crate) fn state_from_pb(mut s: pb::ClusterState) -> (ClusterState, Option<(u64, u64)>) {
     let epoch_map = |v: Option<pb::EpochMap>| v.map(|m| (m.epoch, Bytes::from(m.map)));
-    ClusterState {
+    let window = s.app_log.take().unwrap_or_default();
+    let missing = (window.entries.len() as u64) < window.count;
+    let app_log = AppLog::from_parts(
+        window.compacted,
+        window.entries.into_iter().map(Bytes::from).collect(),
+    );
+    let state = ClusterState {
         cluster_id: s.cluster_id,
         proposed: epoch_map(s.proposed),
         committed: epoch_map(s.committed),
@@ -463,19 +490,39 @@ pub(crate) fn state_from_pb(s: pb::ClusterState) -> ClusterState {
             .membership
             .map(stored_membership_from_pb)
             .unwrap_or_default(),
-    }
+        app_log,
+    };
+    (state, missing.then_some((window.compacted, window.count)))
 }
 
-/// Encodes the whole state machine (sled value and snapshot payload).
+/// Encodes the whole state machine (a snapshot payload).
 pub(crate) fn encode_state(s: &ClusterState) -> Vec<u8> {
-    state_to_pb(s).encode_to_vec()
+    state_to_pb(s, true).encode_to_vec()
 }
 
-/// Decodes the whole state machine.
-pub(crate) fn decode_state(b: &[u8]) -> DResult<ClusterState> {
+/// Encodes the state machine without the application log's entries (the
+/// sled `sm` value).
+pub(crate) fn encode_state_head(s: &ClusterState) -> Vec<u8> {
+    state_to_pb(s, false).encode_to_vec()
+}
+
+/// Decodes a state machine; the second value is as in [`state_from_pb`].
+pub(crate) fn decode_state_head(b: &[u8]) -> DResult<(ClusterState, Option<(u64, u64)>)> {
     Ok(state_from_pb(
         pb::ClusterState::decode(b).map_err(|e| DecodeError::prost("ClusterState", e))?,
     ))
+}
+
+/// Decodes a whole state machine (a snapshot payload): the application
+/// log's entries must all be there.
+pub(crate) fn decode_state(b: &[u8]) -> DResult<ClusterState> {
+    match decode_state_head(b)? {
+        (s, None) => Ok(s),
+        (_, Some((_, count))) => Err(DecodeError {
+            what: "ClusterState",
+            reason: format!("application log window lacks entries (count {count})"),
+        }),
+    }
 }
 
 pub(crate) fn encode_vote(v: &Vote<NodeId>) -> Vec<u8> {
@@ -578,6 +625,9 @@ mod tests {
                 zone: "z1".into(),
             },
             Command::RemoveMember { name: "n".into() },
+            Command::AppendLog {
+                data: Bytes::from_static(b"fact"),
+            },
         ];
         let mut entries: Vec<Entry> = cmds
             .into_iter()
@@ -621,9 +671,21 @@ mod tests {
             weight: 2,
             zone: "z".into(),
         });
+        s.apply(Command::AppendLog {
+            data: Bytes::from_static(b"a"),
+        });
+        s.apply(Command::AppendLog {
+            data: Bytes::from_static(b"b"),
+        });
         s.last_applied = Some(log_id(4, 0, 9));
         s.membership = StoredMembership::new(Some(log_id(1, 0, 1)), members());
         assert_eq!(decode_state(&encode_state(&s)).unwrap(), s);
+        // Without its entries the window says which ones to load, and is
+        // refused as a snapshot payload.
+        let (head, missing) = decode_state_head(&encode_state_head(&s)).unwrap();
+        assert_eq!(missing, Some((0, 2)));
+        assert!(head.app_log.is_empty());
+        assert!(decode_state(&encode_state_head(&s)).is_err());
     }
 
     #[test]

@@ -165,6 +165,10 @@ pub enum RaftApiError {
     /// Forwarding to the leader (or handing leadership over) failed.
     #[error("forward to the leader: {0}")]
     Forward(String),
+    /// The leader refused the command (e.g. an application log entry over
+    /// the cluster's hard size limit).
+    #[error("refused: {0}")]
+    Refused(String),
     /// `initialize` on a node that already has a log or a vote.
     #[error("initialize not allowed: {0}")]
     InitializeNotAllowed(String),

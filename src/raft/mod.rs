@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod admit;
+pub mod app_log;
 pub mod auth;
 mod codec;
 pub mod config;
@@ -36,6 +37,7 @@ pub mod store;
 pub mod types;
 
 pub use admit::AdmitError;
+pub use app_log::{AppLog, Compacted};
 pub use auth::{RaftAuth, SharedAuth, AUTH_HEADER};
 pub use config::{RaftConfig, SnapshotPolicy};
 pub use error::{ConfigError, NetError, RaftApiError, RaftNodeError, StoreError};

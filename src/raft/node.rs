@@ -26,11 +26,11 @@ use super::auth::AuthService;
 use super::error::{RaftApiError, RaftNodeError};
 use super::lease::LeaseState;
 use super::listener::{bounded_incoming, ListenerCounts, ListenerStats};
-use super::network::Network;
+use super::network::{Forwarded, Network};
 use super::server::{Handler, RaftService};
 use super::store::{self, ClosedSignal, StateMachineStore, Storage};
 use super::types::{Ack, ClusterState, Command, LeaderContact, RaftNodeInfo, Response};
-use super::{NodeId, Raft, RaftConfig, RaftMetrics};
+use super::{NetError, NodeId, Raft, RaftConfig, RaftMetrics};
 
 /// How long `shutdown` waits for the server and storage to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +39,14 @@ struct ServerTask {
     stop: oneshot::Sender<()>,
     handle: JoinHandle<Result<(), tonic::transport::Error>>,
     stats: Arc<ListenerStats>,
+}
+
+/// Where a routed write was applied: here (the state machine's answer) or
+/// on the leader it was forwarded to (the application log index it gave).
+#[derive(Debug)]
+enum Routed {
+    Local(Response),
+    Remote(u64),
 }
 
 /// A running Raft member.
@@ -337,12 +345,39 @@ impl RaftNode {
     /// (which openraft 0.9 does not depose by itself until it hears a
     /// higher term) would otherwise hold the caller forever.
     pub async fn write_via_leader(&self, cmd: Command) -> Result<(), RaftApiError> {
+<<<<<<< HEAD
         let timeout = self.config.write_timeout();
         let local = tokio::time::timeout(timeout, self.client_write(cmd.clone()))
             .await
             .map_err(|_| RaftApiError::Timeout(timeout))?;
         let mut target = match local {
             Ok(_) => return Ok(()),
+=======
+        self.route(cmd).await.map(|_| ())
+    }
+
+    /// Appends `data` to the application log through the leader (as
+    /// [`write_via_leader`](Self::write_via_leader)) and returns its index
+    /// once a quorum has it and the leader applied it. An entry over
+    /// [`MAX_ENTRY_BYTES`](super::app_log::MAX_ENTRY_BYTES) is refused
+    /// ([`RaftApiError::Refused`]).
+    pub async fn append_log(&self, data: bytes::Bytes) -> Result<u64, RaftApiError> {
+        match self.route(Command::AppendLog { data }).await? {
+            Routed::Local(Response::LogAppended { index }) => Ok(index),
+            Routed::Local(Response::LogRefused { size }) => {
+                Err(RaftApiError::Refused(super::server::log_refused(size)))
+            }
+            Routed::Remote(index) if index > 0 => Ok(index),
+            other => Err(RaftApiError::Forward(format!(
+                "unexpected answer to an application log append: {other:?}"
+            ))),
+        }
+    }
+
+    async fn route(&self, cmd: Command) -> Result<Routed, RaftApiError> {
+        let mut target = match self.client_write(cmd.clone()).await {
+            Ok(r) => return Ok(Routed::Local(r)),
+>>>>>>> app18
             Err(RaftApiError::ForwardToLeader {
                 leader: Some(info), ..
             }) => info.addr,
@@ -350,8 +385,9 @@ impl RaftNode {
         };
         for _ in 0..3 {
             match self.network.forward(&target, &cmd, timeout).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(next)) => target = next,
+                Ok(Forwarded::Applied { app_index }) => return Ok(Routed::Remote(app_index)),
+                Ok(Forwarded::Redirect(next)) => target = next,
+                Err(NetError::Refused { reason, .. }) => return Err(RaftApiError::Refused(reason)),
                 Err(e) => return Err(RaftApiError::Forward(e.to_string())),
             }
         }

@@ -18,7 +18,7 @@ use tonic::{Request, Response as GrpcResponse, Status};
 
 use super::codec::{self, pb};
 use super::lease::LeaseState;
-use super::types::{Ack, LeaderContact};
+use super::types::{Ack, LeaderContact, Response};
 use super::{NodeId, Raft};
 
 /// Handles the RPCs of one node.
@@ -40,6 +40,14 @@ pub(crate) struct Handler {
     pub(crate) cluster_name: String,
     /// The credential this node sends (proves it in the admission answer).
     pub(crate) auth: Option<super::SharedAuth>,
+}
+
+/// Why the state machine refused an application log entry of `size` bytes.
+pub(crate) fn log_refused(size: usize) -> String {
+    format!(
+        "application log entry of {size} bytes is over the cluster's hard limit of {} bytes",
+        super::app_log::MAX_ENTRY_BYTES
+    )
 }
 
 /// Longest admission nonce answered (the leader sends 16 bytes).
@@ -272,16 +280,27 @@ impl pb::raft_server::Raft for Handler {
             .ok_or_else(|| Status::invalid_argument("forward without a command"))?;
         let cmd = codec::command_from_pb(cmd).map_err(bad_request)?;
         let resp = match self.raft.client_write(cmd).await {
-            Ok(_) => pb::ForwardResponse::default(),
+            Ok(r) => match r.data {
+                Response::LogAppended { index } => pb::ForwardResponse {
+                    app_index: index,
+                    ..Default::default()
+                },
+                Response::LogRefused { size } => pb::ForwardResponse {
+                    error: log_refused(size),
+                    ..Default::default()
+                },
+                _ => pb::ForwardResponse::default(),
+            },
             Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
                 pb::ForwardResponse {
                     error: "not the leader".into(),
                     leader_addr: f.leader_node.map(|n| n.addr).unwrap_or_default(),
+                    app_index: 0,
                 }
             }
             Err(e) => pb::ForwardResponse {
                 error: e.to_string(),
-                leader_addr: String::new(),
+                ..Default::default()
             },
         };
         Ok(GrpcResponse::new(resp))

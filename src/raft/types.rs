@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::app_log::AppLog;
 use super::{LogId, NodeId, StoredMembership};
 
 /// What every Raft member publishes about itself in the membership config.
@@ -77,6 +78,12 @@ pub enum Command {
         /// Member name.
         name: String,
     },
+    /// Append an entry to the application log (see [`AppLog`]).
+    AppendLog {
+        /// The entry (opaque to the coordinator).
+        #[serde(with = "bytes_serde")]
+        data: Bytes,
+    },
 }
 
 /// The state machine's answer to one applied log entry.
@@ -125,6 +132,18 @@ pub enum Response {
         /// Whether it was registered.
         existed: bool,
     },
+    /// The application log entry got this index.
+    LogAppended {
+        /// Its index in the application log.
+        index: u64,
+    },
+    /// The application log entry was over [`MAX_ENTRY_BYTES`] and refused.
+    ///
+    /// [`MAX_ENTRY_BYTES`]: super::app_log::MAX_ENTRY_BYTES
+    LogRefused {
+        /// Its size in bytes.
+        size: usize,
+    },
 }
 
 /// A member registry record.
@@ -166,6 +185,8 @@ pub struct ClusterState {
     pub last_applied: Option<LogId>,
     /// The last membership config applied.
     pub membership: StoredMembership,
+    /// The application log's retained window.
+    pub app_log: AppLog,
 }
 
 impl ClusterState {
@@ -213,6 +234,10 @@ impl ClusterState {
             }
             Command::RemoveMember { name } => Response::MemberRemoved {
                 existed: self.members.remove(&name).is_some(),
+            },
+            Command::AppendLog { data } => match self.app_log.push(data) {
+                Ok(index) => Response::LogAppended { index },
+                Err(size) => Response::LogRefused { size },
             },
         }
     }

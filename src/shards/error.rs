@@ -41,6 +41,17 @@ pub enum ShardMapError {
         /// Number of nodes in the map.
         nodes: usize,
     },
+    /// A node id that is not in the map.
+    #[error("node {0:?} is not in the map")]
+    UnknownNode(String),
+    /// A shard number at or past the shard count.
+    #[error("shard {shard} is out of range (the map has {count} shards)")]
+    ShardOutOfRange {
+        /// The shard asked for.
+        shard: u32,
+        /// The map's shard count.
+        count: u32,
+    },
     /// Two maps with different shard counts cannot be compared.
     #[error("shard counts differ: {0} vs {1}")]
     ShardCountMismatch(u32, u32),

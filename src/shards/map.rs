@@ -102,6 +102,24 @@ impl ShardMap {
         })
     }
 
+    /// The same map with `shard` owned by `node`, which must be in it (for
+    /// a [`Placement`](super::Placement) that adjusts another's map, e.g.
+    /// pins a shard).
+    pub fn with_owner(mut self, shard: u32, node: &str) -> Result<Self, ShardMapError> {
+        let count = self.shard_count();
+        let slot = self
+            .owners
+            .get_mut(shard as usize)
+            .ok_or(ShardMapError::ShardOutOfRange { shard, count })?;
+        let index = self
+            .nodes
+            .binary_search_by(|n| n.id.as_str().cmp(node))
+            .map_err(|_| ShardMapError::UnknownNode(node.to_string()))?;
+        // `index < MAX_NODES < u16::MAX`.
+        *slot = index as u16;
+        Ok(self)
+    }
+
     /// Owners in wire form: 0 = unassigned, k = `nodes()[k - 1]`.
     pub(crate) fn wire_owners(&self) -> Vec<u32> {
         self.owners

@@ -25,6 +25,7 @@ mod delta;
 mod error;
 mod hash;
 mod map;
+mod placement;
 mod rebalance;
 mod simulate;
 
@@ -32,6 +33,7 @@ pub use delta::{delta, NodeDelta, ShardDelta};
 pub use error::{ShardMapError, SimulateError};
 pub use hash::{shard_for_bytes, shard_for_u64, stable_hash64};
 pub use map::{NodeInfo, ShardMap};
+pub use placement::{check_placement, Candidate, Placement, PlacementError, WeightedRebalance};
 pub use rebalance::rebalance;
 pub use simulate::{simulate, SimulateParams, SimulateReport, SimulateRow};
 

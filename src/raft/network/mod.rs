@@ -280,16 +280,28 @@ impl Network {
     }
 }
 
+/// What the node a command was forwarded to did with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forwarded {
+    /// Appended and applied; for an application log entry, its index
+    /// (0 for other commands).
+    Applied {
+        /// The application log index.
+        app_index: u64,
+    },
+    /// That node is not the leader and names this address.
+    Redirect(String),
+}
+
 impl Network {
     /// Sends `cmd` to the node at `addr` to append (it must be the leader).
-    /// `Ok(None)`: appended. `Ok(Some(addr))`: that node is not the leader
-    /// and names this one. Errors: unreachable, timeout, or refused.
+    /// Errors: unreachable, timeout, or refused.
     pub async fn forward(
         &self,
         addr: &str,
         cmd: &super::Command,
         timeout: Duration,
-    ) -> Result<Option<String>, NetError> {
+    ) -> Result<Forwarded, NetError> {
         let mut client = self.client(addr)?;
         let mut req = tonic::Request::new(pb::ForwardRequest {
             command: Some(codec::command_to_pb(cmd)),
@@ -298,8 +310,10 @@ impl Network {
         req.set_timeout(timeout);
         let resp = call(addr, timeout, client.forward(req)).await?;
         match (resp.error.is_empty(), resp.leader_addr.is_empty()) {
-            (true, _) => Ok(None),
-            (false, false) => Ok(Some(resp.leader_addr)),
+            (true, _) => Ok(Forwarded::Applied {
+                app_index: resp.app_index,
+            }),
+            (false, false) => Ok(Forwarded::Redirect(resp.leader_addr)),
             (false, true) => Err(NetError::Refused {
                 addr: addr.to_string(),
                 reason: resp.error,

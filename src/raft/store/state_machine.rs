@@ -4,7 +4,13 @@
 //!
 //! A snapshot's payload is the protobuf `ClusterState` message: the whole
 //! state, so installing one restores everything (cluster id, proposal,
-//! committed map, epochs, member registry, last applied, membership).
+//! committed map, epochs, member registry, last applied, membership, the
+//! application log's retained window).
+//!
+//! In sled the `sm` tree holds the state without the application log's
+//! entries; those live in the `app_log` tree keyed by their index (big
+//! endian), so an apply writes only the entries it added and removes the
+//! ones it compacted, in one transaction with the state.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +21,7 @@ use openraft::{
     AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StorageIOError,
 };
+use sled::transaction::{ConflictableTransactionError, Transactional};
 use tokio::sync::watch;
 
 use super::{corrupt, CloseGuard};
@@ -48,6 +55,7 @@ enum Backend {
 struct SledSm {
     // Field order matters: trees and db drop before the guard signals close.
     sm: sled::Tree,
+    app_log: sled::Tree,
     snapshot: sled::Tree,
     db: sled::Db,
     _guard: Arc<CloseGuard>,
@@ -57,16 +65,67 @@ fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::write_state_machine(AnyError::new(&e)).into()
 }
 
+/// A failed sled transaction, as an error type.
+#[derive(Debug, thiserror::Error)]
+#[error("state machine transaction: {0}")]
+struct TxError(String);
+
 impl Backend {
-    fn persist_state(&self, state: &ClusterState) -> Result<(), StorageError<NodeId>> {
-        match self {
-            Backend::Memory { .. } => Ok(()),
-            Backend::Sled(s) => {
-                s.sm.insert(STATE_KEY, codec::encode_state(state))
-                    .map(|_| ())
-                    .map_err(sm_write_err)
+    /// Persists `state`, which replaces `before` (the next applied state,
+    /// or an installed snapshot's, never an older one): the state head,
+    /// the application log entries `before` lacks and the removal of those
+    /// `state` no longer holds, atomically. An index names the same entry
+    /// on every node, so entries both hold stay as they are.
+    fn persist_state(
+        &self,
+        before: &ClusterState,
+        state: &ClusterState,
+    ) -> Result<(), StorageError<NodeId>> {
+        let Backend::Sled(s) = self else {
+            return Ok(());
+        };
+        let head = codec::encode_state_head(state);
+        let (old, new) = (&before.app_log, &state.app_log);
+        if (old.first_index(), old.next_index()) == (new.first_index(), new.next_index()) {
+            return s
+                .sm
+                .insert(STATE_KEY, head)
+                .map(|_| ())
+                .map_err(sm_write_err);
+        }
+        let gone = old.first_index()..new.first_index().min(old.next_index());
+        let added = new
+            .read(old.next_index().max(new.first_index()), usize::MAX)
+            .unwrap_or_default();
+        (&s.sm, &s.app_log)
+            .transaction(|(sm, log)| {
+                for i in gone.clone() {
+                    log.remove(&i.to_be_bytes())?;
+                }
+                for (i, e) in &added {
+                    log.insert(&i.to_be_bytes(), e.as_ref())?;
+                }
+                sm.insert(STATE_KEY, head.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| sm_write_err(TxError(format!("{e:?}"))))
+    }
+
+    /// Loads the application log entries a state head left out.
+    fn load_app_log(
+        tree: &sled::Tree,
+        state: &mut ClusterState,
+        (compacted, count): (u64, u64),
+    ) -> Result<(), StoreError> {
+        let mut entries = Vec::with_capacity(count.min(4096) as usize);
+        for i in compacted + 1..=compacted + count {
+            match tree.get(i.to_be_bytes())? {
+                Some(v) => entries.push(bytes::Bytes::from(v.to_vec())),
+                None => return Err(corrupt("application log", format!("entry {i} missing"))),
             }
         }
+        state.app_log = crate::raft::AppLog::from_parts(compacted, entries);
+        Ok(())
     }
 
     fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError<NodeId>> {
@@ -144,12 +203,20 @@ impl StateMachineStore {
     pub(super) fn open_sled(db: sled::Db, guard: Arc<CloseGuard>) -> Result<Self, StoreError> {
         let backend = SledSm {
             sm: db.open_tree("sm")?,
+            app_log: db.open_tree("app_log")?,
             snapshot: db.open_tree("snapshot")?,
             db,
             _guard: guard,
         };
         let mut state = match backend.sm.get(STATE_KEY)? {
-            Some(v) => codec::decode_state(&v).map_err(|e| corrupt("state machine", e))?,
+            Some(v) => {
+                let (mut state, missing) =
+                    codec::decode_state_head(&v).map_err(|e| corrupt("state machine", e))?;
+                if let Some(range) = missing {
+                    Backend::load_app_log(&backend.app_log, &mut state, range)?;
+                }
+                state
+            }
             None => ClusterState::default(),
         };
         let backend = Backend::Sled(backend);
@@ -161,8 +228,13 @@ impl StateMachineStore {
             .map_err(|e| corrupt("snapshot", e))?
         {
             if snap.meta.last_log_id > state.last_applied {
+                let before = state;
                 state =
                     snapshot_state(&snap.meta, &snap.data).map_err(|e| corrupt("snapshot", e))?;
+                // Keep the stored window in step with the snapshot's.
+                backend
+                    .persist_state(&before, &state)
+                    .map_err(|e| corrupt("state machine", e))?;
             }
         }
         Ok(Self::with(state, backend))
@@ -265,7 +337,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             replies.push(reply);
         }
-        self.backend.persist_state(&state)?;
+        self.backend.persist_state(&self.state, &state)?;
         self.publish(state);
         Ok(replies)
     }
@@ -296,7 +368,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 AnyError::new(&e),
             ))
         })?;
-        self.backend.persist_state(&state)?;
+        self.backend.persist_state(&self.state, &state)?;
         self.backend
             .store_snapshot(StoredSnapshot {
                 meta: meta.clone(),
