@@ -32,7 +32,7 @@
 //! `CF_SIM_SEEDS=N` runs N seeds (default 49) from `CF_SIM_BASE` (default
 //! 20028; `random` for a random one), on `CF_SIM_THREADS` threads (default 2), and stops at the
 //! first failing seed, printing it; `CF_SIM_FAULT=K` repeats one kind of
-//! fault. The long run:
+//! fault; `CF_SIM_LOG=clusterfunk=info` prints the nodes' logs. The long run:
 //! `CF_SIM_SEEDS=10000 cargo test --release --test safety_sim -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -660,6 +660,14 @@ async fn operator(sim: &Sim, id: &str, add: bool) -> bool {
 
 /// Runs one seed on a fresh paused, seeded, current-thread runtime.
 fn run(seed: u64) -> Result<Outcome, String> {
+    // CF_SIM_LOG=<filter> (e.g. `clusterfunk=info`) prints the nodes' logs.
+    if let Ok(filter) = std::env::var("CF_SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .without_time()
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     clusterfunk::rng::seed_this_thread(Some(seed));
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all().start_paused(true);

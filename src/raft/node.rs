@@ -340,19 +340,9 @@ impl RaftNode {
 
     /// Appends `cmd` on the leader wherever it is: locally when this node
     /// leads, else forwarded over the `Forward` RPC (following at most two
-    /// redirects while leadership moves). Each attempt is bounded by
-    /// [`RaftConfig::write_timeout`]: a leader cut off from its quorum
-    /// (which openraft 0.9 does not depose by itself until it hears a
-    /// higher term) would otherwise hold the caller forever.
+    /// redirects while leadership moves), each attempt bounded by
+    /// [`RaftConfig::write_timeout`].
     pub async fn write_via_leader(&self, cmd: Command) -> Result<(), RaftApiError> {
-<<<<<<< HEAD
-        let timeout = self.config.write_timeout();
-        let local = tokio::time::timeout(timeout, self.client_write(cmd.clone()))
-            .await
-            .map_err(|_| RaftApiError::Timeout(timeout))?;
-        let mut target = match local {
-            Ok(_) => return Ok(()),
-=======
         self.route(cmd).await.map(|_| ())
     }
 
@@ -374,10 +364,17 @@ impl RaftNode {
         }
     }
 
+    /// Each attempt is bounded by [`RaftConfig::write_timeout`]: a leader
+    /// cut off from its quorum (which openraft 0.9 does not depose by
+    /// itself until it hears a higher term) would otherwise hold the
+    /// caller forever.
     async fn route(&self, cmd: Command) -> Result<Routed, RaftApiError> {
-        let mut target = match self.client_write(cmd.clone()).await {
+        let timeout = self.config.write_timeout();
+        let local = tokio::time::timeout(timeout, self.client_write(cmd.clone()))
+            .await
+            .map_err(|_| RaftApiError::Timeout(timeout))?;
+        let mut target = match local {
             Ok(r) => return Ok(Routed::Local(r)),
->>>>>>> app18
             Err(RaftApiError::ForwardToLeader {
                 leader: Some(info), ..
             }) => info.addr,
