@@ -31,7 +31,8 @@
 //! Layout: `codec` frames messages (magic, version, type; compound
 //! datagrams; AES-256-GCM envelope with a [`Keyring`]; `compress` for lz4
 //! bodies), `core` is the sans-IO
-//! state machine, `actor` runs it on tokio behind the [`Gossip`] handle,
+//! state machine (`core/receive` handles messages, `core/timers` the
+//! probe cycle and rounds, `core/commands` the handle's requests), `actor` runs it on tokio behind the [`Gossip`] handle,
 //! `pushpull` is the stream exchange, [`transport`] holds the UDP/TCP and
 //! in-memory networks, [`node`] the standalone runner behind
 //! `clusterfunk gossip-node`.
