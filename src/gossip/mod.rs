@@ -44,12 +44,14 @@
 //! `mpsc` per subscriber for events).
 
 mod actor;
+mod coalesce;
 mod codec;
 mod compress;
 mod config;
 mod core;
 mod error;
 mod keyring;
+mod lighthouse;
 mod member;
 pub mod node;
 mod pushpull;
@@ -70,6 +72,7 @@ pub use actor::Gossip;
 pub use config::GossipConfig;
 pub use error::{CodecError, ConfigError, GossipError, TagsError};
 pub use keyring::{fingerprint, KeyOp, Keyring};
+pub use lighthouse::{ViewValidity, LIGHTHOUSE_TAG};
 pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus, UserEvent};
 pub use stats::{GossipStats, RttStats, Traffic};
 pub use tags::{encoded_tags_size, endpoint_key, endpoints, ENDPOINT_PREFIX, MAX_TAGS_SIZE};

@@ -297,6 +297,7 @@ impl From<pb::GetStatusResponse> for StatusView {
             raft_last_applied: r.raft_last_applied,
             nodes: Vec::new(),
             shard_map: None,
+            gossip: None,
         }
     }
 }

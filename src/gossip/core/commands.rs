@@ -63,7 +63,7 @@ impl Core {
         }
         self.ltime = self.ltime.max(state.event_ltime);
         for e in state.events {
-            self.on_user_event(e);
+            self.on_user_event(now, e);
         }
     }
 
@@ -128,7 +128,7 @@ impl Core {
 
     /// Publishes new tags with a higher incarnation.
     pub(crate) fn set_tags(&mut self, mut tags: BTreeMap<String, String>) -> Result<(), TagsError> {
-        self.cfg.protocol.advertise(&mut tags);
+        self.cfg.advertise(&mut tags);
         check_tags(&tags)?;
         let me = self.me_mut();
         me.tags = tags;
@@ -177,6 +177,7 @@ impl Core {
     /// Sends a user event; it is delivered locally as well.
     pub(crate) fn user_event(
         &mut self,
+        now: Instant,
         name: String,
         payload: Vec<u8>,
         coalesce: bool,
@@ -195,11 +196,11 @@ impl Core {
             coalesce,
         };
         self.ltime += 1;
-        self.on_user_event(e);
+        self.on_user_event(now, e);
         Ok(())
     }
 
-    pub(super) fn on_user_event(&mut self, e: pb::UserEvent) {
+    pub(super) fn on_user_event(&mut self, now: Instant, e: pb::UserEvent) {
         // Lamport clock: witness the sender's time.
         self.ltime = self.ltime.max(e.ltime + 1);
         let window = self.cfg.recent_user_events as u64;
@@ -235,11 +236,12 @@ impl Core {
             *newest = e.ltime;
         }
         self.stats.user_events += 1;
-        self.out.push(Output::User(UserEvent {
+        let ev = UserEvent {
             ltime: e.ltime,
             name: e.name,
             payload: e.payload,
             coalesce: e.coalesce,
-        }));
+        };
+        self.user_out(now, ev);
     }
 }

@@ -14,13 +14,15 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::time::Instant;
 
+use super::coalesce::{MemberCoalescer, UserCoalescer};
 use super::codec::{self, Msg};
 use super::config::GossipConfig;
+use super::lighthouse::{Lighthouses, ViewValidity};
 use super::member::{Member, MemberEvent, MemberEventKind, MemberStatus, UserEvent};
 use super::pb;
 use super::queue::{retransmit_limit, BroadcastKey, BroadcastQueue};
 use super::stats::GossipStats;
-use super::suspicion::{suspicion_timeout, Awareness, Suspicion};
+use super::suspicion::{Awareness, Suspicion};
 use super::version::Refusals;
 
 /// Most indirect probes relayed at once; more requests are dropped (a
@@ -29,8 +31,11 @@ const MAX_RELAYS: usize = 1024;
 /// Most event names remembered for coalescing.
 const MAX_COALESCED: usize = 1024;
 
-/// How often dead and left members are checked for reaping.
+/// How often dead and left members are checked for reaping (and the
+/// broadcast queue's depth).
 const REAP_CHECK: Duration = Duration::from_secs(1);
+/// Least time between two queue depth warnings.
+const QUEUE_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What the core asks its driver to do.
 #[derive(Debug)]
@@ -155,6 +160,11 @@ pub(crate) struct Core {
     next_checksum_sync: Instant,
     /// Frames and members refused for their protocol version.
     refusals: Refusals,
+    member_coalescer: MemberCoalescer,
+    user_coalescer: UserCoalescer,
+    lighthouses: Lighthouses,
+    /// When the queue depth warning was last logged.
+    queue_warned: Option<Instant>,
 }
 
 fn jitter(rng: &mut StdRng, d: Duration) -> Duration {
@@ -216,7 +226,7 @@ impl Core {
         let mut rng = crate::rng::generator();
         let name = cfg.name.clone();
         let mut tags = cfg.tags.clone();
-        cfg.protocol.advertise(&mut tags);
+        cfg.advertise(&mut tags);
         let me = NodeState {
             name: name.clone(),
             addr,
@@ -231,6 +241,8 @@ impl Core {
         let next_reconnect = now + jitter(&mut rng, cfg.reconnect_interval);
         let awareness = Awareness::new(cfg.awareness_max_multiplier);
         let queue = BroadcastQueue::new(cfg.max_broadcast_queue);
+        let mut lighthouses = Lighthouses::default();
+        lighthouses.saw(&name, &me.tags);
         let mut core = Core {
             members: BTreeMap::from([(name.clone(), me)]),
             name,
@@ -264,6 +276,10 @@ impl Core {
             checksum_cache: std::cell::Cell::new(None),
             next_checksum_sync: now,
             refusals: Refusals::default(),
+            member_coalescer: MemberCoalescer::new(cfg.coalesce_period, cfg.quiescent_period),
+            user_coalescer: UserCoalescer::new(cfg.user_coalesce_period, cfg.user_quiescent_period),
+            lighthouses,
+            queue_warned: None,
             cfg,
         };
         // Announce ourselves: once we know anyone (after a join), our alive
@@ -361,6 +377,11 @@ impl Core {
         s.broadcasts_queued = self.queue.len();
         s.protocol_refused_frames = self.refusals.frames;
         s.protocol_refused_members = self.refusals.members;
+        s.events_coalesced = self.member_coalescer.coalesced + self.user_coalescer.coalesced;
+        let v = self.view_validity();
+        s.view_valid = v.valid;
+        s.lighthouses_known = v.lighthouses_known;
+        s.lighthouses_alive = v.lighthouses_alive;
         for n in self.members.values() {
             match n.status {
                 MemberStatus::Alive => s.alive += 1,
@@ -451,11 +472,40 @@ impl Core {
         }
     }
 
-    fn event(&mut self, kind: MemberEventKind, name: &str) {
+    /// Emits a membership event, through the coalescer.
+    fn event(&mut self, now: Instant, kind: MemberEventKind, name: &str) {
         if let Some(n) = self.members.get(name) {
-            let member = n.to_member();
-            self.out.push(Output::Event(MemberEvent { kind, member }));
+            let ev = MemberEvent {
+                kind,
+                member: n.to_member(),
+            };
+            if let Some(ev) = self.member_coalescer.push(now, ev) {
+                self.out.push(Output::Event(ev));
+            }
         }
+    }
+
+    /// Emits a user event, through the coalescer.
+    fn user_out(&mut self, now: Instant, ev: UserEvent) {
+        if let Some(ev) = self.user_coalescer.push(now, ev) {
+            self.out.push(Output::User(ev));
+        }
+    }
+
+    /// Delivers the coalesced events whose window has closed.
+    fn flush_coalesced(&mut self, now: Instant) {
+        for ev in self.member_coalescer.flush(now) {
+            self.out.push(Output::Event(ev));
+        }
+        for ev in self.user_coalescer.flush(now) {
+            self.out.push(Output::User(ev));
+        }
+    }
+
+    /// Whether this node's view still holds a lighthouse.
+    pub(crate) fn view_validity(&self) -> ViewValidity {
+        self.lighthouses
+            .validity(|n| self.members.get(n).map(|m| m.status))
     }
 
     fn check_leave_finished(&mut self) {

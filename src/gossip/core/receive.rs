@@ -63,7 +63,7 @@ impl Core {
             Msg::Alive(a) => self.on_alive(now, a),
             Msg::Suspect(s) => self.on_suspect(now, s),
             Msg::Dead(d) => self.on_dead(now, d),
-            Msg::UserEvent(e) => self.on_user_event(e),
+            Msg::UserEvent(e) => self.on_user_event(now, e),
         }
     }
 
@@ -238,19 +238,20 @@ impl Core {
         };
         self.suspicions.remove(&name);
         self.mark_changed();
+        self.lighthouses.saw(&name, &self.members[&name].tags);
         let msg = Msg::Alive(self.members[&name].alive_msg());
         self.broadcast(&name, msg, None);
         match prev {
-            None | Some(MemberStatus::Left) => self.event(MemberEventKind::Join, &name),
+            None | Some(MemberStatus::Left) => self.event(now, MemberEventKind::Join, &name),
             Some(MemberStatus::Suspect | MemberStatus::Dead) => {
-                self.event(MemberEventKind::AliveAgain, &name);
+                self.event(now, MemberEventKind::AliveAgain, &name);
                 if changed {
-                    self.event(MemberEventKind::Updated, &name);
+                    self.event(now, MemberEventKind::Updated, &name);
                 }
             }
             Some(MemberStatus::Alive) => {
                 if changed {
-                    self.event(MemberEventKind::Updated, &name);
+                    self.event(now, MemberEventKind::Updated, &name);
                 }
             }
         }
@@ -305,7 +306,7 @@ impl Core {
         self.mark_changed();
         tracing::debug!(node = %self.name, suspect = %name, from = %s.from, "suspecting member");
         self.broadcast(&name, Msg::Suspect(s), None);
-        self.event(MemberEventKind::Suspect, &name);
+        self.event(now, MemberEventKind::Suspect, &name);
     }
 
     pub(super) fn on_dead(&mut self, now: Instant, d: pb::Dead) {
@@ -345,13 +346,16 @@ impl Core {
         self.suspicions.remove(&name);
         self.mark_changed();
         tracing::debug!(node = %self.name, member = %name, left, "member gone");
+        if left {
+            self.lighthouses.forget(&name);
+        }
         self.broadcast(&name, Msg::Dead(d), None);
         let kind = if left {
             MemberEventKind::Leave
         } else {
             MemberEventKind::Failed
         };
-        self.event(kind, &name);
+        self.event(now, kind, &name);
         if prune {
             self.members.remove(&name);
             self.mark_changed();
@@ -363,6 +367,7 @@ impl Core {
         let name = d.node.clone();
         self.members.remove(&name);
         self.suspicions.remove(&name);
+        self.lighthouses.forget(&name);
         self.mark_changed();
         tracing::debug!(node = %self.name, member = %name, "member pruned");
         self.broadcast(&name, Msg::Dead(d), None);

@@ -4,6 +4,7 @@
 use super::test_util::*;
 use super::*;
 use crate::gossip::error::GossipError;
+use crate::gossip::suspicion::suspicion_timeout;
 
 #[test]
 fn alive_rules() {
@@ -346,7 +347,7 @@ fn merge_treats_remote_death_as_suspicion() {
 #[test]
 fn user_events_dedup_and_clock() {
     let mut a = core("a", 1);
-    a.user_event("deploy".into(), b"v1".to_vec(), false)
+    a.user_event(Instant::now(), "deploy".into(), b"v1".to_vec(), false)
         .unwrap();
     let e = pb::UserEvent {
         ltime: 10,
@@ -354,8 +355,8 @@ fn user_events_dedup_and_clock() {
         payload: vec![1],
         coalesce: false,
     };
-    a.on_user_event(e.clone());
-    a.on_user_event(e);
+    a.on_user_event(Instant::now(), e.clone());
+    a.on_user_event(Instant::now(), e);
     let users: Vec<_> = a
         .take_outputs()
         .into_iter()
@@ -370,23 +371,29 @@ fn user_events_dedup_and_clock() {
     );
     assert_eq!(a.ltime, 11);
     assert!(matches!(
-        a.user_event("big".into(), vec![0; 1000], false),
+        a.user_event(Instant::now(), "big".into(), vec![0; 1000], false),
         Err(GossipError::EventTooLarge { .. })
     ));
     // Coalescing: an older event of the same name after a newer one is
     // not delivered.
-    a.on_user_event(pb::UserEvent {
-        ltime: 20,
-        name: "c".into(),
-        payload: vec![2],
-        coalesce: true,
-    });
-    a.on_user_event(pb::UserEvent {
-        ltime: 15,
-        name: "c".into(),
-        payload: vec![1],
-        coalesce: true,
-    });
+    a.on_user_event(
+        Instant::now(),
+        pb::UserEvent {
+            ltime: 20,
+            name: "c".into(),
+            payload: vec![2],
+            coalesce: true,
+        },
+    );
+    a.on_user_event(
+        Instant::now(),
+        pb::UserEvent {
+            ltime: 15,
+            name: "c".into(),
+            payload: vec![1],
+            coalesce: true,
+        },
+    );
     let n = a
         .take_outputs()
         .into_iter()

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use rand::seq::SliceRandom;
 use tokio::time::Instant;
 
-use super::{push_pull_scale, Core, LeaveState, NodeState, Output, Probe, REAP_CHECK};
+use super::{
+    push_pull_scale, Core, LeaveState, NodeState, Output, Probe, QUEUE_WARN_EVERY, REAP_CHECK,
+};
 use crate::gossip::codec::{self, Msg};
 use crate::gossip::member::MemberStatus;
 use crate::gossip::pb;
@@ -44,6 +46,13 @@ impl Core {
         }
         if !self.cfg.reconnect_interval.is_zero() && self.leave == LeaveState::Member {
             consider(self.next_reconnect);
+        }
+        let coalescing = [
+            self.member_coalescer.deadline(),
+            self.user_coalescer.deadline(),
+        ];
+        for t in coalescing.into_iter().flatten() {
+            consider(t);
         }
         d
     }
@@ -115,8 +124,35 @@ impl Core {
         if now >= self.next_reap {
             self.next_reap = now + REAP_CHECK;
             self.reap(now);
+            self.warn_queue_depth(now);
         }
+        self.flush_coalesced(now);
         self.check_leave_finished();
+    }
+
+    /// memberlist/Serf's queue depth warning: news is produced faster than
+    /// gossip spreads it. Checked with the reaper (every second), logged at
+    /// most every `QUEUE_WARN_EVERY`.
+    pub(super) fn warn_queue_depth(&mut self, now: Instant) {
+        let (depth, limit) = (self.queue.len(), self.cfg.queue_depth_warning);
+        if limit == 0 || depth <= limit {
+            return;
+        }
+        if self
+            .queue_warned
+            .is_some_and(|t| now < t + QUEUE_WARN_EVERY)
+        {
+            return;
+        }
+        self.queue_warned = Some(now);
+        self.stats.queue_depth_warnings += 1;
+        tracing::warn!(
+            node = %self.name,
+            depth,
+            limit,
+            max = self.cfg.max_broadcast_queue,
+            "gossip broadcast queue is deep: news arrives faster than it spreads"
+        );
     }
 
     pub(super) fn random_addr(&mut self, f: impl Fn(&NodeState) -> bool) -> Option<SocketAddr> {
