@@ -8,7 +8,7 @@
 //! the exit code is 1 and stderr holds one line.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -662,7 +662,7 @@ fn shards_text(s: &ShardsInfo, full: bool) -> String {
 /// mDNS announces gossip addresses only, so a short-lived gossip member
 /// joins the node found, reads its `ep.management` tag and leaves.
 async fn find_by_mdns(cluster: Option<&str>, interface: Option<String>) -> anyhow::Result<String> {
-    use clusterfunk::discovery::{discover_once, Interfaces, DEFAULT_SERVICE_TYPE};
+    use clusterfunk::discovery::{discover_once, Interfaces, IpVersion, DEFAULT_SERVICE_TYPE};
     use clusterfunk::gossip::{endpoint_key, Gossip, GossipConfig, NetTransport};
 
     let found = discover_once(
@@ -670,6 +670,7 @@ async fn find_by_mdns(cluster: Option<&str>, interface: Option<String>) -> anyho
         cluster,
         Duration::from_secs(2),
         interface.map(Interfaces::Named).unwrap_or(Interfaces::All),
+        IpVersion::Both,
     )
     .await
     .context("mDNS")?;
@@ -682,14 +683,26 @@ async fn find_by_mdns(cluster: Option<&str>, interface: Option<String>) -> anyho
         )
     })?;
     let target = first.gossip_addr;
-    // Bind on the address that routes to the node, so it can answer.
-    let local_ip = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+    // Bind on the address (of the node's family) that routes to the node,
+    // so it can answer.
+    let (any, loopback) = if target.is_ipv6() {
+        (
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        )
+    } else {
+        (
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        )
+    };
+    let local_ip = std::net::UdpSocket::bind((any, 0))
         .and_then(|s| {
             s.connect(target)?;
             s.local_addr()
         })
         .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        .unwrap_or(loopback);
     let transport = NetTransport::bind(SocketAddr::new(local_ip, 0))
         .await
         .context("bind a gossip socket")?;
