@@ -19,8 +19,12 @@
 //! membership checksum so a node with nothing left to gossip repairs a
 //! divergent view with a push/pull at once. As in memberlist, a probe that
 //! times out is also tried over a stream (TCP), so a member whose datagrams
-//! are lost is not declared failed. Not built: name-conflict resolution and
-//! Serf's time-based coalescing of member events.
+//! are lost is not declared failed. Not built: name-conflict resolution.
+//!
+//! Serf's event coalescing ([`GossipConfig::coalesce_period`] and the user
+//! event periods, `coalesce`) and Seafoam's lighthouses
+//! ([`GossipConfig::lighthouse`], [`ViewValidity`]) sit in the core too:
+//! `coalesce` and `lighthouse` are plain structs the core feeds.
 //!
 //! Versions: every node advertises the protocol range it speaks (the
 //! `cf.proto` tag, memberlist's min/max/current); peers talk in the
