@@ -4,17 +4,19 @@
 //! `clusterfunk_gossip_*` series. Two in-process agents, the first a
 //! lighthouse: the second's status and metrics show the lighthouse alive
 //! and probe RTTs measured; once the lighthouse crashes (no graceful
-//! leave), the second reports its view invalid in both.
+//! leave), the second reports its view invalid in both and in its event
+//! stream.
 
 use std::net::SocketAddr;
 
 mod common;
 
 use clusterfunk::cluster::Seams;
-use clusterfunk::Config;
+use clusterfunk::{ClusterEvent, Config};
 use common::cluster::{start_agents, stop_all};
 use common::wait::wait_until_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast::error::RecvError;
 
 async fn get(addr: SocketAddr, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -96,6 +98,7 @@ async fn status_and_metrics_show_gossip_health_and_view_validity() {
     })
     .await;
 
+    let mut events = nodes[1].cluster().events();
     nodes[0].cluster().crash().await;
     wait_until_async("the survivor reports its view invalid", || async {
         let g = gossip_status(watcher).await;
@@ -104,5 +107,21 @@ async fn status_and_metrics_show_gossip_health_and_view_validity() {
             && metric(watcher, "clusterfunk_gossip_view_valid", "node=").await == Some(0.0)
     })
     .await;
+    // ... and says so in its event stream.
+    let invalid = ClusterEvent::ViewValidity {
+        valid: false,
+        lighthouses_alive: 0,
+    };
+    let heard = tokio::time::timeout(common::wait::WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev == invalid => return true,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(heard.ok(), Some(true), "no view_validity event");
     stop_all(&nodes[1..]).await;
 }

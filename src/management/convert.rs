@@ -145,6 +145,10 @@ pub(crate) fn event(ev: &ClusterEvent, source: &str, unix_ms: u64) -> pb::Event 
             moved: *moved,
             ..event_base("map_committed", source, unix_ms)
         },
+        ClusterEvent::ViewValidity { valid, .. } => pb::Event {
+            detail: if *valid { "valid" } else { "invalid" }.to_string(),
+            ..event_base("view_validity", source, unix_ms)
+        },
     }
 }
 
@@ -272,6 +276,15 @@ mod tests {
         assert_eq!(e.source, "n");
         let e = event(&ClusterEvent::StateChanged(NodeState::Operational), "n", 5);
         assert_eq!(e.detail, "operational");
+        let lost = ClusterEvent::ViewValidity {
+            valid: false,
+            lighthouses_alive: 0,
+        };
+        let e = event(&lost, "n", 5);
+        assert_eq!(
+            (e.kind.as_str(), e.detail.as_str()),
+            ("view_validity", "invalid")
+        );
         let e = event(&ClusterEvent::LeaderChanged(None), "n", 5);
         assert_eq!(
             (e.kind.as_str(), e.node_id.as_str()),
