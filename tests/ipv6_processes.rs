@@ -4,7 +4,8 @@
 //! endpoint they publish is an IPv6 address, the management API answers
 //! over `[::1]`, a kill -9 is found by liveness and the survivors commit a
 //! map without the victim, and a lighthouse's loss turns the survivors'
-//! `/status` view invalid. Skipped with a message when the host has no
+//! `/status` view invalid (the management status carries the same gossip
+//! health). Skipped with a message when the host has no
 //! IPv6 loopback.
 
 mod common;
@@ -88,6 +89,16 @@ async fn three_agents_on_ipv6_loopback_form_detect_a_kill_and_check_lighthouses(
         gossip_status(&m3)
             .await
             .is_some_and(|g| g["view_valid"] == true && g["lighthouses_alive"] == 1)
+    })
+    .await;
+    // The management API's status carries the same gossip health.
+    common::wait::wait_until_async("gossip health over management", || async {
+        client
+            .status()
+            .await
+            .ok()
+            .and_then(|s| s.gossip)
+            .is_some_and(|g| g.view_valid && g.lighthouses_known == 1 && g.probe_rtt_count > 0)
     })
     .await;
 

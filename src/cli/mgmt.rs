@@ -552,7 +552,7 @@ fn status_text(s: &StatusView) -> String {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>();
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("node", s.node_id.clone()),
         (
             "cluster",
@@ -585,6 +585,25 @@ fn status_text(s: &StatusView) -> String {
         ),
         ("uptime", format!("{:.1} s", s.uptime_ms as f64 / 1000.0)),
     ];
+    if let Some(g) = &s.gossip {
+        let view = if g.lighthouses_known == 0 {
+            "valid (no lighthouses)".to_string()
+        } else {
+            format!(
+                "{} ({} of {} lighthouses alive)",
+                if g.view_valid { "valid" } else { "INVALID" },
+                g.lighthouses_alive,
+                g.lighthouses_known
+            )
+        };
+        rows.push((
+            "gossip",
+            format!(
+                "health {}, probe rtt {:.1} ms mean, push/pull failures {}, queue {}, view {view}",
+                g.health_score, g.probe_rtt_mean_ms, g.push_pull_failures, g.broadcast_queue
+            ),
+        ));
+    }
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("{k:<w$}  {v}"))

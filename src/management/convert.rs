@@ -28,6 +28,22 @@ pub(crate) fn status_response(v: StatusView) -> pb::GetStatusResponse {
         raft_term: v.raft_term,
         raft_last_log_index: v.raft_last_log_index,
         raft_last_applied: v.raft_last_applied,
+        gossip: v.gossip.map(|g| pb::GossipHealth {
+            health_score: g.health_score,
+            probe_rtt_count: g.probe_rtt_count,
+            probe_rtt_last_ms: g.probe_rtt_last_ms,
+            probe_rtt_mean_ms: g.probe_rtt_mean_ms,
+            probe_rtt_max_ms: g.probe_rtt_max_ms,
+            probe_failures: g.probe_failures,
+            push_pulls: g.push_pulls,
+            push_pull_failures: g.push_pull_failures,
+            broadcast_queue: g.broadcast_queue,
+            broadcast_queue_warning: g.broadcast_queue_warning,
+            events_coalesced: g.events_coalesced,
+            view_valid: g.view_valid,
+            lighthouses_known: g.lighthouses_known,
+            lighthouses_alive: g.lighthouses_alive,
+        }),
     }
 }
 
