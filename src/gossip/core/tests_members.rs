@@ -415,3 +415,32 @@ fn set_tags_bumps_incarnation_and_checks_size() {
     assert!(a.set_tags(big).is_err());
     assert_eq!(a.me().incarnation, 2);
 }
+
+#[test]
+fn a_deep_broadcast_queue_warns_at_most_every_ten_seconds() {
+    let mut c = cfg("a");
+    c.queue_depth_warning = 5;
+    let now = Instant::now();
+    let mut a = Core::new(c, addr(1), now);
+    // Alone, nothing drains the queue: each user event stays queued.
+    for i in 0..10u8 {
+        a.user_event(now, format!("e{i}"), vec![i], false).unwrap();
+    }
+    assert!(a.queue.len() > 5);
+    a.tick(now + Duration::from_secs(1));
+    assert_eq!(a.stats().queue_depth_warnings, 1);
+    a.tick(now + Duration::from_secs(5));
+    assert_eq!(a.stats().queue_depth_warnings, 1, "rate-limited");
+    a.tick(now + Duration::from_secs(12));
+    assert_eq!(a.stats().queue_depth_warnings, 2);
+
+    // Zero never warns.
+    let mut c = cfg("b");
+    c.queue_depth_warning = 0;
+    let mut b = Core::new(c, addr(2), now);
+    for i in 0..10u8 {
+        b.user_event(now, format!("e{i}"), vec![i], false).unwrap();
+    }
+    b.tick(now + Duration::from_secs(1));
+    assert_eq!(b.stats().queue_depth_warnings, 0);
+}
