@@ -304,6 +304,26 @@ impl GossipConfig {
         if self.eager_gossip.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::ZeroDuration("eager_gossip"));
         }
+        for (a, an, b, bn) in [
+            (
+                self.coalesce_period,
+                "coalesce_period",
+                self.quiescent_period,
+                "quiescent_period",
+            ),
+            (
+                self.user_coalesce_period,
+                "user_coalesce_period",
+                self.user_quiescent_period,
+                "user_quiescent_period",
+            ),
+        ] {
+            match (a.is_zero(), b.is_zero()) {
+                (false, true) => return Err(ConfigError::CoalesceHalf { set: an, zero: bn }),
+                (true, false) => return Err(ConfigError::CoalesceHalf { set: bn, zero: an }),
+                _ => {}
+            }
+        }
         if !(512..=65000).contains(&self.packet_size) {
             return Err(ConfigError::PacketSize(self.packet_size));
         }
@@ -425,5 +445,25 @@ mod tests {
         let mut c = GossipConfig::lan("a");
         c.tags.insert("big".into(), "x".repeat(600));
         assert!(matches!(c.validate(), Err(ConfigError::Tags(_))));
+        let c = GossipConfig {
+            user_quiescent_period: Duration::from_millis(100),
+            ..GossipConfig::lan("a")
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::CoalesceHalf {
+                set: "user_quiescent_period",
+                zero: "user_coalesce_period"
+            }
+        );
+        assert!(e.to_string().contains("needs both"), "{e}");
+        let c = GossipConfig {
+            coalesce_period: Duration::from_secs(5),
+            quiescent_period: Duration::from_millis(500),
+            lighthouse: true,
+            ..GossipConfig::lan("a")
+        };
+        assert!(c.validate().is_ok());
     }
 }
