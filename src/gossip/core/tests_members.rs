@@ -444,3 +444,58 @@ fn a_deep_broadcast_queue_warns_at_most_every_ten_seconds() {
     b.tick(now + Duration::from_secs(1));
     assert_eq!(b.stats().queue_depth_warnings, 0);
 }
+
+#[test]
+fn a_member_flapping_between_suspect_and_alive_is_one_event_per_quiet_period() {
+    let mut c = cfg("a");
+    c.coalesce_period = Duration::from_secs(10);
+    c.quiescent_period = Duration::from_millis(500);
+    let t0 = Instant::now();
+    let mut a = Core::new(c, addr(1), t0);
+    // Only the flaps below change b: no probe of our own meanwhile.
+    a.next_probe = t0 + Duration::from_secs(3600);
+    a.on_alive(t0, alive("b", 2, 1));
+    a.tick(t0 + Duration::from_millis(500));
+    assert_eq!(events(&mut a), [(MemberEventKind::Join, "b".to_string())]);
+
+    // 20 flaps in 2 s: suspected by c, refuted by b, every 100 ms.
+    let mut now = t0 + Duration::from_secs(1);
+    for round in 0..2u64 {
+        for i in 0..10u64 {
+            let inc = 2 + 2 * (round * 10 + i);
+            a.on_suspect(
+                now,
+                pb::Suspect {
+                    incarnation: inc - 1,
+                    node: "b".into(),
+                    from: "c".into(),
+                },
+            );
+            now += Duration::from_millis(50);
+            a.on_alive(now, alive("b", 2, inc));
+            now += Duration::from_millis(50);
+            a.tick(now);
+            assert!(events(&mut a).is_empty(), "held while flapping");
+        }
+        // The second round ends suspected: an AliveAgain again would be
+        // skipped as a repeat of the kind last delivered (Serf's rule).
+        let kind = if round == 0 {
+            MemberEventKind::AliveAgain
+        } else {
+            let s = pb::Suspect {
+                incarnation: 2 + 2 * (round * 10 + 9),
+                node: "b".into(),
+                from: "c".into(),
+            };
+            a.on_suspect(now, s);
+            MemberEventKind::Suspect
+        };
+        // Quiet for the quiescent period: one event with the latest state.
+        assert!(a.next_deadline() <= now + Duration::from_millis(500));
+        now += Duration::from_millis(500);
+        a.tick(now);
+        assert_eq!(events(&mut a), [(kind, "b".to_string())], "round {round}");
+        now += Duration::from_secs(1);
+    }
+    assert!(a.stats().events_coalesced >= 38);
+}
