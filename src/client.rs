@@ -10,7 +10,15 @@
 //! then every `management` endpoint it has learned. Maps never go back: an
 //! update with a lower epoch (from a member that lags) is ignored.
 //!
-//! Imports: `management` (its client), `shards`.
+//! A client that also runs a gossip-only node
+//! ([`start_with_gossip`](ClusterClient::start_with_gossip)) checks that
+//! node's view against the cluster's lighthouses: while its view has lost
+//! every lighthouse (it is cut off from the cluster that matters) it stops
+//! routing, and [`route`](ClusterClient::route) says why
+//! ([`ClientError::ViewInvalid`]).
+//!
+//! Imports: `management` (its client), `shards`, `gossip` (its handle and
+//! view validity).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::debug;
 
+use crate::gossip::{Gossip, ViewValidity};
 use crate::management::{ClientTls, ManagementError, MapUpdate};
 use crate::shards::{shard_for_bytes, ShardMap};
 
@@ -33,6 +42,21 @@ pub enum ClientError {
     /// The client's task has ended.
     #[error("the client has stopped")]
     Stopped,
+    /// The client's gossip view holds none of the cluster's lighthouses:
+    /// it may be cut off from the cluster, so it does not route.
+    #[error(
+        "view invalid: none of the {known} known lighthouses is alive in this client's gossip view"
+    )]
+    ViewInvalid {
+        /// Lighthouses the view knows of.
+        known: usize,
+    },
+    /// No committed map has arrived yet.
+    #[error("no committed map yet")]
+    NoMap,
+    /// The key's shard has no owner in the committed map.
+    #[error("shard {0} has no owner")]
+    Unassigned(u32),
 }
 
 /// The newest committed map and endpoints the client knows.
@@ -48,6 +72,8 @@ pub struct ClientView {
 
 struct Inner {
     view: watch::Receiver<Option<Arc<ClientView>>>,
+    /// The validity of the gossip view the client checks, if any.
+    validity: Option<watch::Receiver<ViewValidity>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -86,14 +112,50 @@ impl ClusterClient {
     /// `members` (`host:port`). Returns at once; the first map arrives in
     /// the background ([`wait_for_map`](Self::wait_for_map)).
     pub fn start(members: Vec<String>, auth: ClientAuth) -> Result<ClusterClient, ClientError> {
+        Self::start_inner(members, auth, None)
+    }
+
+    /// [`start`](Self::start), checking `gossip`'s view (a gossip-only
+    /// node this program runs, joined to the cluster) against the
+    /// cluster's lighthouses: while it has lost every lighthouse, routing
+    /// stops ([`route`](Self::route) fails with
+    /// [`ClientError::ViewInvalid`], [`owner_of`](Self::owner_of) answers
+    /// `None`).
+    pub fn start_with_gossip(
+        members: Vec<String>,
+        auth: ClientAuth,
+        gossip: &Gossip,
+    ) -> Result<ClusterClient, ClientError> {
+        Self::start_inner(members, auth, Some(gossip.watch_view_validity()))
+    }
+
+    fn start_inner(
+        members: Vec<String>,
+        auth: ClientAuth,
+        validity: Option<watch::Receiver<ViewValidity>>,
+    ) -> Result<ClusterClient, ClientError> {
         if members.is_empty() {
             return Err(ClientError::NoMembers);
         }
         let (tx, rx) = watch::channel(None);
         let task = tokio::spawn(follow(members, auth, tx));
         Ok(ClusterClient {
-            inner: Arc::new(Inner { view: rx, task }),
+            inner: Arc::new(Inner {
+                view: rx,
+                validity,
+                task,
+            }),
         })
+    }
+
+    /// Whether the checked gossip view holds a lighthouse (always valid
+    /// for a client started without gossip).
+    pub fn view_validity(&self) -> ViewValidity {
+        self.inner
+            .validity
+            .as_ref()
+            .map(|v| *v.borrow())
+            .unwrap_or_default()
     }
 
     /// The newest view, if a map arrived.
@@ -117,11 +179,28 @@ impl ClusterClient {
             .map(|v| shard_for_bytes(key, v.map.shard_count()))
     }
 
-    /// The owner of `key` in the newest committed map.
+    /// The owner of `key` in the newest committed map; `None` when there
+    /// is none or the view is invalid ([`route`](Self::route) says which).
     pub fn owner_of(&self, key: &[u8]) -> Option<String> {
-        let v = self.view()?;
+        self.route(key).ok()
+    }
+
+    /// The owner of `key` in the newest committed map, or why there is
+    /// none to route to: the gossip view lost every lighthouse, no map yet,
+    /// or the shard is unassigned.
+    pub fn route(&self, key: &[u8]) -> Result<String, ClientError> {
+        let validity = self.view_validity();
+        if !validity.valid {
+            return Err(ClientError::ViewInvalid {
+                known: validity.lighthouses_known,
+            });
+        }
+        let v = self.view().ok_or(ClientError::NoMap)?;
         let shard = shard_for_bytes(key, v.map.shard_count());
-        v.map.owner_of(shard).map(str::to_string)
+        v.map
+            .owner_of(shard)
+            .map(str::to_string)
+            .ok_or(ClientError::Unassigned(shard))
     }
 
     /// Endpoint `name` of node `owner`.
@@ -206,4 +285,41 @@ async fn stream_from(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shards::rebalance;
+
+    #[tokio::test]
+    async fn an_invalid_view_stops_routing() {
+        let map = rebalance(&ShardMap::new(16).expect("map"), &[("a", 1)]).expect("map");
+        let (_view_tx, view) = watch::channel(Some(Arc::new(ClientView {
+            map: Arc::new(map),
+            endpoints: Default::default(),
+            source: "a".into(),
+        })));
+        let (validity_tx, validity) = watch::channel(ViewValidity::default());
+        let client = ClusterClient {
+            inner: Arc::new(Inner {
+                view,
+                validity: Some(validity),
+                task: tokio::spawn(async {}),
+            }),
+        };
+        assert_eq!(client.route(b"k").expect("routes"), "a");
+        validity_tx.send_replace(ViewValidity {
+            valid: false,
+            lighthouses_known: 2,
+            lighthouses_alive: 0,
+        });
+        let err = client.route(b"k").expect_err("invalid view");
+        assert!(
+            matches!(err, ClientError::ViewInvalid { known: 2 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("view invalid"));
+        assert_eq!(client.owner_of(b"k"), None);
+    }
 }

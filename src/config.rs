@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use crate::cidr::{AllowList, Cidr};
 // The module configs a `Config` holds, re-exported so that the documented
 // API names them without the modules (which are building blocks).
-pub use crate::discovery::{Interfaces, MdnsConfig};
+pub use crate::discovery::{Interfaces, IpVersion, MdnsConfig};
 pub use crate::gossip::{ConfigError as GossipConfigError, GossipConfig, Keyring};
 pub use crate::liveness::{ConfigError as LivenessConfigError, LivenessConfig};
 pub use crate::raft::{ConfigError as RaftConfigError, RaftConfig, SnapshotPolicy};

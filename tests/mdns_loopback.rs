@@ -20,8 +20,8 @@ use std::time::Duration;
 use common::netns::{block_on, run_in_private_netns};
 
 use clusterfunk::discovery::{
-    discover_once, Announcement, DiscoveryEvent, Interfaces, MdnsConfig, MdnsDiscovery, PeerFilter,
-    DEFAULT_SERVICE_TYPE,
+    discover_once, Announcement, DiscoveryEvent, Interfaces, IpVersion, MdnsConfig, MdnsDiscovery,
+    PeerFilter, DEFAULT_SERVICE_TYPE,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -205,6 +205,7 @@ async fn scenario() {
         Some("a"),
         Duration::from_secs(3),
         Interfaces::LoopbackOnly,
+        IpVersion::V4,
     )
     .await
     .expect("discover_once");

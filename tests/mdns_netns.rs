@@ -3,7 +3,10 @@
 //! hosts share one private LAN that touches no real interface. Three
 //! discovery processes of cluster "a" and one of cluster "b" run there with
 //! no addresses given: each "a" finds the other two (at their LAN address,
-//! substituted for the `0.0.0.0` they announce), "b" finds nobody.
+//! substituted for the `0.0.0.0` they announce), "b" finds nobody. The
+//! same runs over IPv6 (mDNS on ff02::fb only, each host with a ULA
+//! `fd00:231:77::<n>/64`, announcing `[::]`): skipped with a message when
+//! the namespaces have no IPv6.
 //!
 //! The processes are this test binary itself, re-run inside a namespace
 //! (`ip netns exec NS <binary> --exact <this test>`) with environment
@@ -24,10 +27,13 @@ mod common;
 use common::netns::Lan;
 
 use clusterfunk::discovery::{
-    Announcement, DiscoveryEvent, Interfaces, MdnsConfig, MdnsDiscovery, PeerFilter,
+    Announcement, DiscoveryEvent, Interfaces, IpVersion, MdnsConfig, MdnsDiscovery, PeerFilter,
 };
 
 const TEST_NAME: &str = "three_hosts_of_a_find_each_other_fourth_of_b_stays_out";
+const TEST_NAME_V6: &str = "over_ipv6_three_hosts_of_a_find_each_other_fourth_of_b_stays_out";
+/// Prefix of the hosts' IPv6 addresses (`<prefix><n>/64`).
+const SUBNET_V6: &str = "fd00:231:77::";
 const ROLE_ENV: &str = "CLUSTERFUNK_MDNS_NETNS_ROLE";
 const PARENT_DEADLINE: Duration = Duration::from_secs(45);
 const CHILD_DEADLINE: Duration = Duration::from_secs(40);
@@ -43,17 +49,79 @@ const HOSTS: [(&str, &str, &str, u8); 4] = [
     ("h4", "b", "n1", 4),
 ];
 
+/// The address family a run uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn test(self) -> &'static str {
+        match self {
+            Family::V4 => TEST_NAME,
+            Family::V6 => TEST_NAME_V6,
+        }
+    }
+
+    /// Host `n`'s address with `port`.
+    fn addr(self, host: u8, port: u16) -> SocketAddr {
+        let text = match self {
+            Family::V4 => format!("{SUBNET}.{host}:{port}"),
+            Family::V6 => format!("[{SUBNET_V6}{host}]:{port}"),
+        };
+        text.parse().expect("addr")
+    }
+
+    /// The unspecified address of this family with `port`.
+    fn any(self, port: u16) -> SocketAddr {
+        match self {
+            Family::V4 => SocketAddr::from(([0, 0, 0, 0], port)),
+            Family::V6 => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+        }
+    }
+
+    fn mdns(self) -> IpVersion {
+        match self {
+            Family::V4 => IpVersion::V4,
+            Family::V6 => IpVersion::V6,
+        }
+    }
+}
+
 #[test]
 fn three_hosts_of_a_find_each_other_fourth_of_b_stays_out() {
+    run(Family::V4);
+}
+
+#[test]
+fn over_ipv6_three_hosts_of_a_find_each_other_fourth_of_b_stays_out() {
+    run(Family::V6);
+}
+
+fn run(family: Family) {
     if let Ok(role) = std::env::var(ROLE_ENV) {
-        child(&role);
+        child(&role, family);
         return;
     }
     let hosts: Vec<(&str, u8)> = HOSTS.iter().map(|(s, _, _, h)| (*s, *h)).collect();
-    let Some(net) = Lan::create(TEST_NAME, "mdns", SUBNET, &hosts) else {
+    let tag = if family == Family::V4 { "mdns" } else { "md6" };
+    let Some(net) = Lan::create(family.test(), tag, SUBNET, &hosts) else {
         return;
     };
-    parent(&net);
+    if family == Family::V6 {
+        for (ns, (_, host)) in net.hosts.iter().zip(&hosts) {
+            let addr = format!("{SUBNET_V6}{host}/64");
+            // nodad: usable at once, no duplicate address detection wait.
+            let added =
+                common::netns::ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0", "nodad"]);
+            if let Err(e) = added {
+                common::skip::skipped(family.test(), &format!("no IPv6 in the namespaces ({e})"));
+                return;
+            }
+        }
+    }
+    parent(&net, family);
 }
 
 // ---------------------------------------------------------------- parent
@@ -82,7 +150,7 @@ struct Report {
     lines: Vec<String>,
 }
 
-fn parent(lan: &Lan) {
+fn parent(lan: &Lan, family: Family) {
     let exe = std::env::current_exe().expect("test binary path");
     let (tx, rx) = std_mpsc::channel::<(usize, String)>();
     let mut procs = Vec::new();
@@ -95,7 +163,7 @@ fn parent(lan: &Lan) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &lan.hosts[i]])
             .arg(&exe)
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+            .args(["--exact", family.test(), "--nocapture", "--test-threads=1"])
             .env(ROLE_ENV, format!("{cluster}/{node}/{}", expect.join(",")))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -187,7 +255,7 @@ fn parent(lan: &Lan) {
             .filter(|(_, (_, c, n, _))| c == cluster && n != node)
             .map(|(j, (_, c, n, host))| {
                 let port = reports[j].announced_port.expect("announced port");
-                let addr: SocketAddr = format!("{SUBNET}.{host}:{port}").parse().expect("addr");
+                let addr = family.addr(*host, port);
                 (format!("{c}/{n}"), addr)
             })
             .collect();
@@ -205,11 +273,11 @@ fn parent(lan: &Lan) {
 
 // ----------------------------------------------------------------- child
 
-/// Runs one discovery node: announces `0.0.0.0:<port>` (the receivers fill
+/// Runs one discovery node: announces `0.0.0.0:<port>` (`[::]` over IPv6) (the receivers fill
 /// in our LAN address), browses, prints what it finds, `READY` once it has
 /// found `expect` (and has seen and ignored another cluster), and `DONE`
 /// when stdin closes.
-fn child(role: &str) {
+fn child(role: &str, family: Family) {
     let mut parts = role.splitn(3, '/');
     let (cluster, node, expect) = match (parts.next(), parts.next(), parts.next()) {
         (Some(c), Some(n), Some(e)) => (c.to_string(), n.to_string(), e.to_string()),
@@ -227,16 +295,17 @@ fn child(role: &str) {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind gossip stand-in");
+        let socket = UdpSocket::bind(family.any(0)).expect("bind gossip stand-in");
         let port = socket.local_addr().expect("addr").port();
         let ann = Announcement {
             cluster: cluster.clone(),
             node_id: node.clone(),
-            gossip_addr: SocketAddr::from(([0, 0, 0, 0], port)),
+            gossip_addr: family.any(port),
             protocol_version: 1,
         };
         let discovery = MdnsDiscovery::start(MdnsConfig {
             interfaces: Interfaces::Named("eth0".into()),
+            ip_version: family.mdns(),
             ..Default::default()
         })
         .expect("start mDNS");

@@ -292,12 +292,14 @@ impl AgentArgs {
         c.metrics_addr = Some(at(self.metrics_port, DEFAULT_METRICS_PORT));
         c.advertise_host = match self.advertise {
             Some(a) => Some(a),
-            None if ip.is_unspecified() => Some(
-                own_address()
-                    .context("--bind 0.0.0.0 needs --advertise (the host name did not resolve)")?,
-            ),
+            None if ip.is_unspecified() => Some(own_address(ip.is_ipv4()).context(
+                "--bind 0.0.0.0 (or ::) needs --advertise (the host name did not resolve)",
+            )?),
             None => None,
         };
+        // Zero-conf in the family the node is bound in (mDNS over IPv6 for
+        // `--bind ::1` or `::`).
+        c.mdns.ip_version = clusterfunk::config::IpVersion::of(ip);
         c.join = self.join.clone();
         c.zero_conf = self.zero_conf.unwrap_or(self.join.is_empty());
         if let Some(n) = self.bootstrap_expect {
@@ -440,15 +442,16 @@ fn parse_key(text: &str) -> anyhow::Result<Vec<u8>> {
     Ok(key)
 }
 
-/// The first non-loopback address the host name resolves to (in a
-/// container: its address on the container network).
-fn own_address() -> Option<IpAddr> {
+/// The first non-loopback address of the bound family (`v4` or IPv6) the
+/// host name resolves to (in a container: its address on the container
+/// network).
+fn own_address(v4: bool) -> Option<IpAddr> {
     use std::net::ToSocketAddrs;
     (hostname().as_str(), 0)
         .to_socket_addrs()
         .ok()?
         .map(|a| a.ip())
-        .find(|ip| !ip.is_loopback() && ip.is_ipv4())
+        .find(|ip| !ip.is_loopback() && ip.is_ipv4() == v4)
 }
 
 fn hostname() -> String {

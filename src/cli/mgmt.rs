@@ -8,7 +8,7 @@
 //! the exit code is 1 and stderr holds one line.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -571,7 +571,7 @@ fn status_text(s: &StatusView) -> String {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>();
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("node", s.node_id.clone()),
         (
             "cluster",
@@ -604,6 +604,25 @@ fn status_text(s: &StatusView) -> String {
         ),
         ("uptime", format!("{:.1} s", s.uptime_ms as f64 / 1000.0)),
     ];
+    if let Some(g) = &s.gossip {
+        let view = if g.lighthouses_known == 0 {
+            "valid (no lighthouses)".to_string()
+        } else {
+            format!(
+                "{} ({} of {} lighthouses alive)",
+                if g.view_valid { "valid" } else { "INVALID" },
+                g.lighthouses_alive,
+                g.lighthouses_known
+            )
+        };
+        rows.push((
+            "gossip",
+            format!(
+                "health {}, probe rtt {:.1} ms mean, push/pull failures {}, queue {}, view {view}",
+                g.health_score, g.probe_rtt_mean_ms, g.push_pull_failures, g.broadcast_queue
+            ),
+        ));
+    }
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("{k:<w$}  {v}"))
@@ -681,7 +700,7 @@ fn shards_text(s: &ShardsInfo, full: bool) -> String {
 /// mDNS announces gossip addresses only, so a short-lived gossip member
 /// joins the node found, reads its `ep.management` tag and leaves.
 async fn find_by_mdns(cluster: Option<&str>, interface: Option<String>) -> anyhow::Result<String> {
-    use clusterfunk::discovery::{discover_once, Interfaces, DEFAULT_SERVICE_TYPE};
+    use clusterfunk::discovery::{discover_once, Interfaces, IpVersion, DEFAULT_SERVICE_TYPE};
     use clusterfunk::gossip::{endpoint_key, Gossip, GossipConfig, NetTransport};
 
     let found = discover_once(
@@ -689,6 +708,7 @@ async fn find_by_mdns(cluster: Option<&str>, interface: Option<String>) -> anyho
         cluster,
         Duration::from_secs(2),
         interface.map(Interfaces::Named).unwrap_or(Interfaces::All),
+        IpVersion::Both,
     )
     .await
     .context("mDNS")?;
@@ -701,14 +721,26 @@ async fn find_by_mdns(cluster: Option<&str>, interface: Option<String>) -> anyho
         )
     })?;
     let target = first.gossip_addr;
-    // Bind on the address that routes to the node, so it can answer.
-    let local_ip = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+    // Bind on the address (of the node's family) that routes to the node,
+    // so it can answer.
+    let (any, loopback) = if target.is_ipv6() {
+        (
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        )
+    } else {
+        (
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        )
+    };
+    let local_ip = std::net::UdpSocket::bind((any, 0))
         .and_then(|s| {
             s.connect(target)?;
             s.local_addr()
         })
         .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        .unwrap_or(loopback);
     let transport = NetTransport::bind(SocketAddr::new(local_ip, 0))
         .await
         .context("bind a gossip socket")?;

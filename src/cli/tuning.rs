@@ -50,6 +50,32 @@ pub struct TuningArgs {
     /// Gossip: largest datagram sent, bytes, 512..=65000 (default 1400).
     #[arg(long, env = "CLUSTERFUNK_PACKET_SIZE")]
     pub packet_size: Option<usize>,
+    /// Gossip: this node is a lighthouse, a node that must be in the
+    /// cluster; a node whose view has lost every lighthouse reports it
+    /// invalid (default off).
+    #[arg(long, env = "CLUSTERFUNK_LIGHTHOUSE", num_args = 0..=1, default_missing_value = "true")]
+    pub lighthouse: Option<bool>,
+    /// Gossip: hold member events and deliver only each member's latest,
+    /// at most this long after the first, ms (Serf's CoalescePeriod; 0
+    /// off, the default).
+    #[arg(long, env = "CLUSTERFUNK_COALESCE_PERIOD_MS")]
+    pub coalesce_period_ms: Option<u64>,
+    /// Gossip: deliver held member events once none came for this long, ms
+    /// (Serf's QuiescentPeriod; 0 off, the default).
+    #[arg(long, env = "CLUSTERFUNK_QUIESCENT_PERIOD_MS")]
+    pub quiescent_period_ms: Option<u64>,
+    /// Gossip: as --coalesce-period-ms for user events sent with coalesce
+    /// (Serf's UserCoalescePeriod; 0 off, the default).
+    #[arg(long, env = "CLUSTERFUNK_USER_COALESCE_PERIOD_MS")]
+    pub user_coalesce_period_ms: Option<u64>,
+    /// Gossip: as --quiescent-period-ms for user events (Serf's
+    /// UserQuiescentPeriod; 0 off, the default).
+    #[arg(long, env = "CLUSTERFUNK_USER_QUIESCENT_PERIOD_MS")]
+    pub user_quiescent_period_ms: Option<u64>,
+    /// JSON only: warn while more broadcasts than this are queued (default
+    /// 1024; 0 never).
+    #[arg(skip)]
+    pub queue_depth_warning: Option<usize>,
     /// JSON only: Lifeguard health score ceiling (default 8).
     #[arg(skip)]
     pub awareness_max_multiplier: Option<u32>,
@@ -103,6 +129,12 @@ impl TuningArgs {
             retransmit_mult,
             push_pull_interval_ms,
             packet_size,
+            lighthouse,
+            coalesce_period_ms,
+            quiescent_period_ms,
+            user_coalesce_period_ms,
+            user_quiescent_period_ms,
+            queue_depth_warning,
             awareness_max_multiplier,
             gossip_to_the_dead_time_ms,
             eager_gossip_ms,
@@ -132,7 +164,11 @@ impl TuningArgs {
             gossip_interval_ms => gossip_interval,
             push_pull_interval_ms => push_pull_interval,
             gossip_to_the_dead_time_ms => gossip_to_the_dead_time,
-            stream_timeout_ms => stream_timeout
+            stream_timeout_ms => stream_timeout,
+            coalesce_period_ms => coalesce_period,
+            quiescent_period_ms => quiescent_period,
+            user_coalesce_period_ms => user_coalesce_period,
+            user_quiescent_period_ms => user_quiescent_period
         );
         set!(
             indirect_checks => indirect_checks,
@@ -148,7 +184,9 @@ impl TuningArgs {
             recent_user_events => recent_user_events,
             max_stream_frame => max_stream_frame,
             stream_memory_budget => stream_memory_budget,
-            max_incoming_streams => max_incoming_streams
+            max_incoming_streams => max_incoming_streams,
+            lighthouse => lighthouse,
+            queue_depth_warning => queue_depth_warning
         );
         if let Some(v) = self.eager_gossip_ms {
             g.eager_gossip = (v > 0).then(|| ms(v));
@@ -167,12 +205,17 @@ mod tests {
             ..TuningArgs::default()
         };
         let file: TuningArgs = serde_json::from_str(
-            r#"{"probe_interval_ms": 900, "suspicion_mult": 7, "eager_gossip_ms": 0}"#,
+            r#"{"probe_interval_ms": 900, "suspicion_mult": 7, "eager_gossip_ms": 0,
+                "lighthouse": true, "coalesce_period_ms": 5000, "quiescent_period_ms": 500}"#,
         )
         .unwrap();
         flags.fill_from(file);
         let mut g = GossipConfig::lan("a");
         flags.apply(&mut g);
+        assert!(g.lighthouse);
+        assert_eq!(g.coalesce_period, Duration::from_secs(5));
+        assert_eq!(g.quiescent_period, Duration::from_millis(500));
+        assert_eq!(g.user_coalesce_period, Duration::ZERO);
         assert_eq!(g.probe_interval, Duration::from_millis(700));
         assert_eq!(g.suspicion_mult, 7);
         assert_eq!(g.eager_gossip, None);

@@ -191,6 +191,14 @@ pub enum ClusterEvent {
         /// Shards that changed owner from the previous committed map.
         moved: u32,
     },
+    /// This node's gossip view lost every lighthouse (`valid: false`: it
+    /// may be cut off from the cluster) or holds one again.
+    ViewValidity {
+        /// Whether a lighthouse is alive in the view (or none is known).
+        valid: bool,
+        /// Lighthouses alive or suspect in the view.
+        lighthouses_alive: u64,
+    },
 }
 
 /// Networks a node can use instead of real sockets, so tests can cut and

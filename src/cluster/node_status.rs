@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 
 use super::Node;
 use crate::cluster::view;
-use crate::cluster::NodeState;
+use crate::cluster::{ClusterEvent, NodeState};
 
 impl Node {
     pub(super) fn view_input(&self) -> view::Input<'_> {
@@ -37,7 +37,7 @@ impl Node {
         let infos = self.node_infos();
         let role = *self.role_tx.borrow();
         let state = *self.state_tx.borrow();
-        let view = view::status(
+        let mut view = view::status(
             &self.cfg,
             &infos,
             self.follow.cluster_id().map(str::to_string),
@@ -57,6 +57,21 @@ impl Node {
         );
         if let Ok(stats) = self.gossip.stats().await {
             view::gossip_metrics(&self.metrics, &stats);
+            let health = view::gossip_health(&stats, self.cfg.gossip.queue_depth_warning);
+            self.metrics.gossip_health.observe(&health);
+            let was_valid = self
+                .status_tx
+                .borrow()
+                .gossip
+                .as_ref()
+                .is_none_or(|g| g.view_valid);
+            if was_valid != health.view_valid {
+                self.emit(ClusterEvent::ViewValidity {
+                    valid: health.view_valid,
+                    lighthouses_alive: health.lighthouses_alive,
+                });
+            }
+            view.gossip = Some(health);
         }
         let mut liveness_bad = self.responder.as_ref().map_or(0, |r| r.stats().bad);
         if let Some((c, _)) = &self.checker {

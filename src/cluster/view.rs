@@ -11,7 +11,9 @@ use super::{NodeInfo, NodeState, RaftStatus, Role};
 use crate::config::Config;
 use crate::gossip::{endpoints, GossipStats, Member};
 use crate::liveness::{LivenessSnapshot, TargetStatus};
-use crate::metrics::{Liveness, Metrics, NodeView, RaftRole, ShardMapView, StatusView};
+use crate::metrics::{
+    GossipHealthView, Liveness, Metrics, NodeView, RaftRole, ShardMapView, StatusView,
+};
 use crate::raft::{MemberRecord, Membership, RaftMetrics};
 use crate::shards::ShardMap;
 
@@ -205,6 +207,8 @@ pub(crate) fn status(
             })
             .collect(),
         shard_map: committed.map(|m| shard_map_view(m, pending)),
+        // Filled from the gossip stats by `refresh_status`.
+        gossip: None,
     }
 }
 
@@ -235,6 +239,27 @@ pub(crate) fn update_metrics(
         metrics.raft_learners.set(ms.learner_ids().count() as i64);
     }
     metrics.raft_is_leader.set(i64::from(is_leader));
+}
+
+/// The `/status` gossip health part, from the gossip layer's stats.
+pub(crate) fn gossip_health(s: &GossipStats, queue_warning: usize) -> GossipHealthView {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    GossipHealthView {
+        health_score: s.health_score,
+        probe_rtt_count: s.rtt.count,
+        probe_rtt_last_ms: ms(s.rtt.last),
+        probe_rtt_mean_ms: ms(s.rtt.mean),
+        probe_rtt_max_ms: ms(s.rtt.max),
+        probe_failures: s.probe_failures,
+        push_pulls: s.push_pulls,
+        push_pull_failures: s.push_pull_failures,
+        broadcast_queue: s.broadcasts_queued as u64,
+        broadcast_queue_warning: queue_warning as u64,
+        events_coalesced: s.events_coalesced,
+        view_valid: s.view_valid,
+        lighthouses_known: s.lighthouses_known as u64,
+        lighthouses_alive: s.lighthouses_alive as u64,
+    }
 }
 
 /// Gossip counters from the gossip layer's running totals.

@@ -1,4 +1,5 @@
-//! mDNS / DNS-SD discovery through the `mdns-sd` crate (IPv4 only).
+//! mDNS / DNS-SD discovery through the `mdns-sd` crate, over IPv4
+//! (224.0.0.251, the default), IPv6 (ff02::fb) or both ([`IpVersion`]).
 //!
 //! Each [`MdnsDiscovery`] owns one `mdns-sd` daemon (one OS thread with its
 //! own UDP socket on the mDNS port, shared with other responders on the
@@ -33,8 +34,8 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// Longest service name in a service type (RFC 6763 §7.2).
 const MAX_SERVICE_NAME_LEN: usize = 15;
 
-/// Which network interfaces mDNS uses. IPv6 is never used: clusterfunk's
-/// zero-conf runs over IPv4 multicast (224.0.0.251) only.
+/// Which network interfaces mDNS uses; [`MdnsConfig::ip_version`] picks
+/// the address family on them.
 ///
 /// Caveat of `mdns-sd` 0.21: its daemon thread joins the mDNS groups on
 /// every interface when it starts, before the selection applies, and leaves
@@ -44,14 +45,40 @@ const MAX_SERVICE_NAME_LEN: usize = 15;
 /// inside network namespaces of their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interfaces {
-    /// Every IPv4 interface that is up, loopback included.
+    /// Every interface that is up, loopback included.
     All,
-    /// Only the IPv4 loopback interface: single-host clusters and tests.
-    /// Linux loops multicast back on `lo` (no MULTICAST flag or route for
-    /// 224.0.0.0/4 needed).
+    /// Only the loopback interface: single-host clusters and tests.
+    /// Linux loops IPv4 multicast back on `lo` (no MULTICAST flag or route
+    /// for 224.0.0.0/4 needed).
     LoopbackOnly,
-    /// Only the named interface (e.g. `eth0`), IPv4.
+    /// Only the named interface (e.g. `eth0`).
     Named(String),
+}
+
+/// The address family mDNS runs over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IpVersion {
+    /// IPv4 multicast (224.0.0.251) only: the default, as before IPv6 was
+    /// supported, so IPv4 clusters see no MLD traffic.
+    #[default]
+    V4,
+    /// IPv6 multicast (ff02::fb) only. Announced addresses of the
+    /// unspecified `::` are replaced by the sender's IPv6 address
+    /// (link-local ones are skipped: they need a scope to be dialled).
+    V6,
+    /// Both families.
+    Both,
+}
+
+impl IpVersion {
+    /// The family of `ip`: the mDNS an agent bound there should use.
+    pub fn of(ip: IpAddr) -> Self {
+        if ip.is_ipv4() {
+            IpVersion::V4
+        } else {
+            IpVersion::V6
+        }
+    }
 }
 
 /// Configuration of an [`MdnsDiscovery`].
@@ -61,6 +88,8 @@ pub struct MdnsConfig {
     pub service_type: String,
     /// Interfaces to announce and browse on.
     pub interfaces: Interfaces,
+    /// Address family on those interfaces (default IPv4).
+    pub ip_version: IpVersion,
     /// UDP port of mDNS; 5353 except in isolated experiments.
     pub port: u16,
     /// Capacity of the channel [`Discovery::browse`] returns.
@@ -76,6 +105,7 @@ impl Default for MdnsConfig {
         MdnsConfig {
             service_type: DEFAULT_SERVICE_TYPE.to_string(),
             interfaces: Interfaces::All,
+            ip_version: IpVersion::V4,
             port: mdns_sd::MDNS_PORT,
             event_capacity: 256,
             requery_interval: Duration::from_secs(30),
@@ -141,18 +171,29 @@ impl MdnsConfig {
 fn select_interfaces(
     daemon: &ServiceDaemon,
     interfaces: &Interfaces,
+    ip: IpVersion,
 ) -> Result<(), DiscoveryError> {
     match interfaces {
-        Interfaces::All => daemon.disable_interface(IfKind::IPv6)?,
+        Interfaces::All => {}
         Interfaces::LoopbackOnly => {
             daemon.disable_interface(IfKind::All)?;
-            daemon.enable_interface(IfKind::LoopbackV4)?;
+            if ip != IpVersion::V6 {
+                daemon.enable_interface(IfKind::LoopbackV4)?;
+            }
+            if ip != IpVersion::V4 {
+                daemon.enable_interface(IfKind::LoopbackV6)?;
+            }
         }
         Interfaces::Named(name) => {
             daemon.disable_interface(IfKind::All)?;
             daemon.enable_interface(IfKind::Name(name.clone()))?;
-            daemon.disable_interface(IfKind::IPv6)?;
         }
+    }
+    // The other family off, last, so it wins over the enables above.
+    match ip {
+        IpVersion::V4 => daemon.disable_interface(IfKind::IPv6)?,
+        IpVersion::V6 => daemon.disable_interface(IfKind::IPv4)?,
+        IpVersion::Both => {}
     }
     Ok(())
 }
@@ -221,7 +262,7 @@ impl MdnsDiscovery {
     pub fn start(config: MdnsConfig) -> Result<Self, DiscoveryError> {
         let config = config.validate()?;
         let daemon = ServiceDaemon::new_with_port(config.port)?;
-        if let Err(e) = select_interfaces(&daemon, &config.interfaces) {
+        if let Err(e) = select_interfaces(&daemon, &config.interfaces, config.ip_version) {
             let _ = daemon.shutdown();
             return Err(e);
         }
@@ -501,10 +542,12 @@ pub async fn discover_once(
     cluster: Option<&str>,
     wait: Duration,
     interfaces: Interfaces,
+    ip_version: IpVersion,
 ) -> Result<Vec<Announcement>, DiscoveryError> {
     let discovery = MdnsDiscovery::start(MdnsConfig {
         service_type: service_type.to_string(),
         interfaces,
+        ip_version,
         ..Default::default()
     })?;
     let filter = PeerFilter {

@@ -10,7 +10,8 @@
 //! This module knows nothing about gossip: it only yields gossip addresses,
 //! which the coordinator feeds to gossip's join exactly like a `--join` seed
 //! list. The [`Discovery`] trait is the seam: [`MdnsDiscovery`] speaks mDNS /
-//! DNS-SD (service type `_clusterfunk._udp.local.`, IPv4 only) through the
+//! DNS-SD (service type `_clusterfunk._udp.local.`, over IPv4 by default,
+//! IPv6 or both with [`IpVersion`]) through the
 //! `mdns-sd` crate, and [`MemoryRegistry`] is an in-process stand-in for
 //! tests and network simulations. [`discover_once`] is the one-shot lookup
 //! used by the CLI's `--zero-conf`.
@@ -32,7 +33,9 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 pub use error::{DiscoveryError, TxtError};
-pub use mdns::{discover_once, Interfaces, MdnsConfig, MdnsDiscovery, DEFAULT_SERVICE_TYPE};
+pub use mdns::{
+    discover_once, Interfaces, IpVersion, MdnsConfig, MdnsDiscovery, DEFAULT_SERVICE_TYPE,
+};
 pub use memory::{MemoryDiscovery, MemoryRegistry};
 
 /// What a node publishes about itself.

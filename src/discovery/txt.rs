@@ -179,6 +179,8 @@ fn substitute_ip(unspecified: IpAddr, resolved: &[IpAddr]) -> Option<IpAddr> {
         .copied()
         .filter(|ip| ip.is_ipv4() == unspecified.is_ipv4())
         .filter(|ip| !ip.is_unspecified() && !ip.is_multicast())
+        // fe80::/10 cannot be dialled without a scope (interface) id.
+        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
         .collect();
     candidates.sort_by_key(|ip| (ip.is_loopback(), *ip));
     candidates.first().copied()
@@ -408,6 +410,24 @@ mod tests {
         assert!(matches!(dec(&p, &[]), Err(TxtError::UnusableAddress(_))));
         assert!(matches!(
             dec(&p, &["fd00::2".parse().unwrap()]),
+            Err(TxtError::UnusableAddress(_))
+        ));
+    }
+
+    #[test]
+    fn unspecified_ipv6_takes_a_routable_ipv6_address_not_a_link_local_one() {
+        let p = with(KEY_GOSSIP, Some(b"[::]:7946"));
+        let resolved: Vec<IpAddr> = ["fe80::1", "192.0.2.7", "fd00::9", "::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(
+            dec(&p, &resolved).unwrap().gossip_addr,
+            "[fd00::9]:7946".parse::<SocketAddr>().unwrap()
+        );
+        // Link-local only: it cannot be dialled without a scope.
+        assert!(matches!(
+            dec(&p, &["fe80::1".parse().unwrap()]),
             Err(TxtError::UnusableAddress(_))
         ));
     }

@@ -18,6 +18,7 @@ use super::config::GossipConfig;
 use super::core::{Core, Output};
 use super::error::GossipError;
 use super::keyring::{KeyOp, Keyring};
+use super::lighthouse::ViewValidity;
 use super::member::{Member, MemberEvent, MemberStatus, UserEvent};
 use super::pushpull::{self, Failure, Internal, StreamCtx};
 use super::snapshot::{self, Snapshot};
@@ -80,6 +81,7 @@ enum Command {
 pub struct Gossip {
     tx: mpsc::Sender<Command>,
     members: watch::Receiver<Arc<Vec<Member>>>,
+    validity: watch::Receiver<ViewValidity>,
     name: String,
     addr: SocketAddr,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -121,6 +123,7 @@ impl Gossip {
         }
         let (tx, cmd_rx) = mpsc::channel(config.command_channel_capacity);
         let (members_tx, members) = watch::channel(Arc::new(core.members()));
+        let (validity_tx, validity) = watch::channel(core.view_validity());
         let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_CHANNEL);
         let actor = Actor {
             core,
@@ -132,6 +135,7 @@ impl Gossip {
             subs: Vec::new(),
             user_subs: Vec::new(),
             members_tx,
+            validity_tx,
             joins: BTreeMap::new(),
             next_op: 0,
             leave_waiters: Vec::new(),
@@ -147,6 +151,7 @@ impl Gossip {
         Ok(Gossip {
             tx,
             members,
+            validity,
             name,
             addr,
             task: Arc::new(Mutex::new(Some(task))),
@@ -310,6 +315,19 @@ impl Gossip {
         self.call(|reply| Command::Keys { op, reply }).await?
     }
 
+    /// Whether this node's view still holds a lighthouse (Seafoam's
+    /// lighthouse-based validity checking; always valid when no lighthouse
+    /// was ever seen).
+    pub fn view_validity(&self) -> ViewValidity {
+        *self.validity.borrow()
+    }
+
+    /// A receiver of [`view_validity`](Self::view_validity), updated when
+    /// it changes: the event stream of "this view became (in)valid".
+    pub fn watch_view_validity(&self) -> watch::Receiver<ViewValidity> {
+        self.validity.clone()
+    }
+
     /// A receiver of the member list, updated on every change.
     pub fn watch(&self) -> watch::Receiver<Arc<Vec<Member>>> {
         self.members.clone()
@@ -367,6 +385,7 @@ struct Actor<T: Transport> {
     subs: Vec<mpsc::Sender<MemberEvent>>,
     user_subs: Vec<mpsc::Sender<UserEvent>>,
     members_tx: watch::Sender<Arc<Vec<Member>>>,
+    validity_tx: watch::Sender<ViewValidity>,
     joins: BTreeMap<u64, JoinOp>,
     next_op: u64,
     leave_waiters: Vec<oneshot::Sender<()>>,
@@ -553,7 +572,7 @@ impl<T: Transport> Actor<T> {
                 coalesce,
                 reply,
             } => {
-                let _ = reply.send(self.core.user_event(name, payload, coalesce));
+                let _ = reply.send(self.core.user_event(now, name, payload, coalesce));
             }
             Command::Stats { reply } => {
                 let _ = reply.send(self.core.stats());
@@ -719,6 +738,7 @@ impl<T: Transport> Actor<T> {
         if self.core.take_dirty() {
             self.members_tx.send_replace(Arc::new(self.core.members()));
             self.snapshot_due = true;
+            self.publish_validity();
         }
         let now = Instant::now();
         if !self.leave_waiters.is_empty() && self.core.has_left() {
@@ -734,6 +754,27 @@ impl<T: Transport> Actor<T> {
         if self.snapshot_due && due {
             self.write_snapshot(now);
         }
+    }
+
+    /// Publishes the view's validity when it changed, with a log line.
+    fn publish_validity(&mut self) {
+        let v = self.core.view_validity();
+        let was = *self.validity_tx.borrow();
+        if v == was {
+            return;
+        }
+        if was.valid && !v.valid {
+            tracing::warn!(
+                lighthouses = v.lighthouses_known,
+                "gossip view invalid: no lighthouse is alive in it (cut off from the cluster?)"
+            );
+        } else if !was.valid && v.valid {
+            tracing::info!(
+                alive = v.lighthouses_alive,
+                "gossip view valid again: a lighthouse is back"
+            );
+        }
+        self.validity_tx.send_replace(v);
     }
 
     fn write_snapshot(&mut self, now: Instant) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 use super::keyring::Keyring;
+use super::lighthouse::LIGHTHOUSE_TAG;
 use super::tags::check_tags;
 use super::version::ProtocolRange;
 use crate::cidr::AllowList;
@@ -145,6 +146,29 @@ pub struct GossipConfig {
     /// dropped and counted in [`GossipStats::cidr_refused`](super::GossipStats).
     /// Default: empty, every address.
     pub allow: AllowList,
+    /// Serf's `CoalescePeriod`: membership events are held and merged per
+    /// member (only the latest of each is delivered) until this long after
+    /// the first, or until `quiescent_period` passes with none. Zero (the
+    /// default, as in Serf) delivers every event at once.
+    pub coalesce_period: Duration,
+    /// Serf's `QuiescentPeriod`: flush held membership events once no new
+    /// one came for this long. Zero disables coalescing.
+    pub quiescent_period: Duration,
+    /// Serf's `UserCoalescePeriod`: user events sent with `coalesce` are held
+    /// and only the newest of each name delivered. Zero (default) disables.
+    pub user_coalesce_period: Duration,
+    /// Serf's `UserQuiescentPeriod`. Zero disables user event coalescing.
+    pub user_quiescent_period: Duration,
+    /// This node is a lighthouse (Seafoam): it publishes the tag
+    /// `cf.lighthouse=1`, and every view that has lost all lighthouses is
+    /// reported invalid (see [`ViewValidity`](super::ViewValidity)).
+    /// Default false.
+    pub lighthouse: bool,
+    /// Log a warning (at most every 10 s) while more broadcasts than this
+    /// are queued: the cluster produces news faster than gossip spreads it
+    /// (Serf's `QueueDepthWarning`; memberlist's handoff queue is 1024).
+    /// Zero never warns. Default 1024.
+    pub queue_depth_warning: usize,
 }
 
 impl GossipConfig {
@@ -189,6 +213,12 @@ impl GossipConfig {
             rejoin_after_leave: false,
             protocol: ProtocolRange::default(),
             allow: AllowList::default(),
+            coalesce_period: Duration::ZERO,
+            quiescent_period: Duration::ZERO,
+            user_coalesce_period: Duration::ZERO,
+            user_quiescent_period: Duration::ZERO,
+            lighthouse: false,
+            queue_depth_warning: 1024,
         }
     }
 
@@ -274,6 +304,26 @@ impl GossipConfig {
         if self.eager_gossip.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::ZeroDuration("eager_gossip"));
         }
+        for (a, an, b, bn) in [
+            (
+                self.coalesce_period,
+                "coalesce_period",
+                self.quiescent_period,
+                "quiescent_period",
+            ),
+            (
+                self.user_coalesce_period,
+                "user_coalesce_period",
+                self.user_quiescent_period,
+                "user_quiescent_period",
+            ),
+        ] {
+            match (a.is_zero(), b.is_zero()) {
+                (false, true) => return Err(ConfigError::CoalesceHalf { set: an, zero: bn }),
+                (true, false) => return Err(ConfigError::CoalesceHalf { set: bn, zero: an }),
+                _ => {}
+            }
+        }
         if !(512..=65000).contains(&self.packet_size) {
             return Err(ConfigError::PacketSize(self.packet_size));
         }
@@ -284,11 +334,22 @@ impl GossipConfig {
             });
         }
         self.protocol.validate()?;
-        // As published: with the protocol range tag.
+        // As published: with the protocol range and lighthouse tags.
         let mut tags = self.tags.clone();
-        self.protocol.advertise(&mut tags);
+        self.advertise(&mut tags);
         check_tags(&tags)?;
         Ok(self)
+    }
+
+    /// Adds the tags this node always publishes: its protocol range and,
+    /// on a lighthouse, [`LIGHTHOUSE_TAG`].
+    pub(crate) fn advertise(&self, tags: &mut BTreeMap<String, String>) {
+        self.protocol.advertise(tags);
+        if self.lighthouse {
+            tags.insert(LIGHTHOUSE_TAG.to_string(), "1".to_string());
+        } else {
+            tags.remove(LIGHTHOUSE_TAG);
+        }
     }
 
     /// The keyring to seal outgoing messages with (none while
@@ -384,5 +445,25 @@ mod tests {
         let mut c = GossipConfig::lan("a");
         c.tags.insert("big".into(), "x".repeat(600));
         assert!(matches!(c.validate(), Err(ConfigError::Tags(_))));
+        let c = GossipConfig {
+            user_quiescent_period: Duration::from_millis(100),
+            ..GossipConfig::lan("a")
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::CoalesceHalf {
+                set: "user_quiescent_period",
+                zero: "user_coalesce_period"
+            }
+        );
+        assert!(e.to_string().contains("needs both"), "{e}");
+        let c = GossipConfig {
+            coalesce_period: Duration::from_secs(5),
+            quiescent_period: Duration::from_millis(500),
+            lighthouse: true,
+            ..GossipConfig::lan("a")
+        };
+        assert!(c.validate().is_ok());
     }
 }

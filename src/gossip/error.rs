@@ -24,6 +24,15 @@ pub enum ConfigError {
         /// probe_interval in milliseconds.
         interval_ms: u128,
     },
+    /// Only one of a coalescing pair is set: coalescing would silently
+    /// stay off.
+    #[error("{set} is set but {zero} is 0: coalescing needs both (or neither)")]
+    CoalesceHalf {
+        /// The period that is set.
+        set: &'static str,
+        /// The period left at zero.
+        zero: &'static str,
+    },
     /// The packet size leaves no room for messages.
     #[error("packet_size {0} is outside 512..=65000")]
     PacketSize(usize),

@@ -19,8 +19,12 @@
 //! membership checksum so a node with nothing left to gossip repairs a
 //! divergent view with a push/pull at once. As in memberlist, a probe that
 //! times out is also tried over a stream (TCP), so a member whose datagrams
-//! are lost is not declared failed. Not built: name-conflict resolution and
-//! Serf's time-based coalescing of member events.
+//! are lost is not declared failed. Not built: name-conflict resolution.
+//!
+//! Serf's event coalescing ([`GossipConfig::coalesce_period`] and the user
+//! event periods, `coalesce`) and Seafoam's lighthouses
+//! ([`GossipConfig::lighthouse`], [`ViewValidity`]) sit in the core too:
+//! `coalesce` and `lighthouse` are plain structs the core feeds.
 //!
 //! Versions: every node advertises the protocol range it speaks (the
 //! `cf.proto` tag, memberlist's min/max/current); peers talk in the
@@ -31,7 +35,8 @@
 //! Layout: `codec` frames messages (magic, version, type; compound
 //! datagrams; AES-256-GCM envelope with a [`Keyring`]; `compress` for lz4
 //! bodies), `core` is the sans-IO
-//! state machine, `actor` runs it on tokio behind the [`Gossip`] handle,
+//! state machine (`core/receive` handles messages, `core/timers` the
+//! probe cycle and rounds, `core/commands` the handle's requests), `actor` runs it on tokio behind the [`Gossip`] handle,
 //! `pushpull` is the stream exchange, [`transport`] holds the UDP/TCP and
 //! in-memory networks, [`node`] the standalone runner behind
 //! `clusterfunk gossip-node`.
@@ -43,12 +48,14 @@
 //! `mpsc` per subscriber for events).
 
 mod actor;
+mod coalesce;
 mod codec;
 mod compress;
 mod config;
 mod core;
 mod error;
 mod keyring;
+mod lighthouse;
 mod member;
 pub mod node;
 mod pushpull;
@@ -69,6 +76,7 @@ pub use actor::Gossip;
 pub use config::GossipConfig;
 pub use error::{CodecError, ConfigError, GossipError, TagsError};
 pub use keyring::{fingerprint, KeyOp, Keyring};
+pub use lighthouse::{ViewValidity, LIGHTHOUSE_TAG};
 pub use member::{Member, MemberEvent, MemberEventKind, MemberStatus, UserEvent};
 pub use stats::{GossipStats, RttStats, Traffic};
 pub use tags::{encoded_tags_size, endpoint_key, endpoints, ENDPOINT_PREFIX, MAX_TAGS_SIZE};

@@ -141,6 +141,19 @@ pub struct GossipStats {
     pub broadcasts_queued: usize,
     /// User events delivered (sent or received, after de-duplication).
     pub user_events: u64,
+    /// Member and user events merged away by coalescing
+    /// (`coalesce_period`, `user_coalesce_period`).
+    pub events_coalesced: u64,
+    /// Times the broadcast queue was found deeper than
+    /// `queue_depth_warning` (each logged as a warning, at most every 10 s).
+    pub queue_depth_warnings: u64,
+    /// False when lighthouses are known and none is alive here
+    /// (see [`ViewValidity`](super::ViewValidity)).
+    pub view_valid: bool,
+    /// Lighthouses known (this node included if it is one).
+    pub lighthouses_known: usize,
+    /// Lighthouses alive or suspect now.
+    pub lighthouses_alive: usize,
 }
 
 impl GossipStats {

@@ -28,6 +28,22 @@ pub(crate) fn status_response(v: StatusView) -> pb::GetStatusResponse {
         raft_term: v.raft_term,
         raft_last_log_index: v.raft_last_log_index,
         raft_last_applied: v.raft_last_applied,
+        gossip: v.gossip.map(|g| pb::GossipHealth {
+            health_score: g.health_score,
+            probe_rtt_count: g.probe_rtt_count,
+            probe_rtt_last_ms: g.probe_rtt_last_ms,
+            probe_rtt_mean_ms: g.probe_rtt_mean_ms,
+            probe_rtt_max_ms: g.probe_rtt_max_ms,
+            probe_failures: g.probe_failures,
+            push_pulls: g.push_pulls,
+            push_pull_failures: g.push_pull_failures,
+            broadcast_queue: g.broadcast_queue,
+            broadcast_queue_warning: g.broadcast_queue_warning,
+            events_coalesced: g.events_coalesced,
+            view_valid: g.view_valid,
+            lighthouses_known: g.lighthouses_known,
+            lighthouses_alive: g.lighthouses_alive,
+        }),
     }
 }
 
@@ -144,6 +160,10 @@ pub(crate) fn event(ev: &ClusterEvent, source: &str, unix_ms: u64) -> pb::Event 
             epoch: *epoch,
             moved: *moved,
             ..event_base("map_committed", source, unix_ms)
+        },
+        ClusterEvent::ViewValidity { valid, .. } => pb::Event {
+            detail: if *valid { "valid" } else { "invalid" }.to_string(),
+            ..event_base("view_validity", source, unix_ms)
         },
     }
 }
@@ -274,6 +294,15 @@ mod tests {
         assert_eq!(e.source, "n");
         let e = event(&ClusterEvent::StateChanged(NodeState::Operational), "n", 5);
         assert_eq!(e.detail, "operational");
+        let lost = ClusterEvent::ViewValidity {
+            valid: false,
+            lighthouses_alive: 0,
+        };
+        let e = event(&lost, "n", 5);
+        assert_eq!(
+            (e.kind.as_str(), e.detail.as_str()),
+            ("view_validity", "invalid")
+        );
         let e = event(&ClusterEvent::LeaderChanged(None), "n", 5);
         assert_eq!(
             (e.kind.as_str(), e.node_id.as_str()),

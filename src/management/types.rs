@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pb;
 use crate::cluster::StatusView;
+use crate::metrics::GossipHealthView;
 
 /// One node of the cluster (ListNodes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,6 +298,22 @@ impl From<pb::GetStatusResponse> for StatusView {
             raft_last_applied: r.raft_last_applied,
             nodes: Vec::new(),
             shard_map: None,
+            gossip: r.gossip.map(|g| GossipHealthView {
+                health_score: g.health_score,
+                probe_rtt_count: g.probe_rtt_count,
+                probe_rtt_last_ms: g.probe_rtt_last_ms,
+                probe_rtt_mean_ms: g.probe_rtt_mean_ms,
+                probe_rtt_max_ms: g.probe_rtt_max_ms,
+                probe_failures: g.probe_failures,
+                push_pulls: g.push_pulls,
+                push_pull_failures: g.push_pull_failures,
+                broadcast_queue: g.broadcast_queue,
+                broadcast_queue_warning: g.broadcast_queue_warning,
+                events_coalesced: g.events_coalesced,
+                view_valid: g.view_valid,
+                lighthouses_known: g.lighthouses_known,
+                lighthouses_alive: g.lighthouses_alive,
+            }),
         }
     }
 }

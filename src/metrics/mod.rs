@@ -13,6 +13,7 @@
 
 mod cumulative;
 mod error;
+mod gossip;
 mod html;
 mod logging;
 mod registry;
@@ -21,6 +22,7 @@ mod status;
 
 pub use cumulative::{delta_from_totals, CumulativeCounter, CumulativeCounterVec, StateSet};
 pub use error::MetricsError;
+pub use gossip::{GossipHealthMetrics, GossipHealthView};
 pub use html::{escape_html, render_page};
 pub use logging::{init_tracing, LogFormat};
 pub use registry::{

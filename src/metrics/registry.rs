@@ -13,6 +13,7 @@ use prometheus::{
 
 use super::cumulative::{state_label, CumulativeCounter, CumulativeCounterVec, StateSet};
 use super::error::MetricsError;
+use super::gossip::GossipHealthMetrics;
 
 /// Node states as the coordinator names them, exposed by
 /// `clusterfunk_node_state{state=...}` from the first scrape.
@@ -165,6 +166,9 @@ pub struct MetricSet {
     /// `clusterfunk_management_connections_closed_total{reason}`: the same
     /// for the management port.
     pub management_connections_closed: CumulativeCounterVec,
+    /// Gossip health: Lifeguard score, probe RTTs, push/pull failures,
+    /// queue depth, coalesced events, lighthouse view validity.
+    pub gossip_health: GossipHealthMetrics,
 }
 
 impl Deref for Metrics {
@@ -463,6 +467,7 @@ impl Metrics {
                 "Admission checks a node failed before joining Raft (leader), by reason.",
                 "reason",
             )?,
+            gossip_health: GossipHealthMetrics::new(&r)?,
             registry: r,
         };
         Ok(Metrics {

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::gossip::GossipHealthView;
+
 /// What this node knows about the cluster, as shown to operators.
 ///
 /// Role, state and gossip status are free-form names (the coordinator passes
@@ -61,6 +63,11 @@ pub struct StatusView {
     /// management API's answer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard_map: Option<ShardMapView>,
+    /// Gossip health: Lifeguard score, probe RTTs, push/pull failures,
+    /// queue depth and lighthouse view validity (`None` in the management
+    /// API's answer and before the first refresh).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip: Option<GossipHealthView>,
 }
 
 /// The committed map, compactly, with the moves a proposal has pending.
