@@ -263,6 +263,9 @@ impl Core {
             return;
         };
         if s.incarnation < st.incarnation {
+            if s.node == self.name && self.leave == LeaveState::Member {
+                self.reassert(&s.from);
+            }
             return;
         }
         if s.node == self.name {
@@ -371,6 +374,20 @@ impl Core {
         self.mark_changed();
         tracing::debug!(node = %self.name, member = %name, "member pruned");
         self.broadcast(&name, Msg::Dead(d), None);
+    }
+
+    /// `from` still suspects an incarnation of us that we already refuted
+    /// (it missed the refutation, say while it was cut off; the buddy
+    /// system's suspect rides on its probes of us). Without an answer its
+    /// stale timer would declare us dead: send it our current alive
+    /// directly and gossip it again. No new incarnation is needed.
+    fn reassert(&mut self, from: &str) {
+        let msg = Msg::Alive(self.me().alive_msg());
+        if let Some(addr) = self.members.get(from).map(|m| m.addr) {
+            self.send(addr, std::slice::from_ref(&msg));
+        }
+        let name = self.name.clone();
+        self.broadcast(&name, msg, None);
     }
 
     /// Someone thinks we are suspect/dead (or holds a newer view of us):

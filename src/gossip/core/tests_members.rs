@@ -499,3 +499,45 @@ fn a_member_flapping_between_suspect_and_alive_is_one_event_per_quiet_period() {
     }
     assert!(a.stats().events_coalesced >= 38);
 }
+
+#[test]
+fn a_stale_suspicion_of_us_is_answered_with_our_current_alive() {
+    // `b` missed our refutation (it was cut off) and still suspects our
+    // old incarnation; its buddy-system suspect rides on a probe of us.
+    let mut c = core("a", 1);
+    let t0 = Instant::now();
+    c.on_alive(t0, alive("b", 2, 1));
+    c.on_suspect(
+        t0,
+        pb::Suspect {
+            incarnation: 1,
+            node: "a".into(),
+            from: "c".into(),
+        },
+    );
+    assert_eq!(c.me().incarnation, 2);
+    c.take_outputs();
+    c.on_suspect(
+        t0,
+        pb::Suspect {
+            incarnation: 1,
+            node: "a".into(),
+            from: "b".into(),
+        },
+    );
+    assert_eq!(c.me().incarnation, 2, "no new incarnation for a stale one");
+    assert_eq!(c.stats.refutations, 1);
+    let to_b: Vec<u64> = sends(&mut c)
+        .into_iter()
+        .filter(|(to, _)| *to == addr(2))
+        .flat_map(|(_, msgs)| msgs)
+        .filter_map(|m| match m {
+            Msg::Alive(a) if a.node == "a" => Some(a.incarnation),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !to_b.is_empty() && to_b.iter().all(|i| *i == 2),
+        "b hears our current incarnation directly: {to_b:?}"
+    );
+}
