@@ -33,4 +33,12 @@ impl DatagramSocket for MemTransport {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(Transport::local_addr(self))
     }
+
+    /// Reports the network made (closed ports, forged ones); cancel safe.
+    async fn recv_refused(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let (data, to) = MemTransport::recv_refused(self).await;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        Ok((n, to))
+    }
 }

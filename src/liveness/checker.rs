@@ -192,6 +192,11 @@ impl Checker {
         addr: SocketAddr,
     ) -> Result<(Checker, mpsc::Receiver<LivenessEvent>), LivenessError> {
         let socket = tokio::net::UdpSocket::bind(addr).await?;
+        if config.refused_retries > 0 {
+            if let Err(e) = super::socket::enable_refusals(&socket) {
+                warn!(error = %e, "no port-unreachable reports; liveness relies on missed replies");
+            }
+        }
         Checker::spawn(config, socket)
     }
 
@@ -306,6 +311,8 @@ async fn run<S: DatagramSocket>(
     let mut rbuf = [0u8; RECV_BUF_LEN];
     let mut rbuf_fair = [0u8; RECV_BUF_LEN];
     let mut sbuf = [0u8; PACKET_LEN];
+    let mut ebuf = [0u8; RECV_BUF_LEN];
+    let refusals = core.config().refused_retries > 0;
     let mut recv_streak = 0usize;
     let mut armed = core.next_wakeup();
     let sleep = tokio::time::sleep_until(armed);
@@ -330,13 +337,16 @@ async fn run<S: DatagramSocket>(
                     Err(e) => on_recv_error(&mut core, &e),
                 }
             }
+            r = socket.recv_refused(&mut ebuf), if refusals => {
+                match r {
+                    Ok((n, to)) => core.on_refused(to, &ebuf[..n]),
+                    Err(e) => debug!(error = %e, "liveness error queue"),
+                }
+            }
             () = std::future::ready(()), if sending => {
                 recv_streak = 0;
                 while let Some(to) = core.next_probe(Instant::now(), &mut sbuf) {
-                    if let Err(e) = socket.send_to(&sbuf, to).await {
-                        core.on_send_error();
-                        debug!(error = %e, %to, "liveness probe send failed");
-                    }
+                    send_probe(&socket, &mut core, &sbuf, to).await;
                 }
             }
             () = &mut sleep => {
@@ -368,14 +378,36 @@ async fn run<S: DatagramSocket>(
     debug!("liveness checker stopped");
 }
 
-/// Runs one command. Status changes it causes are published before the
-/// reply is sent, so when `add`/`remove`/`clear` return, the watch state
-/// already shows their effect.
+/// Sends one probe. A pending socket error (with `IP_RECVERR`, the "port
+/// unreachable" of an earlier probe, possibly to another target) fails the
+/// first send without sending anything and is consumed by it, so a refused
+/// send is tried once more: otherwise one crashed target would cost the
+/// next target in the round a probe.
+async fn send_probe<S: DatagramSocket>(
+    socket: &S,
+    core: &mut CheckerCore,
+    probe: &[u8; PACKET_LEN],
+    to: SocketAddr,
+) {
+    let mut r = socket.send_to(probe, to).await;
+    if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused) {
+        r = socket.send_to(probe, to).await;
+    }
+    if let Err(e) = r {
+        core.on_send_error();
+        debug!(error = %e, %to, "liveness probe send failed");
+    }
+}
+
+/// Counts and logs a receive error (never fatal).
 fn on_recv_error(core: &mut CheckerCore, e: &std::io::Error) {
     core.on_recv_error();
     debug!(error = %e, "liveness recv error");
 }
 
+/// Runs one command. Status changes it causes are published before the
+/// reply is sent, so when `add`/`remove`/`clear` return, the watch state
+/// already shows their effect.
 fn handle_command(
     core: &mut CheckerCore,
     cmd: Command,
