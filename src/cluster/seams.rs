@@ -34,11 +34,11 @@ impl DatagramSocket for MemTransport {
         Ok(Transport::local_addr(self))
     }
 
-    /// Reports the network made (closed ports, forged ones); cancel safe.
-    async fn recv_refused(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let (data, to) = MemTransport::recv_refused(self).await;
+    /// Reports the network made (closed ports, forged ones).
+    fn take_refused(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let (data, to) = MemTransport::try_recv_refused(self)?;
         let n = data.len().min(buf.len());
         buf[..n].copy_from_slice(&data[..n]);
-        Ok((n, to))
+        Some((n, to))
     }
 }

@@ -337,12 +337,6 @@ async fn run<S: DatagramSocket>(
                     Err(e) => on_recv_error(&mut core, &e),
                 }
             }
-            r = socket.recv_refused(&mut ebuf), if refusals => {
-                match r {
-                    Ok((n, to)) => core.on_refused(to, &ebuf[..n]),
-                    Err(e) => debug!(error = %e, "liveness error queue"),
-                }
-            }
             () = std::future::ready(()), if sending => {
                 recv_streak = 0;
                 while let Some(to) = core.next_probe(Instant::now(), &mut sbuf) {
@@ -366,6 +360,15 @@ async fn run<S: DatagramSocket>(
                     Ok((n, from)) => core.on_packet(from, &rbuf_fair[..n], Instant::now()),
                     Err(e) => on_recv_error(&mut core, &e),
                 }
+            }
+        }
+        // Port-unreachable reports are read here, after every turn, rather
+        // than by waiting on the socket's error readiness: a pending error
+        // also fails the next send or receive (which then ends a turn), and
+        // every batch of probes and every timer ends one too.
+        if refusals {
+            while let Some((n, to)) = socket.take_refused(&mut ebuf) {
+                core.on_refused(to, &ebuf[..n]);
             }
         }
         publish(&mut core, &events, &state);

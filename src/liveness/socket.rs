@@ -32,19 +32,18 @@ pub trait DatagramSocket: Send + Sync + 'static {
     /// The address this socket is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 
-    /// Waits for the next report that a datagram this socket sent hit a
-    /// closed port (ICMP port unreachable: the host is up, nothing listens):
-    /// copies the original datagram's payload into `buf` (as much as was
-    /// reported and fits) and returns its length and original destination.
-    /// Cancel safe, like `recv_from`. Such reports are unauthenticated
-    /// hints (see the module docs). The default never reports anything: a
-    /// socket without the signal, or a network that filters ICMP.
-    fn recv_refused<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
+    /// Takes the next report, if one is queued, that a datagram this socket
+    /// sent hit a closed port (ICMP port unreachable: the host is up,
+    /// nothing listens): copies the original datagram's payload into `buf`
+    /// (as much as was reported and fits) and returns its length and
+    /// original destination. Never waits. The checker asks after every
+    /// batch of probes, every socket error and every timer wake-up. Such
+    /// reports are unauthenticated hints (see the module docs). The default
+    /// has none: a socket without the signal, or a network that filters
+    /// ICMP.
+    fn take_refused(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         let _ = buf;
-        std::future::pending()
+        None
     }
 }
 
@@ -68,30 +67,24 @@ impl DatagramSocket for tokio::net::UdpSocket {
         tokio::net::UdpSocket::local_addr(self)
     }
 
-    /// Reads the socket's error queue (Linux, once
-    /// [`enable_refusals`] turned it on; never reports otherwise).
-    fn recv_refused<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
+    /// Reads the socket's error queue (Linux, once [`enable_refusals`]
+    /// turned it on; never reports otherwise).
+    fn take_refused(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
-            let fd = self.as_raw_fd();
-            self.async_io(tokio::io::Interest::ERROR, move || {
-                super::errqueue::recv_refused(fd, &mut *buf)
-            })
+            super::errqueue::recv_refused(self.as_raw_fd(), buf).ok()
         }
         #[cfg(not(target_os = "linux"))]
         {
             let _ = buf;
-            std::future::pending()
+            None
         }
     }
 }
 
 /// Asks the kernel to report ICMP port unreachable for datagrams `socket`
-/// sends (`IP_RECVERR`), so [`DatagramSocket::recv_refused`] sees them.
+/// sends (`IP_RECVERR`), so [`DatagramSocket::take_refused`] sees them.
 /// Linux only; elsewhere it returns `Unsupported` and the checker relies
 /// on missed replies alone.
 pub fn enable_refusals(socket: &tokio::net::UdpSocket) -> io::Result<()> {

@@ -102,6 +102,15 @@ impl<T> Mailbox<T> {
         true
     }
 
+    /// Takes the next item if it is due.
+    fn try_pop(&self) -> Option<T> {
+        let mut q = self.lock();
+        match q.peek() {
+            Some(Reverse(e)) if e.at <= Instant::now() => q.pop().map(|Reverse(e)| e.item),
+            _ => None,
+        }
+    }
+
     /// Waits for the next due item. Cancel safe: items are only taken
     /// synchronously.
     async fn pop(&self) -> T {
@@ -418,12 +427,12 @@ pub struct MemTransport {
 }
 
 impl MemTransport {
-    /// Waits for the next "port unreachable" report about a datagram this
-    /// transport sent (see [`MemNetwork::report_closed_ports`] and
+    /// Takes the next "port unreachable" report about a datagram this
+    /// transport sent, if one is queued (see
+    /// [`MemNetwork::report_closed_ports`] and
     /// [`MemNetwork::forge_refusals`]): the datagram and where it went.
-    /// Cancel safe.
-    pub async fn recv_refused(&self) -> (Bytes, SocketAddr) {
-        self.refusals.pop().await
+    pub fn try_recv_refused(&self) -> Option<(Bytes, SocketAddr)> {
+        self.refusals.try_pop()
     }
 }
 
