@@ -328,11 +328,6 @@ impl LocalCluster {
         Ok(t)
     }
 
-    /// The OS process id of `node`, while it runs.
-    pub fn pid(&self, node: &str) -> Option<u32> {
-        self.procs.get(node)?.child.id()
-    }
-
     /// Sends SIGTERM (graceful leave) and waits up to `timeout` for exit.
     pub async fn stop(&mut self, node: &str, timeout: Duration) -> Result<(), LocalError> {
         let p = self

@@ -4,9 +4,10 @@
 //! 300 ms at the defaults, where gossip takes seconds), or at once when the
 //! target's host reports its port closed (a crashed process; see below).
 //! This module imports only std, tokio, tracing, thiserror, rand and (on
-//! Linux) libc; it knows nothing of gossip or raft and reports through channels: [`LivenessEvent`]s on a bounded `mpsc`
-//! (dropped and counted when the consumer lags, so probing never stalls) and
-//! the status of every target on a `tokio::sync::watch` ([`LivenessSnapshot`]).
+//! Linux) libc; it knows nothing of gossip or raft and reports through
+//! channels: [`LivenessEvent`]s on a bounded `mpsc` (dropped and counted
+//! when the consumer lags, so probing never stalls) and the status of every
+//! target on a `tokio::sync::watch` ([`LivenessSnapshot`]).
 //!
 //! # Design
 //!
@@ -45,8 +46,10 @@
 //!
 //! When a process dies on a host that stays up, the host answers the next
 //! probe with ICMP port unreachable. The checker's socket asks for these
-//! reports (`IP_RECVERR`, read from the error queue with the original
-//! destination and payload; Linux only, see `errqueue`), and
+//! reports (`IP_RECVERR`; Linux only, see `errqueue`); the checker reads
+//! them, with the original destination and payload, after every turn of
+//! its loop ([`DatagramSocket::take_refused`]: a pending error also fails
+//! the next send or receive, which ends a turn), and
 //! [`CheckerCore::on_refused`] counts one only when it quotes this
 //! checker's current pending probe of that target (nonce, sequence and
 //! timestamp). Such a report is a miss at once and triggers an immediate
