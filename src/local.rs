@@ -68,10 +68,24 @@ pub struct Commit {
     pub leader: Option<String>,
 }
 
+/// Any event one agent printed, for timing breakdowns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Wall-clock time it was printed (ms since the Unix epoch).
+    pub t_ms: u64,
+    /// Its kind: `map_proposed`, `member_failed`, `leader_changed`, ...
+    pub kind: String,
+    /// The node it names (`member_failed`, `leader_changed`), if any.
+    pub subject: Option<String>,
+    /// The epoch it names (`map_proposed`, `map_committed`), if any.
+    pub epoch: Option<u64>,
+}
+
 #[derive(Debug, Default)]
 struct Observed {
     ready: BTreeMap<String, BTreeMap<String, String>>,
     commits: BTreeMap<String, Vec<Commit>>,
+    events: BTreeMap<String, Vec<Event>>,
     exited: BTreeMap<String, bool>,
     /// Which start of each node is current: the reader of an earlier
     /// process (ending after the node was started again) must not mark the
@@ -293,6 +307,27 @@ impl LocalCluster {
         Ok(t)
     }
 
+    /// Sends SIGSTOP (`freeze: true`: the process stops answering anything,
+    /// as if frozen or cut off) or SIGCONT to `node`; returns when (ms
+    /// since the Unix epoch).
+    pub async fn freeze(&mut self, node: &str, freeze: bool) -> Result<u64, LocalError> {
+        let p = self
+            .procs
+            .get_mut(node)
+            .ok_or_else(|| LocalError::Unknown(node.to_string()))?;
+        let pid = p
+            .child
+            .id()
+            .ok_or_else(|| LocalError::Unknown(node.to_string()))?;
+        let sig = if freeze { "-STOP" } else { "-CONT" };
+        let t = unix_ms();
+        let _ = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .await;
+        Ok(t)
+    }
+
     /// Sends SIGTERM (graceful leave) and waits up to `timeout` for exit.
     pub async fn stop(&mut self, node: &str, timeout: Duration) -> Result<(), LocalError> {
         let p = self
@@ -367,6 +402,15 @@ impl LocalCluster {
     pub fn commits(&self, node: &str) -> Vec<Commit> {
         self.observed()
             .commits
+            .get(node)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every event `node` printed, oldest first.
+    pub fn events(&self, node: &str) -> Vec<Event> {
+        self.observed()
+            .events
             .get(node)
             .cloned()
             .unwrap_or_default()
@@ -459,6 +503,14 @@ fn record(observed: &Mutex<Observed>, node: &str, line: &str) {
             o.ready.insert(node.to_string(), eps);
         }
         serde_json::Value::Object(ev) => {
+            if let Some((kind, arg)) = ev.iter().next() {
+                o.events.entry(node.to_string()).or_default().push(Event {
+                    t_ms,
+                    kind: kind.clone(),
+                    subject: arg.as_str().map(str::to_string),
+                    epoch: arg["epoch"].as_u64(),
+                });
+            }
             if let Some(c) = ev.get("map_committed") {
                 let owners = v["owners"]
                     .as_object()

@@ -45,9 +45,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// Kill followers and leaders of a local cluster; print p50/p99 of
-    /// "kill -9 -> new map committed on every survivor".
-    Failover(cli::demo::FailoverArgs),
+    /// Take followers and leaders of a local cluster down (kill -9, then
+    /// kill -STOP); print p50/p99 of "down -> new map committed on every
+    /// survivor", split into detection, hand-over and spread.
+    Failover(cli::bench::FailoverArgs),
+    /// Watch an idle local cluster (optionally beside stress-ng); print
+    /// map changes and leader changes (false alarms).
+    Idle(cli::bench::IdleArgs),
     /// Agents in network namespaces under a seeded schedule of kills,
     /// pauses and partitions; counts shards served by two nodes at once
     /// (needs root, iproute2 and iptables).
@@ -60,7 +64,10 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => cli::demo::demo(args),
         Command::Bench {
             cmd: BenchCmd::Failover(args),
-        } => cli::demo::failover(args),
+        } => cli::bench::failover(args),
+        Command::Bench {
+            cmd: BenchCmd::Idle(args),
+        } => cli::bench::idle(args),
         Command::Bench {
             cmd: BenchCmd::Chaos(args),
         } => cli::chaos::run(args),

@@ -91,7 +91,13 @@ async fn stopped_responder_is_dead_and_restarted_one_alive() {
     );
     assert!(again.stats().echoed >= 1);
     let stats = checker.stats().await.expect("stats");
-    assert!(stats.replies >= 2 && stats.misses >= 3, "{stats:?}");
+    // Dead after two refused probes (the closed port reports them on
+    // Linux) or three missed ones.
+    let by_refusals = stats.refused_dead == 1 && stats.misses >= 2;
+    assert!(
+        stats.replies >= 2 && (by_refusals || stats.misses >= 3),
+        "{stats:?}"
+    );
     checker.shutdown().await;
     again.shutdown().await;
 }
@@ -125,6 +131,38 @@ async fn never_answering_target_is_dead_and_healthy_one_is_silent() {
     );
     checker.shutdown().await;
     responder.shutdown().await;
+}
+
+/// A closed port on a live host (127.0.0.1) answers probes with ICMP port
+/// unreachable; the checker reads the reports from its error queue and
+/// reports the target dead from them, long before three 1-second deadlines
+/// could pass. Linux only (IP_RECVERR).
+#[tokio::test]
+async fn closed_port_is_dead_from_port_unreachable_reports() {
+    if !cfg!(target_os = "linux") {
+        common::skip::skipped(
+            "closed_port_is_dead_from_port_unreachable_reports",
+            "IP_RECVERR is Linux only",
+        );
+        return;
+    }
+    let config = LivenessConfig {
+        interval: Duration::from_secs(1),
+        deadline_floor: Duration::from_secs(1),
+        ..LivenessConfig::default()
+    };
+    let (checker, mut events) = Checker::bind(config, local()).await.expect("checker");
+    checker.add("gone", dead_addr().await).await.expect("add");
+    assert_eq!(
+        next_event(&mut events).await,
+        LivenessEvent::Dead("gone".into())
+    );
+    let st = checker.stats().await.expect("stats");
+    assert!(
+        st.refusals >= 2 && st.refused_dead == 1,
+        "dead after two reports (the first probe and its re-probe), not by deadlines: {st:?}"
+    );
+    checker.shutdown().await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
-//! `clusterfunk demo` and `clusterfunk bench failover`: a local cluster of
-//! agent processes, with follower and leader kills timed from `kill -9` to
-//! "every survivor committed a map without it".
+//! `clusterfunk demo`: a local cluster of agent processes, with a follower
+//! and a leader killed, timed from `kill -9` to "every survivor committed a
+//! map without it", and restarted. The helpers here also serve the benches
+//! (`bench.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,33 +23,17 @@ pub struct DemoArgs {
     keep: bool,
 }
 
-#[derive(clap::Args)]
-pub struct FailoverArgs {
-    /// Number of agents.
-    #[arg(long, default_value_t = 5)]
-    nodes: usize,
-    /// Follower kills and leader kills (each).
-    #[arg(long, default_value_t = 20)]
-    rounds: usize,
-    /// Shards in the cluster.
-    #[arg(long, default_value_t = clusterfunk::shards::DEFAULT_SHARD_COUNT)]
-    shards: u32,
-    /// Keep the agents' logs (printed path) instead of deleting them.
-    #[arg(long)]
-    keep_logs: bool,
-}
-
-const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 const FAIL_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?)
 }
 
-fn scratch_dir(what: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn scratch_dir(what: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("clusterfunk-{what}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     Ok(dir)
@@ -56,7 +41,7 @@ fn scratch_dir(what: &str) -> anyhow::Result<PathBuf> {
 
 /// Starts `n` agents (node1 first, the rest joining it) and waits for the
 /// first map that every one of them owns part of.
-async fn form(
+pub(super) async fn form(
     lc: &mut LocalCluster,
     n: usize,
 ) -> anyhow::Result<(Vec<String>, BTreeMap<String, Commit>)> {
@@ -74,26 +59,41 @@ async fn form(
     Ok((all, first))
 }
 
-fn leader_of(commits: &BTreeMap<String, Commit>) -> Option<String> {
+pub(super) fn leader_of(commits: &BTreeMap<String, Commit>) -> Option<String> {
     commits.values().filter_map(|c| c.leader.clone()).max()
 }
 
-/// Kills `victim` and returns ms until every other node in `alive` has
-/// committed a map without it, with those commits.
-async fn kill_and_time(
+/// How a bench takes a node down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// `kill -9`: the process is gone, its host stays up (ports closed).
+    Crash,
+    /// `kill -STOP`: the process is frozen (as a hung process or a cut
+    /// cable looks to the others); `kill -CONT` resumes it.
+    Freeze,
+}
+
+/// Takes `victim` down and waits until every other node in `alive` has
+/// committed a map without it. Returns when it went down (ms since the
+/// Unix epoch), the ms until the last of those commits, and the commits.
+pub(super) async fn fail_and_time(
     lc: &mut LocalCluster,
     alive: &[String],
     victim: &str,
-) -> anyhow::Result<(u64, BTreeMap<String, Commit>)> {
+    how: Failure,
+) -> anyhow::Result<(u64, u64, BTreeMap<String, Commit>)> {
     let survivors: Vec<String> = alive.iter().filter(|n| *n != victim).cloned().collect();
-    let t = lc.kill(victim).await?;
+    let t = match how {
+        Failure::Crash => lc.kill(victim).await?,
+        Failure::Freeze => lc.freeze(victim, true).await?,
+    };
     let commits = lc
         .wait_commit(&survivors, t, FAIL_TIMEOUT, |c| {
             !owners(c).iter().any(|o| o == victim) && c.owners.values().sum::<u32>() > 0
         })
         .await?;
     let done = commits.values().map(|c| c.t_ms).max().unwrap_or(t);
-    Ok((done.saturating_sub(t), commits))
+    Ok((t, done.saturating_sub(t), commits))
 }
 
 fn print_map(c: &Commit) {
@@ -126,14 +126,14 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         let leader = leader_of(&first).context("no leader")?;
         let follower = all.iter().rev().find(|n| **n != leader).context("no follower")?.clone();
         println!("\nkill -9 follower {follower}");
-        let (ms_f, after_f) = kill_and_time(&mut lc, &all, &follower).await?;
+        let (_, ms_f, after_f) = fail_and_time(&mut lc, &all, &follower, Failure::Crash).await?;
         println!("every survivor committed a map without {follower} after {ms_f} ms:");
         print_map(after_f.values().next().context("no commit")?);
 
         let alive: Vec<String> = all.iter().filter(|n| **n != follower).cloned().collect();
         let leader = leader_of(&after_f).context("no leader")?;
         println!("\nkill -9 leader {leader}");
-        let (ms_l, after_l) = kill_and_time(&mut lc, &alive, &leader).await?;
+        let (_, ms_l, after_l) = fail_and_time(&mut lc, &alive, &leader, Failure::Crash).await?;
         println!("new leader and a map without {leader} on every survivor after {ms_l} ms:");
         print_map(after_l.values().next().context("no commit")?);
 
@@ -160,84 +160,6 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
         lc.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
-        Ok(())
-    })
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn report(what: &str, mut v: Vec<u64>) {
-    v.sort_unstable();
-    println!(
-        "{what:<9} kills {:>3}  p50 {:>5} ms  p99 {:>5} ms  min {:>5} ms  max {:>5} ms",
-        v.len(),
-        percentile(&v, 0.5),
-        percentile(&v, 0.99),
-        v.first().copied().unwrap_or(0),
-        v.last().copied().unwrap_or(0)
-    );
-}
-
-pub fn failover(args: FailoverArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.nodes >= 3, "needs at least 3 nodes");
-    runtime()?.block_on(async move {
-        let dir = scratch_dir("failover")?;
-        let exe = std::env::current_exe()?;
-        let shards = args.shards.to_string();
-        let mut lc = LocalCluster::new(&exe, &dir, "bench", &["--shards", &shards]);
-        let (all, mut last) = form(&mut lc, args.nodes).await?;
-        let (mut followers, mut leaders) = (Vec::new(), Vec::new());
-        for round in 0..args.rounds * 2 {
-            let leader = leader_of(&last).context("no leader")?;
-            let kill_leader = round % 2 == 1;
-            let victim = if kill_leader {
-                leader.clone()
-            } else {
-                all[(round / 2) % all.len()].clone()
-            };
-            let victim = if !kill_leader && victim == leader {
-                all.iter()
-                    .find(|n| **n != leader)
-                    .context("no follower")?
-                    .clone()
-            } else {
-                victim
-            };
-            let (ms, _) = kill_and_time(&mut lc, &all, &victim).await?;
-            if kill_leader {
-                leaders.push(ms);
-            } else {
-                followers.push(ms);
-            }
-            println!(
-                "round {:>2}: kill {} {victim}: {ms} ms",
-                round + 1,
-                if kill_leader { "leader  " } else { "follower" }
-            );
-            let t = unix_ms();
-            lc.restart(&victim).await?;
-            last = lc
-                .wait_commit(&all, t, FORM_TIMEOUT, |c| owners(c).len() == all.len())
-                .await?;
-        }
-        println!(
-            "\nkill -9 -> new map committed on every survivor ({} nodes, {} shards):",
-            args.nodes, args.shards
-        );
-        report("follower", followers);
-        report("leader", leaders);
-        lc.shutdown().await;
-        if args.keep_logs {
-            println!("logs: {}", dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
         Ok(())
     })
 }

@@ -2,6 +2,7 @@
 //! and calls the library; nothing here is used by the library itself.
 
 pub mod agent;
+pub mod bench;
 pub mod chaos;
 pub mod demo;
 pub mod gossip_node;

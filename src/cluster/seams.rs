@@ -33,4 +33,12 @@ impl DatagramSocket for MemTransport {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(Transport::local_addr(self))
     }
+
+    /// Reports the network made (closed ports, forged ones).
+    fn take_refused(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let (data, to) = MemTransport::try_recv_refused(self)?;
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        Some((n, to))
+    }
 }

@@ -192,6 +192,11 @@ impl Checker {
         addr: SocketAddr,
     ) -> Result<(Checker, mpsc::Receiver<LivenessEvent>), LivenessError> {
         let socket = tokio::net::UdpSocket::bind(addr).await?;
+        if config.refused_retries > 0 {
+            if let Err(e) = super::socket::enable_refusals(&socket) {
+                warn!(error = %e, "no port-unreachable reports; liveness relies on missed replies");
+            }
+        }
         Checker::spawn(config, socket)
     }
 
@@ -306,6 +311,8 @@ async fn run<S: DatagramSocket>(
     let mut rbuf = [0u8; RECV_BUF_LEN];
     let mut rbuf_fair = [0u8; RECV_BUF_LEN];
     let mut sbuf = [0u8; PACKET_LEN];
+    let mut ebuf = [0u8; RECV_BUF_LEN];
+    let refusals = core.config().refused_retries > 0;
     let mut recv_streak = 0usize;
     let mut armed = core.next_wakeup();
     let sleep = tokio::time::sleep_until(armed);
@@ -333,10 +340,7 @@ async fn run<S: DatagramSocket>(
             () = std::future::ready(()), if sending => {
                 recv_streak = 0;
                 while let Some(to) = core.next_probe(Instant::now(), &mut sbuf) {
-                    if let Err(e) = socket.send_to(&sbuf, to).await {
-                        core.on_send_error();
-                        debug!(error = %e, %to, "liveness probe send failed");
-                    }
+                    send_probe(&socket, &mut core, &sbuf, to).await;
                 }
             }
             () = &mut sleep => {
@@ -358,6 +362,15 @@ async fn run<S: DatagramSocket>(
                 }
             }
         }
+        // Port-unreachable reports are read here, after every turn, rather
+        // than by waiting on the socket's error readiness: a pending error
+        // also fails the next send or receive (which then ends a turn), and
+        // every batch of probes and every timer ends one too.
+        if refusals {
+            while let Some((n, to)) = socket.take_refused(&mut ebuf) {
+                core.on_refused(to, &ebuf[..n]);
+            }
+        }
         publish(&mut core, &events, &state);
         let next = core.next_wakeup();
         if next != armed || sleep.is_elapsed() {
@@ -368,14 +381,36 @@ async fn run<S: DatagramSocket>(
     debug!("liveness checker stopped");
 }
 
-/// Runs one command. Status changes it causes are published before the
-/// reply is sent, so when `add`/`remove`/`clear` return, the watch state
-/// already shows their effect.
+/// Sends one probe. A pending socket error (with `IP_RECVERR`, the "port
+/// unreachable" of an earlier probe, possibly to another target) fails the
+/// first send without sending anything and is consumed by it, so a refused
+/// send is tried once more: otherwise one crashed target would cost the
+/// next target in the round a probe.
+async fn send_probe<S: DatagramSocket>(
+    socket: &S,
+    core: &mut CheckerCore,
+    probe: &[u8; PACKET_LEN],
+    to: SocketAddr,
+) {
+    let mut r = socket.send_to(probe, to).await;
+    if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused) {
+        r = socket.send_to(probe, to).await;
+    }
+    if let Err(e) = r {
+        core.on_send_error();
+        debug!(error = %e, %to, "liveness probe send failed");
+    }
+}
+
+/// Counts and logs a receive error (never fatal).
 fn on_recv_error(core: &mut CheckerCore, e: &std::io::Error) {
     core.on_recv_error();
     debug!(error = %e, "liveness recv error");
 }
 
+/// Runs one command. Status changes it causes are published before the
+/// reply is sent, so when `add`/`remove`/`clear` return, the watch state
+/// already shows their effect.
 fn handle_command(
     core: &mut CheckerCore,
     cmd: Command,

@@ -70,6 +70,16 @@ pub struct LivenessConfig {
     /// receive buffer (about 200 small datagrams at Linux defaults).
     /// Default 64.
     pub send_batch: usize,
+    /// Consecutive "port unreachable" reports for this checker's own
+    /// probes (no reply in between) after which a target is reported dead at
+    /// once, without waiting for `retries` deadlines. A report counts as a
+    /// miss; below this number the target is probed again at once, so a
+    /// crashed process on a live host is found about one round trip after
+    /// the next probe. Zero ignores the reports (missed replies alone
+    /// decide). Such reports are unauthenticated hints: they only speed up
+    /// a verdict that never moves a shard by itself (see the module docs).
+    /// Default 2.
+    pub refused_retries: u32,
     /// Gap between two batches of one round; zero sends the whole round at
     /// once. A round of `n` targets takes about `n / send_batch × send_pace`
     /// to send, which must stay well under `interval` (the checker counts
@@ -89,6 +99,7 @@ impl Default for LivenessConfig {
             command_capacity: 64,
             send_batch: 64,
             send_pace: Duration::from_millis(1),
+            refused_retries: 2,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Fast failure detection by UDP echo: every node runs a [`Responder`], the
 //! leader runs one [`Checker`] that probes every target each `interval` and
 //! reports a target dead after `retries` consecutive missed replies (about
-//! 300 ms at the defaults, where gossip takes seconds). This module imports
-//! only std, tokio, tracing, thiserror and rand; it knows nothing of gossip or
-//! raft and reports through channels: [`LivenessEvent`]s on a bounded `mpsc`
-//! (dropped and counted when the consumer lags, so probing never stalls) and
-//! the status of every target on a `tokio::sync::watch` ([`LivenessSnapshot`]).
+//! 300 ms at the defaults, where gossip takes seconds), or at once when the
+//! target's host reports its port closed (a crashed process; see below).
+//! This module imports only std, tokio, tracing, thiserror, rand and (on
+//! Linux) libc; it knows nothing of gossip or raft and reports through
+//! channels: [`LivenessEvent`]s on a bounded `mpsc` (dropped and counted
+//! when the consumer lags, so probing never stalls) and the status of every
+//! target on a `tokio::sync::watch` ([`LivenessSnapshot`]).
 //!
 //! # Design
 //!
@@ -40,24 +42,45 @@
 //!   this module may not import gossip), so a whole node's liveness can run
 //!   in memory and be cut, delayed or made lossy on its own.
 //!
-//! # Connection refused is deliberately ignored
+//! # Port unreachable: a hint that shortens detection
 //!
-//! When a process crashes on a live host, the host answers probes with ICMP
-//! port unreachable, which could cut detection to one round trip. We do not
-//! use it: on Linux an unconnected UDP socket only reports such errors with
-//! `IP_RECVERR`, and then through the `MSG_ERRQUEUE` side channel that tokio
-//! does not expose; other systems report a bare `ECONNREFUSED` from a later
-//! `recv_from` with no address, which cannot be attributed to a target when
-//! one socket probes them all (a connected socket per target would fix that
-//! at the price of one socket per target). ICMP is also rate-limited and
-//! unauthenticated. Receive errors are therefore counted and ignored (never
-//! fatal), and a crashed process is found by missed replies like any other
-//! failure, within `retries × interval + deadline`.
+//! When a process dies on a host that stays up, the host answers the next
+//! probe with ICMP port unreachable. The checker's socket asks for these
+//! reports (`IP_RECVERR`; Linux only, see `errqueue`); the checker reads
+//! them, with the original destination and payload, after every turn of
+//! its loop ([`DatagramSocket::take_refused`]: a pending error also fails
+//! the next send or receive, which ends a turn), and
+//! [`CheckerCore::on_refused`] counts one only when it quotes this
+//! checker's current pending probe of that target (nonce, sequence and
+//! timestamp). Such a report is a miss at once and triggers an immediate
+//! re-probe; `refused_retries` (default 2) in a row report the target dead,
+//! about one round trip after the first probe that found the port closed,
+//! instead of `retries` deadlines later. A fresh reply resets the count.
+//! Where ICMP is filtered (or the socket seam has no such signal) nothing
+//! changes: missed replies decide as before.
+//!
+//! ## Why a forged report cannot move a shard twice
+//!
+//! ICMP is unauthenticated: anyone on the path can forge "port
+//! unreachable" (or filter the real one). A forged report can at worst
+//! make the leader believe a live node is dead, exactly like a lost link.
+//! That verdict never moves a shard by itself: the leader then proposes a
+//! map without the node, and `cluster::reshard::Tracker` commits it only
+//! when the node acknowledged (it stopped serving what it loses) or when
+//! its serving lease has certainly ended (`RaftNode::lease_bound`, taken
+//! when the proposal is made; leases granted after the proposal require
+//! the node to have applied it, so they cannot extend serving of the lost
+//! shards). So the failure detector decides *when* a map without the node
+//! is proposed, never whether two nodes serve one shard; the simulation
+//! injects forged reports to check this (`tests/safety_forged.rs`). The
+//! cost of a forged report is availability: one needless map change.
 
 mod checker;
 mod config;
 mod core;
 mod error;
+#[cfg(target_os = "linux")]
+mod errqueue;
 mod responder;
 mod socket;
 pub mod wire;
@@ -67,4 +90,4 @@ pub use config::{ConfigError, LivenessConfig};
 pub use core::{CheckerCore, CheckerStats, LivenessEvent, StatusChange, TargetInfo, TargetStatus};
 pub use error::LivenessError;
 pub use responder::{Responder, ResponderStats};
-pub use socket::DatagramSocket;
+pub use socket::{enable_refusals, DatagramSocket};

@@ -31,6 +31,20 @@ pub trait DatagramSocket: Send + Sync + 'static {
 
     /// The address this socket is bound to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Takes the next report, if one is queued, that a datagram this socket
+    /// sent hit a closed port (ICMP port unreachable: the host is up,
+    /// nothing listens): copies the original datagram's payload into `buf`
+    /// (as much as was reported and fits) and returns its length and
+    /// original destination. Never waits. The checker asks after every
+    /// batch of probes, every socket error and every timer wake-up. Such
+    /// reports are unauthenticated hints (see the module docs). The default
+    /// has none: a socket without the signal, or a network that filters
+    /// ICMP.
+    fn take_refused(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let _ = buf;
+        None
+    }
 }
 
 impl DatagramSocket for tokio::net::UdpSocket {
@@ -51,5 +65,36 @@ impl DatagramSocket for tokio::net::UdpSocket {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::UdpSocket::local_addr(self)
+    }
+
+    /// Reads the socket's error queue (Linux, once [`enable_refusals`]
+    /// turned it on; never reports otherwise).
+    fn take_refused(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            super::errqueue::recv_refused(self.as_raw_fd(), buf).ok()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = buf;
+            None
+        }
+    }
+}
+
+/// Asks the kernel to report ICMP port unreachable for datagrams `socket`
+/// sends (`IP_RECVERR`), so [`DatagramSocket::take_refused`] sees them.
+/// Linux only; elsewhere it returns `Unsupported` and the checker relies
+/// on missed replies alone.
+pub fn enable_refusals(socket: &tokio::net::UdpSocket) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        super::errqueue::enable(socket, socket.local_addr()?.is_ipv6())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        Err(io::ErrorKind::Unsupported.into())
     }
 }

@@ -664,7 +664,13 @@ async fn elect_when_quiet(
             .get_joint_config()
             .iter()
             .all(|c| c.iter().filter(|id| yes.contains(id)).count() * 2 > c.len());
-        tracing::debug!(node = me, ?yes, quorum, "pre-vote round");
+        // A leader that won while the pre-vote waited (a frozen voter holds
+        // it up to its timeout) has been heard from: electing now would
+        // depose it (and a voter that elects itself no longer refuses votes
+        // for the leader it just accepted).
+        let heard = contact.borrow().is_some_and(|c| c.at > since);
+        let quorum = quorum && !heard;
+        tracing::debug!(node = me, ?yes, quorum, heard, "pre-vote round");
         if quorum {
             handed_over.store(false, Ordering::Relaxed);
         }

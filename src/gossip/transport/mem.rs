@@ -25,6 +25,9 @@ use super::{BoxStream, Transport};
 /// Datagrams queued per node before new ones are dropped (as a full UDP
 /// receive buffer would).
 const INBOX_CAPACITY: usize = 4096;
+/// "Port unreachable" reports queued per node before new ones are dropped
+/// (only the liveness seam reads them; gossip never does).
+const REFUSAL_CAPACITY: usize = 64;
 /// Streams waiting to be accepted per node.
 const ACCEPT_CAPACITY: usize = 64;
 /// Buffer of an in-memory stream, each direction.
@@ -99,6 +102,15 @@ impl<T> Mailbox<T> {
         true
     }
 
+    /// Takes the next item if it is due.
+    fn try_pop(&self) -> Option<T> {
+        let mut q = self.lock();
+        match q.peek() {
+            Some(Reverse(e)) if e.at <= Instant::now() => q.pop().map(|Reverse(e)| e.item),
+            _ => None,
+        }
+    }
+
     /// Waits for the next due item. Cancel safe: items are only taken
     /// synchronously.
     async fn pop(&self) -> T {
@@ -135,6 +147,7 @@ impl<T> Mailbox<T> {
 struct Node {
     datagrams: Arc<Mailbox<(Bytes, SocketAddr)>>,
     streams: Arc<Mailbox<(BoxStream, SocketAddr)>>,
+    refusals: Arc<Mailbox<(Bytes, SocketAddr)>>,
 }
 
 #[derive(Default)]
@@ -143,6 +156,12 @@ struct NetState {
     links: BTreeMap<(SocketAddr, SocketAddr), Link>,
     isolated: BTreeSet<SocketAddr>,
     next_host: u32,
+    /// A datagram to an address nobody holds is reported back to its
+    /// sender as "port unreachable" (a crashed process on a live host).
+    report_closed: bool,
+    /// Every datagram to these addresses is also answered with a forged
+    /// "port unreachable" (the datagram is still delivered).
+    forged: BTreeSet<SocketAddr>,
 }
 
 impl NetState {
@@ -212,11 +231,13 @@ impl MemNetwork {
     fn attach(&self, s: &mut NetState, addr: SocketAddr) -> MemTransport {
         let datagrams = Arc::new(Mailbox::new(INBOX_CAPACITY));
         let streams = Arc::new(Mailbox::new(ACCEPT_CAPACITY));
+        let refusals = Arc::new(Mailbox::new(REFUSAL_CAPACITY));
         s.nodes.insert(
             addr,
             Node {
                 datagrams: datagrams.clone(),
                 streams: streams.clone(),
+                refusals: refusals.clone(),
             },
         );
         MemTransport {
@@ -224,6 +245,7 @@ impl MemNetwork {
             addr,
             datagrams,
             streams,
+            refusals,
         }
     }
 
@@ -298,6 +320,34 @@ impl MemNetwork {
         s.isolated.clear();
     }
 
+    /// Whether a datagram to an address nobody holds is reported back to
+    /// its sender as "port unreachable", as a live host does for a crashed
+    /// process (default off: the network filters them).
+    pub fn report_closed_ports(&self, on: bool) {
+        self.lock().report_closed = on;
+    }
+
+    /// Answers every datagram sent to `to` with a forged "port
+    /// unreachable" (`on`), while still delivering it: an attacker or a
+    /// broken middlebox claiming a live process is gone.
+    pub fn forge_refusals(&self, to: SocketAddr, on: bool) {
+        let mut s = self.lock();
+        if on {
+            s.forged.insert(to);
+        } else {
+            s.forged.remove(&to);
+        }
+    }
+
+    /// Queues a "port unreachable" report quoting `buf` for `sender`.
+    fn refuse(&self, sender: SocketAddr, to: SocketAddr, buf: &[u8]) {
+        let s = self.lock();
+        if let Some(node) = s.nodes.get(&sender) {
+            node.refusals
+                .push(Instant::now(), (Bytes::copy_from_slice(buf), to));
+        }
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> MemNetworkStats {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
@@ -306,12 +356,22 @@ impl MemNetwork {
     fn deliver(&self, from: SocketAddr, to: SocketAddr, buf: &[u8]) {
         let (link, inbox) = {
             let s = self.lock();
+            let forged = s.forged.contains(&to);
             let Some(node) = s.nodes.get(&to) else {
+                let report = s.report_closed || forged;
                 drop(s);
                 self.count(|c| c.no_such_node += 1);
+                if report {
+                    self.refuse(from, to, buf);
+                }
                 return;
             };
-            (s.link(from, to), node.datagrams.clone())
+            let out = (s.link(from, to), node.datagrams.clone());
+            drop(s);
+            if forged {
+                self.refuse(from, to, buf);
+            }
+            out
         };
         if link.cut
             || link.datagrams_cut
@@ -363,6 +423,17 @@ pub struct MemTransport {
     addr: SocketAddr,
     datagrams: Arc<Mailbox<(Bytes, SocketAddr)>>,
     streams: Arc<Mailbox<(BoxStream, SocketAddr)>>,
+    refusals: Arc<Mailbox<(Bytes, SocketAddr)>>,
+}
+
+impl MemTransport {
+    /// Takes the next "port unreachable" report about a datagram this
+    /// transport sent, if one is queued (see
+    /// [`MemNetwork::report_closed_ports`] and
+    /// [`MemNetwork::forge_refusals`]): the datagram and where it went.
+    pub fn try_recv_refused(&self) -> Option<(Bytes, SocketAddr)> {
+        self.refusals.try_pop()
+    }
 }
 
 impl std::fmt::Debug for MemTransport {
