@@ -662,12 +662,24 @@ async fn operator(sim: &Sim, id: &str, add: bool) -> bool {
 }
 
 /// Runs one seed on a fresh paused, seeded, current-thread runtime.
+/// Log stamps in simulated time (the paused clock's `Instant`), from the
+/// first stamp of the process.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(Instant::now);
+        write!(w, "{:>10.3?}", Instant::now().saturating_duration_since(start))
+    }
+}
+
 fn run(seed: u64) -> Result<Outcome, String> {
     // CF_SIM_LOG=<filter> (e.g. `clusterfunk=info`) prints the nodes' logs.
     if let Ok(filter) = std::env::var("CF_SIM_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .without_time()
+            .with_timer(SimTime)
             .with_writer(std::io::stderr)
             .try_init();
     }
