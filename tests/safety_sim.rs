@@ -235,7 +235,11 @@ fn converged(nodes: &[Cluster], weights: &[u32]) -> bool {
     let total: u32 = weights.iter().sum();
     let slack = if PIN.get() { 2.0 } else { 1.0 };
     let share_ok = |n: &Cluster, w: u32| {
-        let owned = owners.iter().flatten().filter(|o| *o == n.node_id()).count() as f64;
+        let owned = owners
+            .iter()
+            .flatten()
+            .filter(|o| *o == n.node_id())
+            .count() as f64;
         (owned - f64::from(SHARDS) * f64::from(w) / f64::from(total)).abs() < slack + 1e-9
     };
     let pinned = !PIN.get() || weights[2] == 0 || owners[0].as_deref() == Some("n2");
@@ -283,7 +287,9 @@ async fn settle_weight(sim: &Sim, n: usize, w: u32) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!("n{n}'s weight could not be set to {w} after the heal"))
+    Err(format!(
+        "n{n}'s weight could not be set to {w} after the heal"
+    ))
 }
 
 /// Waits (in simulated time) until `pred`; false after `limit`.
@@ -609,7 +615,8 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
         // A new epoch with the same owners (a weight recorded anew) moves
         // nothing; a changed owner does.
         let owners = |m: &Option<(u64, Vec<Option<String>>)>| m.as_ref().map(|(_, o)| o.clone());
-        if matches!(fault, Fault::StepDown | Fault::RestartAll) && owners(&before) != owners(&after) {
+        if matches!(fault, Fault::StepDown | Fault::RestartAll) && owners(&before) != owners(&after)
+        {
             let moved = match (&before, &after) {
                 (Some((e0, a)), Some((e1, b))) => format!(
                     "epoch {e0} -> {e1}, {} of {SHARDS} shards changed owner",
@@ -617,7 +624,9 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
                 ),
                 _ => format!("{before:?} -> {after:?}"),
             };
-            return Err(format!("step {step}: {fault:?} moved shards: {moved}; {log:?}"));
+            return Err(format!(
+                "step {step}: {fault:?} moved shards: {moved}; {log:?}"
+            ));
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -670,7 +679,11 @@ impl tracing_subscriber::fmt::time::FormatTime for SimTime {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
         static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         let start = *START.get_or_init(Instant::now);
-        write!(w, "{:>10.3?}", Instant::now().saturating_duration_since(start))
+        write!(
+            w,
+            "{:>10.3?}",
+            Instant::now().saturating_duration_since(start)
+        )
     }
 }
 

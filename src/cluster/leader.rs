@@ -512,7 +512,12 @@ impl Leader {
         if !self.active {
             return out;
         }
-        self.answering = self.targets.keys().filter(|n| answering(n)).cloned().collect();
+        self.answering = self
+            .targets
+            .keys()
+            .filter(|n| answering(n))
+            .cloned()
+            .collect();
         self.heard.extend(self.answering.iter().cloned());
         self.unheard.retain(|n, _| !self.heard.contains(n));
         let due: Vec<String> = self
