@@ -43,7 +43,7 @@ use super::tags::{self, NodeTags};
 pub(super) use super::voters::MembershipChange;
 use super::{voters, ClusterError, ClusterEvent};
 use crate::config::Config;
-use crate::gossip::{Member, MemberEvent, MemberEventKind, MemberStatus};
+use crate::gossip::{Member, MemberEvent, MemberEventKind};
 use crate::liveness::LivenessEvent;
 use crate::raft::{AdmitError, ClusterState, Membership, NodeId, RaftNodeInfo, Response};
 use crate::shards::ShardMap;
@@ -151,10 +151,6 @@ pub(super) struct Leader {
     /// dropped as soon as it dies.
     led_since: Option<Instant>,
     heard: BTreeSet<String>,
-    /// Members answering this leader now (liveness echo, or its
-    /// AppendEntries this term), as of the last tick: gossip's "failed"
-    /// about one of them is a stale or partial view (see `gossip_gone`).
-    answering: BTreeSet<String>,
     unheard: BTreeMap<String, Instant>,
     gone_since: BTreeMap<String, Instant>,
     removed: BTreeSet<String>,
@@ -182,7 +178,6 @@ impl Leader {
             suspected: BTreeSet::new(),
             led_since: None,
             heard: BTreeSet::new(),
-            answering: BTreeSet::new(),
             unheard: BTreeMap::new(),
             gone_since: BTreeMap::new(),
             removed: BTreeSet::new(),
@@ -512,13 +507,11 @@ impl Leader {
         if !self.active {
             return out;
         }
-        self.answering = self
-            .targets
-            .keys()
-            .filter(|n| answering(n))
-            .cloned()
-            .collect();
-        self.heard.extend(self.answering.iter().cloned());
+        for n in self.targets.keys() {
+            if answering(n) {
+                self.heard.insert(n.clone());
+            }
+        }
         self.unheard.retain(|n, _| !self.heard.contains(n));
         let due: Vec<String> = self
             .unheard
@@ -608,20 +601,6 @@ impl Leader {
         self.targets = want;
     }
 
-    /// Whether gossip's verdict takes `m` out: it left, or it failed and
-    /// does not answer this leader. A member that gossip marked failed but
-    /// that answers the leader's liveness probes is kept: the verdict came
-    /// from a node that missed its refutation (one back from a partition
-    /// lets its old suspicions expire), and the leader's own evidence is
-    /// what ownership rests on; if it really died, liveness finds it.
-    pub(super) fn gossip_gone(&self, m: &Member) -> bool {
-        match m.status {
-            MemberStatus::Left => true,
-            MemberStatus::Dead => !self.answering.contains(&m.name),
-            _ => false,
-        }
-    }
-
     /// Whether `name` counts as healthy for voting and owning shards.
     fn healthy(&self, ins: &Inputs, name: &str, now: Instant, grace: Duration) -> bool {
         if name == self.me {
@@ -633,7 +612,7 @@ impl Leader {
         let gone = ins
             .members
             .iter()
-            .any(|m| m.name == name && self.gossip_gone(m));
+            .any(|m| m.name == name && m.status.is_gone());
         let dead_long = self
             .dead_since
             .get(name)

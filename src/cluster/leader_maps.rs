@@ -35,7 +35,7 @@ impl Leader {
                 Some(m) => {
                     let t = NodeTags::parse(&m.tags);
                     let alive = name == &self.me
-                        || (!self.gossip_gone(m) && !self.dead_since.contains_key(name));
+                        || (!m.status.is_gone() && !self.dead_since.contains_key(name));
                     if !t.member || t.cluster != self.cfg.cluster_name || !alive {
                         continue;
                     }
@@ -224,7 +224,7 @@ impl Leader {
             || (ins
                 .members
                 .iter()
-                .any(|m| m.name == name && !self.gossip_gone(m))
+                .any(|m| m.name == name && !m.status.is_gone())
                 && !self.dead_since.contains_key(name)
                 && !self.tracker.is_excluded(name, now)
                 && !self.removed.contains(name))
