@@ -274,6 +274,28 @@ fn describe(nodes: &[Cluster]) -> String {
     parts.join("; ")
 }
 
+/// Waits (in simulated time, at most [`CONVERGE`]) until the cluster is
+/// converged and no node's committed epoch changed for a second.
+async fn quiet(nodes: &Nodes, weights: &[u32]) {
+    let deadline = Instant::now() + CONVERGE;
+    let epochs = || -> Vec<Option<u64>> {
+        alive(nodes)
+            .iter()
+            .map(|n| owners_of(n).map(|m| m.0))
+            .collect()
+    };
+    let (mut last, mut since) = (epochs(), Instant::now());
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = epochs();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(1) && converged(&alive(nodes), weights) {
+            return;
+        }
+    }
+}
+
 /// Sets node `n`'s weight to `w` through whichever node leads, repeating
 /// until a write succeeds (within [`CONVERGE`]).
 async fn settle_weight(sim: &Sim, n: usize, w: u32) -> Result<(), String> {
@@ -464,6 +486,12 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
                 start.elapsed(),
                 log[step]
             );
+        }
+        if matches!(fault, Fault::StepDown | Fault::RestartAll) {
+            // What these must not move is judged against a map that has
+            // stopped changing: a verdict of the previous fault (a liveness
+            // cut's "dead" arriving just after its heal) is not theirs.
+            quiet(&sim.nodes, &weights).await;
         }
         let nodes = alive(&sim.nodes);
         let before = owners_of(&nodes[0]);
