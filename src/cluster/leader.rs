@@ -596,6 +596,14 @@ impl Leader {
         for (name, addr) in &want {
             if self.targets.get(name) != Some(addr) {
                 out.push(Action::Watch(name.clone(), *addr));
+                // A fresh watch judges it afresh: a "dead" from before (a
+                // verdict that arrived after the node was removed, say) would
+                // otherwise keep a re-added node out of every map, since
+                // only a dead-to-alive change clears it. A suspected
+                // previous leader stays suspected until it answers.
+                if !self.suspected.contains(name) {
+                    self.dead_since.remove(name);
+                }
             }
         }
         self.targets = want;
