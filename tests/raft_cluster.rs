@@ -591,3 +591,75 @@ async fn router_cutting_the_leader_elects_a_new_one() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A leader refuses votes while a quorum accepted one of its rounds within
+/// `election_timeout_max`, even after openraft's own refusal (which runs
+/// only from the leader's election) has lapsed; once it lost its quorum
+/// that long it votes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_with_its_quorum_refuses_votes() -> anyhow::Result<()> {
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::VoteRequest;
+    use openraft::Vote;
+
+    let router = Router::new();
+    let config = test_config();
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        nodes.push(start_routed(&router, id, &config, None).await?);
+    }
+    let members = (1..=3u64)
+        .map(|id| (id, RaftNodeInfo::new(name(id), name(id))))
+        .collect();
+    nodes[0].initialize(members).await?;
+    let refs: Vec<&RaftNode> = nodes.iter().collect();
+    let leader = refs[wait_leader(&refs, None).await?];
+    write(leader, propose(1)).await?;
+    // openraft's leader refuses votes for election_timeout_max after its
+    // election and not after: let that pass (a time condition, not an
+    // event to wait for).
+    tokio::time::sleep(config.election_timeout_max * 2).await;
+
+    let candidate = refs.iter().find(|n| n.id() != leader.id()).unwrap().id();
+    let mut net = Network::new(router.connector("probe"));
+    let mut peer = net
+        .new_client(
+            leader.id(),
+            &RaftNodeInfo::new(name(leader.id()), name(leader.id())),
+        )
+        .await;
+    let ask = |term: u64| {
+        let m = leader.raft().metrics().borrow().clone();
+        VoteRequest::new(Vote::new(term, candidate), m.last_applied)
+    };
+    let term = leader.current_term();
+    let opt = RPCOption::new(Duration::from_secs(1));
+    let r = peer.vote(ask(term + 5), opt.clone()).await?;
+    assert!(
+        !r.vote_granted,
+        "a leader holding its quorum granted a vote: {r:?}"
+    );
+    assert!(leader.is_leader());
+    assert_eq!(leader.current_term(), term);
+
+    // Cut the followers off: the leader loses its quorum and, after
+    // election_timeout_max, grants the same request.
+    for n in refs.iter().filter(|n| n.id() != leader.id()) {
+        router.isolate(&n.info().addr);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = peer.vote(ask(term + 5), opt.clone()).await?;
+        if r.vote_granted {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("a leader without its quorum never voted again: {r:?}");
+        }
+        tokio::time::sleep(config.heartbeat_interval).await;
+    }
+    for n in &nodes {
+        n.shutdown().await?;
+    }
+    Ok(())
+}

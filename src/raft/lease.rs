@@ -253,6 +253,21 @@ impl Granter {
         result
     }
 
+    /// Whether a quorum of every configuration accepted a round sent less
+    /// than `window` ago: while it did, this leader refuses votes (see
+    /// [`LeaseState::refuses_votes`]).
+    pub fn confirmed_within(
+        &self,
+        term: u64,
+        me: NodeId,
+        configs: &[Vec<NodeId>],
+        now: Instant,
+        window: Duration,
+    ) -> bool {
+        self.quorum_at(term, me, configs, now)
+            .is_some_and(|t0| now < t0 + window)
+    }
+
     /// The instant after which `target` certainly serves under no lease
     /// that this leader or an earlier one granted; `None` when this node
     /// has not led yet.
@@ -383,6 +398,27 @@ impl LeaseState {
         holder.valid_until(applied, now)
     }
 
+    /// Leader: whether to refuse a vote to another candidate. openraft's
+    /// followers refuse votes for `election_timeout_max` after they last
+    /// accepted the leader, but a leader's own refusal runs only from its
+    /// election, and [`Granter::quorum_at`] counts the leader itself as
+    /// "now": without this, a candidate could win with the leader's vote
+    /// and voters that never accepted the leader's last rounds, before
+    /// those rounds are `election_timeout_max` old, and the leases they
+    /// confirmed would outlive the new leader's bound on them. So a leader
+    /// refuses while a quorum accepted a round it sent within
+    /// `election_timeout_max`; one that lost its quorum that long, or that
+    /// stopped its heartbeats to hand over, votes again.
+    pub fn refuses_votes(&self) -> bool {
+        let Some((term, configs, _)) = self.leading() else {
+            return false;
+        };
+        let now = Instant::now();
+        let mut g = self.lock();
+        g.1.enter(term, now);
+        g.1.confirmed_within(term, self.me, &configs, now, self.election_timeout_max)
+    }
+
     /// Leader: whether `target` accepted a request of this leader's term
     /// (it runs and follows this leader).
     pub fn responded(&self, target: NodeId) -> bool {
@@ -412,6 +448,24 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_leader_refuses_votes_while_a_quorum_accepted_a_round_within_the_window() {
+        let t = Instant::now();
+        let mut leader = Granter::default();
+        let configs = vec![vec![1, 2, 3, 4, 5]];
+        leader.enter(7, t);
+        // Only the leader itself: no quorum yet.
+        assert!(!leader.confirmed_within(7, 1, &configs, t, ETMAX));
+        leader.on_response(7, 2, t, true, None, t + ms(1));
+        assert!(!leader.confirmed_within(7, 1, &configs, t + ms(1), ETMAX));
+        leader.on_response(7, 3, t + ms(2), true, None, t + ms(3));
+        // {1, 2, 3}: the quorum's round is the older one, sent at t.
+        assert!(leader.confirmed_within(7, 1, &configs, t + ETMAX - ms(1), ETMAX));
+        assert!(!leader.confirmed_within(7, 1, &configs, t + ETMAX, ETMAX));
+        // Another term's answers do not count.
+        assert!(!leader.confirmed_within(8, 1, &configs, t + ms(5), ETMAX));
     }
 
     #[test]

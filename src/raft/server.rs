@@ -145,6 +145,16 @@ impl pb::raft_server::Raft for Handler {
     ) -> Result<GrpcResponse<pb::VoteResponse>, Status> {
         let req = codec::vote_request_from_pb(request.into_inner()).map_err(bad_request)?;
         let vote = req.vote;
+        if self.lease.refuses_votes() {
+            let m = self.raft.metrics().borrow().clone();
+            tracing::debug!(candidate = ?vote, "refusing a vote: this leader holds its quorum");
+            let refused = openraft::raft::VoteResponse {
+                vote: m.vote,
+                vote_granted: false,
+                last_log_id: m.last_applied,
+            };
+            return Ok(GrpcResponse::new(codec::vote_response_to_pb(&refused)));
+        }
         let resp = self.raft.vote(req).await.map_err(stopped)?;
         if resp.vote_granted {
             // As in Raft: granting a vote restarts this node's own timer.

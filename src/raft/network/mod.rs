@@ -49,6 +49,13 @@ pub trait Connector: Send + Sync + 'static {
     /// A channel to `addr`. Connecting is lazy: errors reaching the peer
     /// surface on the RPC, not here.
     fn connect(&self, addr: &str) -> Result<RaftChannel, NetError>;
+
+    /// Calls to `addr` keep failing: drop its cached channel, so that the
+    /// next [`connect`](Connector::connect) opens a fresh connection. A TCP
+    /// connection that lived through a partition sits in retransmission
+    /// backoff (up to seconds after the heal); a fresh one sends its SYN at
+    /// once.
+    fn forget(&self, _addr: &str) {}
 }
 
 /// A channel to one peer: a tonic [`Channel`] or an in-process link, and
@@ -163,7 +170,18 @@ impl Connector for GrpcConnector {
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel.into())
     }
+
+    fn forget(&self, addr: &str) {
+        if let Ok(mut channels) = self.channels.lock() {
+            channels.remove(addr);
+        }
+    }
 }
+
+/// Consecutive failed calls (timeouts, unreachable) after which a peer's
+/// channel is dropped and reconnected ([`Connector::forget`]): three missed
+/// heartbeats, 150 ms with the defaults.
+const STUCK_AFTER: u32 = 3;
 
 /// openraft's network factory: hands out per-peer connections that share
 /// the [`Connector`].
@@ -257,24 +275,10 @@ impl Network {
             epoch,
         });
         req.set_timeout(timeout);
-        let resp = tokio::time::timeout(timeout, client.ack(req))
-            .await
-            .map_err(|_| NetError::Timeout {
+        match self.call(addr, timeout, client.ack(req)).await? {
+            r if r.accepted => Ok(()),
+            _ => Err(NetError::Dropped {
                 addr: addr.to_string(),
-                timeout,
-            })?;
-        match resp {
-            Ok(r) if r.get_ref().accepted => Ok(()),
-            Ok(_) => Err(NetError::Dropped {
-                addr: addr.to_string(),
-            }),
-            Err(s) if is_unreachable(&s) => Err(NetError::Unreachable {
-                addr: addr.to_string(),
-                reason: s.message().to_string(),
-            }),
-            Err(s) => Err(NetError::Status {
-                addr: addr.to_string(),
-                status: Box::new(s),
             }),
         }
     }
@@ -308,7 +312,7 @@ impl Network {
             from: self.self_id,
         });
         req.set_timeout(timeout);
-        let resp = call(addr, timeout, client.forward(req)).await?;
+        let resp = self.call(addr, timeout, client.forward(req)).await?;
         match (resp.error.is_empty(), resp.leader_addr.is_empty()) {
             (true, _) => Ok(Forwarded::Applied {
                 app_index: resp.app_index,
@@ -339,7 +343,7 @@ impl Network {
             last_log_index: last.1,
         });
         req.set_timeout(timeout);
-        call(addr, timeout, client.pre_vote(req))
+        self.call(addr, timeout, client.pre_vote(req))
             .await
             .is_ok_and(|r| r.granted)
     }
@@ -349,7 +353,9 @@ impl Network {
         let mut client = self.client(addr)?;
         let mut req = tonic::Request::new(pb::ElectRequest { from: self.self_id });
         req.set_timeout(timeout);
-        call(addr, timeout, client.elect(req)).await.map(|_| ())
+        self.call(addr, timeout, client.elect(req))
+            .await
+            .map(|_| ())
     }
 
     /// Asks the node at `addr` who it is, with a proof of its credential
@@ -363,29 +369,44 @@ impl Network {
         let mut client = self.client(addr)?;
         let mut req = tonic::Request::new(pb::AdmitRequest { nonce });
         req.set_timeout(timeout);
-        call(addr, timeout, client.admit(req)).await
+        self.call(addr, timeout, client.admit(req)).await
     }
-}
 
-async fn call<T>(
-    addr: &str,
-    timeout: Duration,
-    fut: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
-) -> Result<T, NetError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Err(_) => Err(NetError::Timeout {
-            addr: addr.to_string(),
-            timeout,
-        }),
-        Ok(Ok(r)) => Ok(r.into_inner()),
-        Ok(Err(s)) if is_unreachable(&s) => Err(NetError::Unreachable {
-            addr: addr.to_string(),
-            reason: s.message().to_string(),
-        }),
-        Ok(Err(s)) => Err(NetError::Status {
-            addr: addr.to_string(),
-            status: Box::new(s),
-        }),
+    /// One call to `addr` bounded by `timeout`; a timeout or an unreachable
+    /// peer drops the cached channel (a single call fails rarely, and these
+    /// calls are not the heartbeat path, so one failure is enough).
+    async fn call<T>(
+        &self,
+        addr: &str,
+        timeout: Duration,
+        fut: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, NetError> {
+        let r = match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(NetError::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            }),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) if is_unreachable(&s) => Err(NetError::Unreachable {
+                addr: addr.to_string(),
+                reason: s.message().to_string(),
+            }),
+            Ok(Err(s)) => Err(NetError::Status {
+                addr: addr.to_string(),
+                status: Box::new(s),
+            }),
+        };
+        let stuck = match &r {
+            Err(NetError::Timeout { .. } | NetError::Unreachable { .. }) => true,
+            Err(NetError::Status { status, .. }) => {
+                matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded)
+            }
+            _ => false,
+        };
+        if stuck {
+            self.connector.forget(addr);
+        }
+        r
     }
 }
 
@@ -398,6 +419,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             node: node.clone(),
             client: None,
+            failures: 0,
         }
     }
 }
@@ -408,6 +430,8 @@ pub struct PeerConnection {
     target: NodeId,
     node: RaftNodeInfo,
     client: Option<pb::raft_client::RaftClient<RaftChannel>>,
+    /// Consecutive failed calls (see [`STUCK_AFTER`]).
+    failures: u32,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, RaftNodeInfo, RaftError<NodeId, E>>;
@@ -430,6 +454,32 @@ impl PeerConnection {
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         self.client = Some(c.clone());
         Ok(c)
+    }
+
+    /// Counts a call's outcome: after [`STUCK_AFTER`] failures in a row the
+    /// channel is dropped and the next call reconnects.
+    fn outcome<T, E>(&mut self, r: Result<T, RpcErr<E>>) -> Result<T, RpcErr<E>>
+    where
+        E: std::error::Error,
+    {
+        match &r {
+            // A request timeout reported by tonic itself arrives as a
+            // Cancelled status, mapped to a network error.
+            Err(RPCError::Timeout(_) | RPCError::Unreachable(_) | RPCError::Network(_)) => {
+                self.failures += 1;
+                if self.failures >= STUCK_AFTER {
+                    tracing::debug!(
+                        target_node = self.target,
+                        "raft channel stuck; reconnecting"
+                    );
+                    self.failures = 0;
+                    self.client = None;
+                    self.net.connector.forget(&self.node.addr);
+                }
+            }
+            _ => self.failures = 0,
+        }
+        r
     }
 
     fn timeout<E: std::error::Error>(&self, action: RPCTypes, ttl: Duration) -> RpcErr<E> {
@@ -455,8 +505,8 @@ impl PeerConnection {
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerConnection {
-    async fn append_entries(
+impl PeerConnection {
+    async fn send_append(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
@@ -491,7 +541,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         Ok(resp)
     }
 
-    async fn install_snapshot(
+    async fn send_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
@@ -514,7 +564,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         }
     }
 
-    async fn vote(
+    async fn send_vote(
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
@@ -529,8 +579,86 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .map_err(|s| self.status(s))?;
         codec::vote_response_from_pb(resp.into_inner()).map_err(Self::decode)
     }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let r = self.send_append(rpc, option).await;
+        self.outcome(r)
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        let r = self.send_snapshot(rpc, option).await;
+        self.outcome(r)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        let r = self.send_vote(rpc, option).await;
+        self.outcome(r)
+    }
 
     fn backoff(&self) -> Backoff {
         Backoff::new(std::iter::repeat(self.net.backoff))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::Vote;
+
+    /// A peer that accepts TCP connections and never answers, as a link
+    /// that went silent does: after [`STUCK_AFTER`] timed-out calls the
+    /// next call must come on a new connection.
+    #[tokio::test]
+    async fn a_channel_that_keeps_timing_out_is_replaced() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut net = Network::grpc(&RaftConfig::default());
+        let mut peer = net.new_client(2, &RaftNodeInfo::new("n2", &addr)).await;
+        async fn call(peer: &mut PeerConnection) -> Result<VoteResponse<NodeId>, RpcErr> {
+            let rpc = VoteRequest::new(Vote::new(1, 1), None);
+            peer.vote(rpc, RPCOption::new(Duration::from_millis(100)))
+                .await
+        }
+        let wait = Duration::from_secs(10);
+        for i in 0..STUCK_AFTER {
+            let r = call(&mut peer).await;
+            assert!(r.is_err(), "call {i}: {r:?}");
+        }
+        tokio::time::timeout(wait, accepted.recv())
+            .await
+            .expect("first connection");
+        assert!(
+            accepted.try_recv().is_err(),
+            "reconnected before {STUCK_AFTER} failures"
+        );
+        let r = call(&mut peer).await;
+        assert!(r.is_err(), "{r:?}");
+        tokio::time::timeout(wait, accepted.recv())
+            .await
+            .expect("no new connection after the channel kept timing out");
     }
 }
