@@ -95,11 +95,15 @@ pub struct Config {
     /// How long the leader waits for every owner's acknowledgement of a
     /// proposed map before dropping the silent ones. Default 500 ms.
     pub ack_timeout: Duration,
-    /// A node serves its shards only while it heard from the leader (the
-    /// leader: from a quorum) within this. Must be below `ack_timeout` and
-    /// at most the earliest time a new leader can be elected
-    /// (`election_timeout_min + election_timeout_max`, 300 ms by default).
-    /// Default 250 ms.
+    /// A node serves its shards only under a lease that ends at most this
+    /// long after the leader's last round a quorum accepted (see
+    /// `raft::lease`); every heartbeat renews it. Must be below
+    /// `ack_timeout` and span at least three Raft heartbeats (a lease is
+    /// granted one heartbeat after the round it counts from and must last
+    /// until the next grant arrives). A shorter lease moves the shards of a
+    /// crashed node sooner (the leader waits out its lease); one no longer
+    /// than `election_timeout_max` adds no wait after a leader change.
+    /// Default 80 ms.
     pub lease: Duration,
     /// Changes are batched for this long before the leader proposes a map.
     /// Default 5 ms.
@@ -222,8 +226,8 @@ const LOOPBACK_ANY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST)
 
 impl Config {
     /// LAN defaults: gossip uses memberlist's LAN preset; Raft and liveness
-    /// use their defaults (50 ms heartbeat, 100–200 ms elections, 100 ms
-    /// liveness probes with 3 retries).
+    /// use their defaults (20 ms heartbeat, 60–120 ms elections, 50 ms
+    /// liveness probes with 5 retries), and an 80 ms serving lease.
     pub fn lan(node_id: impl Into<String>) -> Config {
         let node_id = node_id.into();
         Config {
@@ -251,7 +255,7 @@ impl Config {
             shard_count: crate::shards::DEFAULT_SHARD_COUNT,
             max_voters: 5,
             ack_timeout: Duration::from_millis(500),
-            lease: Duration::from_millis(250),
+            lease: Duration::from_millis(80),
             reshard_debounce: Duration::from_millis(5),
             exclude_backoff: Duration::from_secs(1),
             voter_grace: Duration::from_secs(3),
@@ -289,6 +293,7 @@ impl Config {
         let node_id = node_id.into();
         let raft = RaftConfig {
             heartbeat_interval: Duration::from_millis(150),
+            append_timeout: Duration::from_millis(300),
             election_timeout_min: Duration::from_millis(500),
             election_timeout_max: Duration::from_millis(1000),
             ..RaftConfig::default()
@@ -336,10 +341,10 @@ impl Config {
         if self.lease.is_zero() || self.lease >= self.ack_timeout {
             return Err(invalid("lease", "must be above 0 and below ack_timeout"));
         }
-        if self.lease <= self.raft.heartbeat_interval {
+        if self.lease < self.raft.heartbeat_interval * 3 {
             return Err(invalid(
                 "lease",
-                "must be above the Raft heartbeat interval",
+                "must be at least three Raft heartbeat intervals",
             ));
         }
         for (field, addr) in [
@@ -419,6 +424,10 @@ mod tests {
             ("node_id", Box::new(|c| c.node_id = "a b".into())),
             ("max_voters", Box::new(|c| c.max_voters = 4)),
             ("lease", Box::new(|c| c.lease = c.ack_timeout)),
+            (
+                "lease",
+                Box::new(|c| c.lease = c.raft.heartbeat_interval * 2),
+            ),
             ("shard_count", Box::new(|c| c.shard_count = 0)),
             ("app_log_max_entry", Box::new(|c| c.app_log_max_entry = 0)),
             (

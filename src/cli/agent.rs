@@ -99,16 +99,16 @@ pub struct AgentArgs {
     /// Shards of a new cluster (default 10000).
     #[arg(long, env = "CLUSTERFUNK_SHARDS")]
     pub shards: Option<u32>,
-    /// Liveness probe interval in ms (default 100).
+    /// Liveness probe interval in ms (default 50).
     #[arg(long, env = "CLUSTERFUNK_LIVENESS_INTERVAL_MS")]
     pub liveness_interval_ms: Option<u64>,
-    /// Missed probes before a node is dead (default 3).
+    /// Missed probes before a node is dead (default 5).
     #[arg(long, env = "CLUSTERFUNK_LIVENESS_RETRIES")]
     pub liveness_retries: Option<u32>,
     /// Acknowledgement timeout in ms (default 500).
     #[arg(long, env = "CLUSTERFUNK_ACK_TIMEOUT_MS")]
     pub ack_timeout_ms: Option<u64>,
-    /// Serving lease in ms (default 250).
+    /// Serving lease in ms (default 80).
     #[arg(long, env = "CLUSTERFUNK_LEASE_MS")]
     pub lease_ms: Option<u64>,
     /// Log filter, RUST_LOG style (default `info,openraft=warn`; RUST_LOG
@@ -201,6 +201,9 @@ pub struct AgentArgs {
     #[command(flatten)]
     #[serde(rename = "gossip")]
     pub tuning: super::tuning::TuningArgs,
+    #[command(flatten)]
+    #[serde(rename = "raft")]
+    pub raft_tuning: super::tuning::RaftTuningArgs,
 }
 
 impl AgentArgs {
@@ -263,6 +266,7 @@ impl AgentArgs {
             self.allow_cidr = file.allow_cidr;
         }
         self.tuning.fill_from(file.tuning);
+        self.raft_tuning.fill_from(file.raft_tuning);
         self.in_memory |= file.in_memory;
         self.non_member |= file.non_member;
         Ok(self)
@@ -386,6 +390,7 @@ impl AgentArgs {
     fn apply_tuning(&self, c: &mut Config) -> anyhow::Result<()> {
         use clusterfunk::gossip::ProtocolRange;
         self.tuning.apply(&mut c.gossip);
+        self.raft_tuning.apply(&mut c.raft);
         if let Some(n) = self.max_voters {
             c.max_voters = n;
         }

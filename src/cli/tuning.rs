@@ -1,11 +1,66 @@
-//! Gossip tuning for `clusterfunk agent`: the main knobs as flags (each
-//! with a `CLUSTERFUNK_` variable), every knob in the JSON config file
-//! under `"gossip"`. Unset knobs keep the preset's value; the result is
-//! checked by `GossipConfig::validate`, whose errors name the field.
+//! Gossip and Raft timing for `clusterfunk agent`: the main knobs as flags
+//! (each with a `CLUSTERFUNK_` variable), every knob in the JSON config
+//! file under `"gossip"` and `"raft"`. Unset knobs keep the preset's value;
+//! the result is checked by `Config::validate`, whose errors name the
+//! field.
 
 use std::time::Duration;
 
-use clusterfunk::config::GossipConfig;
+use clusterfunk::config::{GossipConfig, RaftConfig};
+
+/// Raft timing knobs, in ms (the serving lease is `--lease-ms`).
+#[derive(clap::Args, Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTuningArgs {
+    /// Raft: leader heartbeat period, ms; every heartbeat renews the
+    /// serving leases, so --lease-ms must span at least three (lan and
+    /// local 20, wan 150).
+    #[arg(long, env = "CLUSTERFUNK_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Raft: timeout of one AppendEntries RPC, ms; below
+    /// --election-timeout-min-ms (lan and local 50, wan 300).
+    #[arg(long, env = "CLUSTERFUNK_APPEND_TIMEOUT_MS")]
+    pub append_timeout_ms: Option<u64>,
+    /// Raft: lower bound of the random election timeout, ms (lan and local
+    /// 60, wan 500).
+    #[arg(long, env = "CLUSTERFUNK_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Raft: upper bound of the random election timeout, ms; voters also
+    /// refuse to vote this long after they last heard the leader, so a
+    /// crashed leader is replaced at the earliest this long after its last
+    /// heartbeat (lan and local 120, wan 1000).
+    #[arg(long, env = "CLUSTERFUNK_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+}
+
+impl RaftTuningArgs {
+    /// Fills knobs unset here from `file` (flags and variables win).
+    pub fn fill_from(&mut self, file: RaftTuningArgs) {
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+        }
+        fill!(
+            heartbeat_ms,
+            append_timeout_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms
+        );
+    }
+
+    /// Sets every knob given on `r`.
+    pub fn apply(&self, r: &mut RaftConfig) {
+        let ms = Duration::from_millis;
+        macro_rules! set_ms {
+            ($($f:ident => $to:ident),*) => { $( if let Some(v) = self.$f { r.$to = ms(v); } )* };
+        }
+        set_ms!(
+            heartbeat_ms => heartbeat_interval,
+            append_timeout_ms => append_timeout,
+            election_timeout_min_ms => election_timeout_min,
+            election_timeout_max_ms => election_timeout_max
+        );
+    }
+}
 use serde::Deserialize;
 
 /// Gossip timing and size knobs (memberlist's names, in ms where a time).
@@ -221,5 +276,23 @@ mod tests {
         assert_eq!(g.eager_gossip, None);
         assert_eq!(g.gossip_nodes, GossipConfig::lan("a").gossip_nodes);
         assert!(serde_json::from_str::<TuningArgs>(r#"{"probe_intervl_ms": 1}"#).is_err());
+    }
+
+    #[test]
+    fn raft_flags_win_over_the_file() {
+        let mut flags = RaftTuningArgs {
+            heartbeat_ms: Some(25),
+            ..RaftTuningArgs::default()
+        };
+        let file: RaftTuningArgs =
+            serde_json::from_str(r#"{"heartbeat_ms": 30, "election_timeout_max_ms": 150}"#)
+                .unwrap();
+        flags.fill_from(file);
+        let mut r = RaftConfig::default();
+        flags.apply(&mut r);
+        assert_eq!(r.heartbeat_interval, Duration::from_millis(25));
+        assert_eq!(r.election_timeout_max, Duration::from_millis(150));
+        assert_eq!(r.append_timeout, RaftConfig::default().append_timeout);
+        assert!(serde_json::from_str::<RaftTuningArgs>(r#"{"heartbeat": 1}"#).is_err());
     }
 }

@@ -25,9 +25,19 @@ struct Sim {
     in_flight: Vec<(Instant, SocketAddr, [u8; PACKET_LEN], bool)>,
 }
 
+/// The timings these tests are written for (100 ms rounds, 3 retries),
+/// fixed whatever the defaults are.
+fn base() -> LivenessConfig {
+    LivenessConfig {
+        interval: Duration::from_millis(100),
+        retries: 3,
+        ..LivenessConfig::default()
+    }
+}
+
 impl Sim {
     fn new() -> Self {
-        Self::with(LivenessConfig::default())
+        Self::with(base())
     }
 
     fn with(config: LivenessConfig) -> Self {
@@ -413,7 +423,7 @@ fn large_rounds_are_sent_in_paced_batches() {
     let mut s = Sim::with(LivenessConfig {
         send_batch: 64,
         send_pace: 2 * MS,
-        ..LivenessConfig::default()
+        ..base()
     });
     let addrs: Vec<_> = (0..150).map(|p| addr(6000 + p)).collect();
     for (i, a) in addrs.iter().enumerate() {
@@ -508,7 +518,7 @@ fn refusals_not_quoting_the_current_probe_are_ignored() {
 fn refusals_can_be_switched_off() {
     let mut s = Sim::with(LivenessConfig {
         refused_retries: 0,
-        ..LivenessConfig::default()
+        ..base()
     });
     let a = addr(7004);
     s.core.add("a", a).expect("add");

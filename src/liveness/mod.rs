@@ -1,7 +1,7 @@
 //! Fast failure detection by UDP echo: every node runs a [`Responder`], the
 //! leader runs one [`Checker`] that probes every target each `interval` and
 //! reports a target dead after `retries` consecutive missed replies (about
-//! 300 ms at the defaults, where gossip takes seconds), or at once when the
+//! 250 ms at the defaults, where gossip takes seconds), or at once when the
 //! target's host reports its port closed (a crashed process; see below).
 //! This module imports only std, tokio, tracing, thiserror, rand and (on
 //! Linux) libc; it knows nothing of gossip or raft and reports through

@@ -17,29 +17,38 @@ pub enum SnapshotPolicy {
 /// Configuration of a Raft node.
 ///
 /// Defaults (see [`RaftConfig::default`]) target a LAN and fast failover:
-/// a heartbeat every 50 ms and an election timeout drawn from 100..200 ms.
+/// a heartbeat every 20 ms (each AppendEntries RPC may take 50 ms) and an
+/// election timeout drawn from 60..120 ms.
 ///
-/// Failover timing with openraft 0.9: a follower that stops hearing from
-/// its leader first honours a leader lease of `election_timeout_max`, then
-/// its own randomised election timeout (drawn once per start from
-/// `election_timeout_min..election_timeout_max`), checked on a tick of
-/// 1.5 x `heartbeat_interval`. With the defaults a dead leader is replaced
-/// after roughly 300-450 ms, and no other leader can be elected sooner than
-/// `election_timeout_max + election_timeout_min` (300 ms) after a quorum
-/// last heard from the old one: a follower serving lease shorter than that
-/// keeps at most one serving owner per shard. All times scale together.
+/// Failover timing: openraft's own election timer is off; the node's
+/// elector starts a pre-vote once it heard from no leader for
+/// `election_timeout_max` plus a random part of the election timeout
+/// (180-240 ms with the defaults), or, when the leader's process is
+/// certainly gone (its Raft port refuses connections), as soon as the
+/// voters will vote. openraft 0.9 voters refuse votes for
+/// `election_timeout_max` after they last accepted the leader (its
+/// "leader lease", fixed to that value), so no leader of a later term can
+/// be elected sooner than `election_timeout_max` after a quorum last
+/// accepted the old one; the serving lease rule (see `lease`) builds on
+/// exactly this bound, whatever the other values. A serving lease no
+/// longer than `election_timeout_max` costs a new leader no wait.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RaftConfig {
     /// Cluster name, used by openraft for log context. Default `clusterfunk`.
     pub cluster_name: String,
-    /// Leader heartbeat period; also the timeout of one AppendEntries RPC
-    /// (openraft's rule, so it must cover a follower's fsync under load).
-    /// Default 50 ms.
+    /// Leader heartbeat period: every heartbeat renews the serving leases,
+    /// so a lease must span a few of them. Default 20 ms.
     pub heartbeat_interval: Duration,
-    /// Lower bound of the randomised election timeout. Default 100 ms.
+    /// Timeout of one AppendEntries RPC (openraft's `heartbeat_interval`,
+    /// which openraft also uses as the RPC timeout and, times 1.5, as its
+    /// own heartbeat tick). It must cover a follower's fsync under load and
+    /// be below `election_timeout_min`. Default 50 ms.
+    pub append_timeout: Duration,
+    /// Lower bound of the randomised election timeout. Default 60 ms.
     pub election_timeout_min: Duration,
-    /// Upper bound (exclusive) of the randomised election timeout.
-    /// Default 200 ms.
+    /// Upper bound (exclusive) of the randomised election timeout; also
+    /// how long openraft's voters refuse to vote after they last accepted
+    /// the leader. Default 120 ms.
     pub election_timeout_max: Duration,
     /// Timeout of one InstallSnapshot chunk RPC. Default 1 s.
     pub install_snapshot_timeout: Duration,
@@ -68,7 +77,7 @@ pub struct RaftConfig {
     /// state are small.
     pub sled_cache_capacity: u64,
     /// How long a serving lease lasts from the quorum round that confirmed
-    /// it (see the `lease` module). Default 250 ms; the coordinator sets
+    /// it (see the `lease` module). Default 80 ms; the coordinator sets
     /// it from its own `Config::lease`.
     pub serving_lease: Duration,
     /// Credential every Raft call must carry and that this node sends
@@ -84,9 +93,10 @@ impl Default for RaftConfig {
     fn default() -> Self {
         Self {
             cluster_name: "clusterfunk".to_string(),
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(100),
-            election_timeout_max: Duration::from_millis(200),
+            heartbeat_interval: Duration::from_millis(20),
+            append_timeout: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(60),
+            election_timeout_max: Duration::from_millis(120),
             install_snapshot_timeout: Duration::from_millis(1000),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 1000,
@@ -97,7 +107,7 @@ impl Default for RaftConfig {
             connect_timeout: Duration::from_millis(500),
             max_message_size: 64 * 1024 * 1024,
             sled_cache_capacity: 8 * 1024 * 1024,
-            serving_lease: Duration::from_millis(250),
+            serving_lease: Duration::from_millis(80),
             auth: None,
             listener: super::ListenerLimits::default(),
         }
@@ -110,7 +120,7 @@ const MESSAGE_OVERHEAD: u64 = 64 * 1024;
 impl RaftConfig {
     /// How long one registry write (weight, removal, ...) may wait for its
     /// commit before it fails with a timeout: ten election timeouts
-    /// (2 s with the defaults), time for a new leader to take over.
+    /// (1.2 s with the defaults), time for a new leader to take over.
     pub fn write_timeout(&self) -> Duration {
         self.election_timeout_max * 10
     }
@@ -120,6 +130,7 @@ impl RaftConfig {
         let ms = |d: Duration| d.as_millis();
         for (field, d) in [
             ("heartbeat_interval", self.heartbeat_interval),
+            ("append_timeout", self.append_timeout),
             ("election_timeout_min", self.election_timeout_min),
             ("install_snapshot_timeout", self.install_snapshot_timeout),
             ("connect_timeout", self.connect_timeout),
@@ -155,6 +166,12 @@ impl RaftConfig {
                 election_timeout_min: self.election_timeout_min,
             });
         }
+        if ms(self.append_timeout) >= ms(self.election_timeout_min) {
+            return Err(ConfigError::AppendTimeoutTooLong {
+                append_timeout: self.append_timeout,
+                election_timeout_min: self.election_timeout_min,
+            });
+        }
         if self.snapshot_max_chunk_size + MESSAGE_OVERHEAD > self.max_message_size as u64 {
             return Err(ConfigError::ChunkTooLarge {
                 chunk: self.snapshot_max_chunk_size,
@@ -170,7 +187,7 @@ impl RaftConfig {
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = openraft::Config {
             cluster_name: self.cluster_name.clone(),
-            heartbeat_interval: millis(self.heartbeat_interval),
+            heartbeat_interval: millis(self.append_timeout),
             election_timeout_min: millis(self.election_timeout_min),
             election_timeout_max: millis(self.election_timeout_max),
             install_snapshot_timeout: millis(self.install_snapshot_timeout),
@@ -202,7 +219,7 @@ mod tests {
         c.validate().unwrap();
         let o = c.to_openraft().unwrap();
         let ms = |d: Duration| d.as_millis() as u64;
-        assert_eq!(o.heartbeat_interval, ms(c.heartbeat_interval));
+        assert_eq!(o.heartbeat_interval, ms(c.append_timeout));
         assert_eq!(o.election_timeout_min, ms(c.election_timeout_min));
         assert_eq!(o.election_timeout_max, ms(c.election_timeout_max));
         // An election can't come before a follower's lease ran out.
@@ -231,6 +248,14 @@ mod tests {
         assert!(matches!(
             bad.validate(),
             Err(ConfigError::HeartbeatTooSlow { .. })
+        ));
+        let bad = RaftConfig {
+            append_timeout: Duration::from_millis(60),
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::AppendTimeoutTooLong { .. })
         ));
         let bad = RaftConfig {
             sled_cache_capacity: 0,

@@ -31,6 +31,14 @@ pub enum ConfigError {
         /// The election timeout lower bound.
         election_timeout_min: Duration,
     },
+    /// openraft needs its RPC timeout below the election timeout.
+    #[error("append timeout {append_timeout:?} must be below election_timeout_min {election_timeout_min:?}")]
+    AppendTimeoutTooLong {
+        /// The AppendEntries RPC timeout.
+        append_timeout: Duration,
+        /// The election timeout lower bound.
+        election_timeout_min: Duration,
+    },
     /// A snapshot chunk would not fit in one gRPC message.
     #[error("snapshot chunk of {chunk} bytes does not fit in max_message_size {max_message_size}")]
     ChunkTooLarge {

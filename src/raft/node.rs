@@ -7,6 +7,9 @@
 //! asks the other voters (pre-vote) and starts an election only when a
 //! quorum of them has not heard from one either. A node back from a pause
 //! or a partition so never deposes a leader that still holds its quorum.
+//! On the leader the same task sends a heartbeat every
+//! `heartbeat_interval` (openraft's own timer, tied to its RPC timeout,
+//! would be too slow to renew short serving leases).
 //! [`RaftNode::shutdown`] stops and awaits all of them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,6 +62,8 @@ pub struct RaftNode {
     contact: Arc<watch::Sender<Option<LeaderContact>>>,
     lease: Arc<LeaseState>,
     handed_over: Arc<std::sync::atomic::AtomicBool>,
+    /// Cleared while a hand-over lets the followers' leader lease run out.
+    beating: Arc<std::sync::atomic::AtomicBool>,
     service: RaftService,
     network: Network,
     acks_dropped: Arc<AtomicU64>,
@@ -150,6 +155,7 @@ impl RaftNode {
         let (contact, _) = watch::channel(None);
         let contact = Arc::new(contact);
         let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let beating = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let acks_dropped = Arc::new(AtomicU64::new(0));
         let handler = Handler {
             id,
@@ -171,6 +177,7 @@ impl RaftNode {
             network.clone(),
             contact.subscribe(),
             handed_over.clone(),
+            beating.clone(),
             id,
             config.clone(),
         ));
@@ -184,6 +191,7 @@ impl RaftNode {
             contact,
             lease,
             handed_over,
+            beating,
             service,
             network,
             acks_dropped,
@@ -415,8 +423,11 @@ impl RaftNode {
         // which every heartbeat renews for `election_timeout_max`: stop the
         // heartbeats, let the lease run out, then ask the successor to run
         // before the other voters' own election timers fire.
+        // (An AppendEntries already sent may still arrive up to its timeout
+        // later.)
         self.raft.runtime_config().heartbeat(false);
-        tokio::time::sleep(self.config.election_timeout_max + self.config.heartbeat_interval).await;
+        self.beating.store(false, Ordering::Relaxed);
+        tokio::time::sleep(self.config.election_timeout_max + self.config.append_timeout).await;
         let asked = self
             .network
             .elect(&info.addr, self.config.election_timeout_max)
@@ -432,6 +443,7 @@ impl RaftNode {
             Err(_) => false,
         };
         self.raft.runtime_config().heartbeat(true);
+        self.beating.store(true, Ordering::Relaxed);
         asked?;
         if !moved {
             return Err(RaftApiError::Forward(format!(
@@ -599,12 +611,24 @@ impl Drop for RaftNode {
 /// a voter that heard from no leader for `election_timeout_max` plus a
 /// random part of the election timeout asks the other voters whether they
 /// would vote (pre-vote) and starts an election only with a quorum of yeses
-/// in every voter configuration.
+/// in every voter configuration. On the leader it sends the heartbeats.
+///
+/// A leader whose process is gone (its Raft port refuses a call, see
+/// [`Network::gone`]) is replaced sooner: once quiet for two heartbeats a
+/// follower asks it something, and if it is gone the follower runs as soon
+/// as openraft's voters grant votes again, `election_timeout_max` after they
+/// last accepted the leader, instead of after the random part too. The
+/// voters are staggered by their rank (one heartbeat each) so they do not
+/// split the vote. This never elects sooner than the normal rule allows:
+/// every voter, the candidate included, still waits `election_timeout_max`
+/// after it last heard from the leader, which the serving lease relies on
+/// (see `lease`); a forged refusal costs at most an early pre-vote.
 async fn elect_when_quiet(
     raft: Raft,
     network: Network,
     contact: watch::Receiver<Option<LeaderContact>>,
     handed_over: Arc<std::sync::atomic::AtomicBool>,
+    beating: Arc<std::sync::atomic::AtomicBool>,
     me: NodeId,
     config: RaftConfig,
 ) {
@@ -613,15 +637,35 @@ async fn elect_when_quiet(
         let (lo, hi) = (config.election_timeout_min, config.election_timeout_max);
         lo + (hi.saturating_sub(lo)).mul_f64(crate::rng::random::<f64>())
     };
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_beat = Instant::now();
     let mut since = Instant::now();
     let mut wait = config.election_timeout_max + jitter();
+    // The `since` for which the leader was asked whether it runs.
+    let mut asked: Option<Instant> = None;
     loop {
-        tokio::time::sleep(tick).await;
-        let (state, membership) = {
+        ticks.tick().await;
+        let (state, membership, leader) = {
             let m = raft.metrics();
             let m = m.borrow();
-            (m.state, m.membership_config.membership().clone())
+            (
+                m.state,
+                m.membership_config.membership().clone(),
+                m.current_leader,
+            )
         };
+        if state == ServerState::Leader {
+            // Half a tick early: the ticks themselves come a little late.
+            if beating.load(Ordering::Relaxed)
+                && last_beat.elapsed() + tick / 2 >= config.heartbeat_interval
+            {
+                last_beat = Instant::now();
+                if raft.trigger().heartbeat().await.is_err() {
+                    return;
+                }
+            }
+        }
         let voter = membership.voter_ids().any(|id| id == me);
         if !voter || matches!(state, ServerState::Leader | ServerState::Learner) {
             since = Instant::now();
@@ -631,6 +675,25 @@ async fn elect_when_quiet(
             if c.at > since {
                 since = c.at;
                 wait = config.election_timeout_max + jitter();
+            }
+        }
+        let leader = leader
+            .or_else(|| contact.borrow().and_then(|c| c.leader))
+            .filter(|l| *l != me);
+        if asked != Some(since) && since.elapsed() >= config.heartbeat_interval * 2 + tick {
+            asked = Some(since);
+            let addr = leader.and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()));
+            if let (Some(leader), Some(addr)) = (leader, addr) {
+                if network.gone(&addr, config.append_timeout).await {
+                    let rank = membership
+                        .voter_ids()
+                        .filter(|id| *id != leader && *id < me)
+                        .count() as u32;
+                    let fast =
+                        config.election_timeout_max + tick + config.heartbeat_interval * rank;
+                    tracing::debug!(node = me, leader, rank, "leader gone; electing sooner");
+                    wait = wait.min(fast);
+                }
             }
         }
         if since.elapsed() < wait {
@@ -678,6 +741,7 @@ async fn elect_when_quiet(
             return;
         }
         since = Instant::now();
+        asked = Some(since);
         wait = config.election_timeout_max + jitter();
     }
 }

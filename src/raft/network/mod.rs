@@ -348,6 +348,34 @@ impl Network {
             .is_ok_and(|r| r.granted)
     }
 
+    /// Whether the node at `addr` is certainly not running: a call to it
+    /// failed as unreachable within `timeout` (over sockets: its host
+    /// refused the connection, so no process listens on its Raft port; or
+    /// its Raft stopped). A node that answers, a slow or frozen one and a
+    /// lost path (the call times out) are not gone.
+    ///
+    /// Like any connection reset this is an unauthenticated hint: the
+    /// elector uses it only to skip the random part of its wait, never to
+    /// start an election before openraft's voters would vote (see
+    /// `RaftNode`'s elector).
+    pub(crate) async fn gone(&self, addr: &str, timeout: Duration) -> bool {
+        let Ok(mut client) = self.client(addr) else {
+            return false;
+        };
+        // A pre-vote question is harmless to answer, and any answer at all
+        // says the node runs.
+        let mut req = tonic::Request::new(pb::PreVoteRequest {
+            candidate: self.self_id,
+            last_applied: None,
+            last_log_index: 0,
+        });
+        req.set_timeout(timeout);
+        matches!(
+            call(addr, timeout, client.pre_vote(req)).await,
+            Err(NetError::Unreachable { .. })
+        )
+    }
+
     /// Asks the node at `addr` to start an election now (leader hand-over).
     pub async fn elect(&self, addr: &str, timeout: Duration) -> Result<(), NetError> {
         let mut client = self.client(addr)?;
