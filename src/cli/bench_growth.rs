@@ -18,7 +18,7 @@ use clusterfunk::local::LocalCluster;
 use clusterfunk::management::types::EventKind;
 use clusterfunk::management::Client;
 
-use super::bench_scale::{dir_bytes, human, percentile, rss_kib};
+use super::bench_scale::{dir_bytes, human, percentile, rss_kib, set_weight};
 use super::demo::{form, leader_of, runtime, scratch_dir};
 
 #[derive(clap::Args)]
@@ -97,6 +97,7 @@ async fn run(lc: &mut LocalCluster, dir: &Path, args: &GrowthArgs) -> anyhow::Re
     let client = Client::connect(&addr, None, None).await?;
     let mut events = client.watch_events(false).await?;
     let mut epoch = client.shards(false).await?.epoch;
+    let epoch0 = epoch;
     println!(
         "{} agents (leader {leader}), {} shards; flipping {target}'s weight {} times (writes and commits seen through {via})",
         args.nodes, args.shards, args.epochs
@@ -104,23 +105,27 @@ async fn run(lc: &mut LocalCluster, dir: &Path, args: &GrowthArgs) -> anyhow::Re
     let start = sizes(lc, dir, &all);
     print_sizes("start", &start, "");
     let mut took = Vec::with_capacity(args.epochs);
+    let (mut retries, mut leader_changes) = (0, 0);
     let t_all = Instant::now();
     let mut t_block = Instant::now();
     for i in 1..=args.epochs {
         let w = if i % 2 == 1 { 2 } else { 1 };
         let t = Instant::now();
-        client
-            .set_weight(&target, w)
+        retries += set_weight(&client, &target, w)
             .await
-            .with_context(|| format!("epoch {i}: set weight"))?;
+            .with_context(|| format!("epoch {i}"))?;
         let prev = epoch;
         while epoch <= prev {
-            let ev = tokio::time::timeout(Duration::from_secs(30), events.next())
-                .await
-                .with_context(|| format!("epoch {i}: no commit within 30 s"))?
-                .context("event stream ended")??;
+            let Ok(ev) = tokio::time::timeout(Duration::from_secs(30), events.next()).await else {
+                // No event for 30 s: ask once, then give up.
+                epoch = epoch.max(client.shards(false).await?.epoch);
+                anyhow::ensure!(epoch > prev, "epoch {i}: no commit within 30 s");
+                break;
+            };
+            let ev = ev.context("event stream ended")??;
             match ev.kind {
                 EventKind::MapCommitted => epoch = epoch.max(ev.epoch),
+                EventKind::LeaderChanged => leader_changes += 1,
                 // Events were skipped: ask for the committed epoch.
                 EventKind::Gap => epoch = epoch.max(client.shards(false).await?.epoch),
                 _ => {}
@@ -140,8 +145,9 @@ async fn run(lc: &mut LocalCluster, dir: &Path, args: &GrowthArgs) -> anyhow::Re
     let end = sizes(lc, dir, &all);
     took.sort_unstable();
     println!(
-        "\n{} epochs in {:.1} s; write -> committed p50 {:.1} ms, p99 {:.1} ms",
+        "\n{} weight flips ({} epochs) in {:.1} s; write -> committed p50 {:.1} ms, p99 {:.1} ms; writes retried (no leader) {retries}, leader changes seen {leader_changes}",
         args.epochs,
+        epoch - epoch0,
         t_all.elapsed().as_secs_f64(),
         percentile(&took, 0.5) as f64 / 1000.0,
         percentile(&took, 0.99) as f64 / 1000.0

@@ -33,7 +33,7 @@ use clusterfunk::management::types::NodeFilter;
 use clusterfunk::management::Client;
 use clusterfunk::shards::{rebalance, ShardMap};
 
-use super::demo::{fail_and_time, form, leader_of, runtime, scratch_dir, Failure, FORM_TIMEOUT};
+use super::demo::{fail_and_time, leader_of, runtime, scratch_dir, Failure, FORM_TIMEOUT};
 
 #[derive(clap::Args)]
 pub struct ScaleArgs {
@@ -409,7 +409,7 @@ async fn measure(
 ) -> anyhow::Result<()> {
     let t0 = unix_ms();
     println!("{n} processes: starting");
-    let (all, first) = form(lc, n).await?;
+    let (all, first) = form_within(lc, n, Duration::from_secs(300)).await?;
     row.form_ms = Some(first.values().map(|c| c.t_ms).max().unwrap_or(t0) - t0);
     println!("{n} processes: formed in {} ms", row.form_ms.unwrap_or(0));
     // Let the formation settle (the last joins, the voter set).
@@ -471,7 +471,7 @@ async fn measure(
     for i in 0..args.flips {
         let w = if i % 2 == 0 { 2 } else { 1 };
         let t = unix_ms();
-        client.set_weight(&target, w).await?;
+        set_weight(&client, &target, w).await?;
         let prev = epoch;
         let done = lc
             .wait_commit(&all, t, FORM_TIMEOUT, |c| c.epoch > prev)
@@ -521,6 +521,47 @@ async fn measure(
         }
     }
     Ok(())
+}
+
+/// As `demo::form` (node1 first, the rest joining it, then a map every
+/// one of them owns part of), with a longer wait for that map: a big
+/// cluster on a busy machine takes longer than the demo's minute.
+async fn form_within(
+    lc: &mut LocalCluster,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<(Vec<String>, BTreeMap<String, clusterfunk::local::Commit>)> {
+    lc.start("node1", None).await?;
+    let seed = lc
+        .endpoint("node1", "gossip")
+        .context("node1 has no gossip address")?;
+    for i in 2..=n {
+        lc.start(&format!("node{i}"), Some(&seed)).await?;
+    }
+    let all = lc.nodes();
+    let first = lc
+        .wait_commit(&all, 0, timeout, |c| owners(c).len() == n)
+        .await
+        .context("a map owned by every agent")?;
+    Ok((all, first))
+}
+
+/// Writes `node`'s weight through `client`, retrying for up to 30 s while
+/// there is no leader (an election under load); returns the retries.
+pub(super) async fn set_weight(client: &Client, node: &str, w: u32) -> anyhow::Result<u32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut retries = 0;
+    loop {
+        match client.set_weight(node, w).await {
+            Ok(_) => return Ok(retries),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "set weight: retrying");
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e).context("set weight"),
+        }
+    }
 }
 
 async fn mgmt(lc: &LocalCluster, node: &str) -> anyhow::Result<Client> {

@@ -33,6 +33,8 @@ pub(super) struct SimArgs {
 }
 
 const LIMIT: Duration = Duration::from_secs(120);
+/// How long the simulated cluster may take to form.
+const FORM_LIMIT: Duration = Duration::from_secs(600);
 
 struct Sim {
     seams: Seams,
@@ -98,6 +100,20 @@ fn settled(nodes: &[Cluster], owners: &BTreeSet<String>) -> bool {
     matches!(&maps.iter().collect::<Vec<_>>()[..], [Some((_, o))] if o == owners)
 }
 
+/// Where forming stands: nodes with a committed map, the most owners in
+/// one, the newest epoch, and the leaders named.
+fn progress(nodes: &[Cluster]) -> String {
+    let maps: Vec<(u64, BTreeSet<String>)> = nodes.iter().filter_map(committed).collect();
+    let leaders: BTreeSet<String> = nodes.iter().filter_map(Cluster::leader).collect();
+    format!(
+        "{}/{} nodes have a map, most owners {}, newest epoch {}, leaders {leaders:?}",
+        maps.len(),
+        nodes.len(),
+        maps.iter().map(|m| m.1.len()).max().unwrap_or(0),
+        maps.iter().map(|m| m.0).max().unwrap_or(0)
+    )
+}
+
 /// Polls `pred` every 2 ms until it holds; the time it took, or an error
 /// after [`LIMIT`].
 async fn until(what: &str, mut pred: impl FnMut() -> bool) -> anyhow::Result<Duration> {
@@ -150,14 +166,40 @@ async fn measure(sim: &mut Sim, n: usize, a: &SimArgs, row: &mut Row) -> anyhow:
     let rss_before = rss_kib(std::process::id()).unwrap_or(0);
     let t0 = Instant::now();
     println!("{n} simulated: starting");
-    for i in 0..n {
+    // Three nodes bootstrap (bootstrap_expect 3); the rest join the cluster
+    // they formed, as agents started one after another do. Started all at
+    // once, groups of three that see no leader yet bootstrap clusters of
+    // their own.
+    for i in 0..3 {
+        sim.start(i).await?;
+    }
+    let first: BTreeSet<String> = (0..3).map(name).collect();
+    until("the first three nodes' map", || {
+        settled(&sim.alive(), &first) && sim.leader().is_some()
+    })
+    .await?;
+    for i in 3..n {
         sim.start(i).await?;
     }
     let all: BTreeSet<String> = (0..n).map(name).collect();
-    until("the first map over every node", || {
-        settled(&sim.alive(), &all)
-    })
-    .await?;
+    let mut last_report = Instant::now();
+    while !settled(&sim.alive(), &all) {
+        anyhow::ensure!(
+            t0.elapsed() < FORM_LIMIT,
+            "no map over every node after {} s: {}",
+            FORM_LIMIT.as_secs(),
+            progress(&sim.alive())
+        );
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            println!(
+                "{n} simulated: {:>4} s: {}",
+                t0.elapsed().as_secs(),
+                progress(&sim.alive())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     row.form_ms = Some(ms(t0.elapsed()));
     println!("{n} simulated: formed in {} ms", ms(t0.elapsed()));
     tokio::time::sleep(Duration::from_secs(5)).await;
