@@ -290,6 +290,11 @@ impl LocalCluster {
         self.observed().ready.get(node)?.get(name).cloned()
     }
 
+    /// The process id of `node`'s agent while it runs (for `/proc` figures).
+    pub fn pid(&self, node: &str) -> Option<u32> {
+        self.procs.get(node)?.child.id()
+    }
+
     /// Node ids started so far (running or not).
     pub fn nodes(&self) -> Vec<String> {
         self.procs.keys().cloned().collect()

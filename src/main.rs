@@ -52,6 +52,13 @@ enum BenchCmd {
     /// Watch an idle local cluster (optionally beside stress-ng); print
     /// map changes and leader changes (false alarms).
     Idle(cli::bench::IdleArgs),
+    /// Local clusters of 5, 25 and 50 agent processes and 100 and 250
+    /// simulated nodes: form, commit and failover times, idle CPU and
+    /// memory per node, bytes per epoch.
+    Scale(cli::bench_scale::ScaleArgs),
+    /// Flip a weight many times on a small local cluster; print each
+    /// agent's data dir size and RSS at the start and the end.
+    Growth(cli::bench_growth::GrowthArgs),
     /// Agents in network namespaces under a seeded schedule of kills,
     /// pauses and partitions; counts shards served by two nodes at once
     /// (needs root, iproute2 and iptables).
@@ -68,6 +75,12 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             cmd: BenchCmd::Idle(args),
         } => cli::bench::idle(args),
+        Command::Bench {
+            cmd: BenchCmd::Scale(args),
+        } => cli::bench_scale::scale(args),
+        Command::Bench {
+            cmd: BenchCmd::Growth(args),
+        } => cli::bench_growth::growth(args),
         Command::Bench {
             cmd: BenchCmd::Chaos(args),
         } => cli::chaos::run(args),

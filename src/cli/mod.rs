@@ -3,6 +3,9 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bench_growth;
+pub mod bench_scale;
+mod bench_sim;
 pub mod chaos;
 pub mod demo;
 pub mod gossip_node;
