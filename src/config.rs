@@ -226,7 +226,7 @@ const LOOPBACK_ANY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST)
 
 impl Config {
     /// LAN defaults: gossip uses memberlist's LAN preset; Raft and liveness
-    /// use their defaults (20 ms heartbeat, 60–120 ms elections, 50 ms
+    /// use their defaults (20 ms heartbeat, 80–160 ms elections, 50 ms
     /// liveness probes with 5 retries), and an 80 ms serving lease.
     pub fn lan(node_id: impl Into<String>) -> Config {
         let node_id = node_id.into();

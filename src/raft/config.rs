@@ -18,12 +18,12 @@ pub enum SnapshotPolicy {
 ///
 /// Defaults (see [`RaftConfig::default`]) target a LAN and fast failover:
 /// a heartbeat every 20 ms (each AppendEntries RPC may take 50 ms) and an
-/// election timeout drawn from 60..120 ms.
+/// election timeout drawn from 80..160 ms.
 ///
 /// Failover timing: openraft's own election timer is off; the node's
 /// elector starts a pre-vote once it heard from no leader for
 /// `election_timeout_max` plus a random part of the election timeout
-/// (180-240 ms with the defaults), or, when the leader's process is
+/// (240-320 ms with the defaults), or, when the leader's process is
 /// certainly gone (its Raft port refuses connections), as soon as the
 /// voters will vote. openraft 0.9 voters refuse votes for
 /// `election_timeout_max` after they last accepted the leader (its
@@ -44,11 +44,11 @@ pub struct RaftConfig {
     /// own heartbeat tick). It must cover a follower's fsync under load and
     /// be below `election_timeout_min`. Default 50 ms.
     pub append_timeout: Duration,
-    /// Lower bound of the randomised election timeout. Default 60 ms.
+    /// Lower bound of the randomised election timeout. Default 80 ms.
     pub election_timeout_min: Duration,
     /// Upper bound (exclusive) of the randomised election timeout; also
     /// how long openraft's voters refuse to vote after they last accepted
-    /// the leader. Default 120 ms.
+    /// the leader. Default 160 ms.
     pub election_timeout_max: Duration,
     /// Timeout of one InstallSnapshot chunk RPC. Default 1 s.
     pub install_snapshot_timeout: Duration,
@@ -95,8 +95,8 @@ impl Default for RaftConfig {
             cluster_name: "clusterfunk".to_string(),
             heartbeat_interval: Duration::from_millis(20),
             append_timeout: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(60),
-            election_timeout_max: Duration::from_millis(120),
+            election_timeout_min: Duration::from_millis(80),
+            election_timeout_max: Duration::from_millis(160),
             install_snapshot_timeout: Duration::from_millis(1000),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 1000,
@@ -120,7 +120,7 @@ const MESSAGE_OVERHEAD: u64 = 64 * 1024;
 impl RaftConfig {
     /// How long one registry write (weight, removal, ...) may wait for its
     /// commit before it fails with a timeout: ten election timeouts
-    /// (1.2 s with the defaults), time for a new leader to take over.
+    /// (1.6 s with the defaults), time for a new leader to take over.
     pub fn write_timeout(&self) -> Duration {
         self.election_timeout_max * 10
     }
@@ -250,7 +250,7 @@ mod tests {
             Err(ConfigError::HeartbeatTooSlow { .. })
         ));
         let bad = RaftConfig {
-            append_timeout: Duration::from_millis(60),
+            append_timeout: Duration::from_millis(80),
             ..Default::default()
         };
         assert!(matches!(

@@ -371,7 +371,7 @@ impl Network {
         });
         req.set_timeout(timeout);
         matches!(
-            call(addr, timeout, client.pre_vote(req)).await,
+            self.call(addr, timeout, client.pre_vote(req)).await,
             Err(NetError::Unreachable { .. })
         )
     }
