@@ -26,7 +26,26 @@
 //! lossy and slow; a node frozen (everything it sends or is sent is held
 //! for the pause and then delivered late); a crash and restart from the
 //! data dir; a crash, removal and restart with an empty data dir; a crash
-//! of every node and a restart from the data dirs.
+//! of every node and a restart from the data dirs; a node's liveness cut
+//! while its Raft links are slow (the leader finds it dead at once while it
+//! applies the map that takes its shards late); a node paused as by
+//! SIGSTOP, the leader or any node, the leader sometimes after a spell in
+//! which the answers to it came late and a rival campaigned (see
+//! [`LeadIn`]).
+//!
+//! The pause: in one runtime a node's own tasks cannot be stopped, so the
+//! networks stand in for it. Whatever it is sent (Raft, gossip, liveness)
+//! reaches it only when it resumes, and it sends nothing meanwhile (a Raft
+//! request it makes waits for the resume, where its caller's timeout has
+//! usually given up); answers already on their way still reach it. Its
+//! tasks keep running, but with no input its state stands still: its
+//! serving set stays what it was, and its lease can only run out. So what
+//! it reports at any instant of the pause is what it would report if it
+//! resumed then, before reading its queued input, and the checker, which
+//! keeps looking at it, sees every such instant. The checker also looks
+//! right after every Raft request a node handled (not only every
+//! millisecond): a lease taken with a request can be seen before the
+//! entries that came with it are applied.
 //!
 //! Each run prints its seed. `CF_SIM_SEED=S` replays one seed,
 //! `CF_SIM_SEEDS=N` runs N seeds (default 49) from `CF_SIM_BASE` (default
@@ -133,10 +152,13 @@ fn alive(nodes: &Nodes) -> Vec<Cluster> {
 }
 
 /// Looks at every node every simulated millisecond until stopped.
-fn checker(nodes: Nodes, start: Instant) -> (Arc<AtomicBool>, Arc<Mutex<Seen>>) {
+fn checker(nodes: Nodes, raft: &Router, start: Instant) -> (Arc<AtomicBool>, Arc<Mutex<Seen>>) {
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let (flag, out) = (stop.clone(), seen.clone());
+    // Also right after every Raft request a node handled: a lease it took
+    // with the request counts before the entries are applied.
+    let handled = raft.handled();
     tokio::spawn(async move {
         let mut last: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
         let mut maps: BTreeMap<u64, Vec<Option<String>>> = BTreeMap::new();
@@ -148,7 +170,11 @@ fn checker(nodes: Nodes, start: Instant) -> (Arc<AtomicBool>, Arc<Mutex<Seen>>) 
                 &mut maps,
                 &mut out.lock().unwrap(),
             );
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::select! {
+                biased;
+                _ = handled.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+            }
         }
     });
     (stop, seen)
@@ -344,16 +370,44 @@ enum Fault {
     Crash(usize),
     Replace(usize),
     RestartAll,
+    /// A node's liveness cut while its Raft links are slow both ways by
+    /// the given delay: the leader finds it dead (and moves its shards)
+    /// while it still follows, and applies every entry late.
+    SlowDead(usize, Duration),
+    /// A node paused as by SIGSTOP for the step's hold (see the module
+    /// doc); `None`: whoever leads. With a lead-in, the node leads and
+    /// the pause follows a spell (see [`LeadIn`]).
+    Pause {
+        node: Option<usize>,
+        lead_in: Option<LeadIn>,
+    },
+}
+
+/// Before a leader's pause, for `spell`: every answer to it (and every
+/// request to it) comes `lag` late, under openraft's 50 ms request timeout
+/// so that it still counts (the leader hears of each accepted round `lag`
+/// after it was accepted); and Raft between it and `rival` is cut, so a
+/// rival is already campaigning when the pause starts and a new leader
+/// comes as early as the voters' leader lease allows. (Even so a new
+/// leader moves the paused leader's shards some 100 ms after its lease
+/// ended, more than the at most 50 ms that counting a round from its
+/// answer instead of its send could add.)
+#[derive(Debug, Clone)]
+struct LeadIn {
+    lag: Duration,
+    spell: Duration,
+    rival: usize,
 }
 
 fn pick(rng: &mut StdRng, weights: &[u32]) -> Fault {
     // CF_SIM_FAULT=K repeats one kind: 0 isolate, 1 leader with a
     // follower, 2 one-way, 3 step-down, 4 weight, 5 liveness cut, 6 lossy,
-    // 7 freeze, 8 crash, 9 replace, 10 restart all.
+    // 7 freeze, 8 crash, 9 replace, 10 restart all, 11 liveness cut with
+    // slow Raft, 12 pause.
     let kind = std::env::var("CF_SIM_FAULT")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rng.gen_range(0..11));
+        .unwrap_or_else(|| rng.gen_range(0..13));
     let node = rng.gen_range(0..NODES);
     match kind {
         0 => Fault::Isolate(node),
@@ -369,6 +423,18 @@ fn pick(rng: &mut StdRng, weights: &[u32]) -> Fault {
         8 => Fault::Crash(node),
         9 => Fault::Replace(node),
         10 => Fault::RestartAll,
+        11 => Fault::SlowDead(node, Duration::from_millis(rng.gen_range(10..45))),
+        12 => {
+            // Half the time the leader after a lead-in, else the leader
+            // or any node, straight away.
+            let lead_in = rng.gen_bool(0.5).then(|| LeadIn {
+                lag: Duration::from_millis(rng.gen_range(25..49)),
+                spell: Duration::from_millis(rng.gen_range(400..900)),
+                rival: node,
+            });
+            let node = (lead_in.is_none() && rng.gen_bool(0.5)).then_some(node);
+            Fault::Pause { node, lead_in }
+        }
         _ => {
             // Never drain every node.
             let others: u32 = (0..NODES).filter(|i| *i != node).map(|i| weights[i]).sum();
@@ -473,7 +539,7 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
         return Err("no first map".into());
     }
     let start = Instant::now();
-    let (stop, seen) = checker(sim.nodes.clone(), start);
+    let (stop, seen) = checker(sim.nodes.clone(), &sim.net.raft, start);
     let mut times = Vec::new();
     let mut log = Vec::new();
     for step in 0..STEPS {
@@ -572,6 +638,38 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
                 }
             }
             Fault::Freeze(i) => sim.hold(&nodes[*i], &nodes, hold),
+            Fault::SlowDead(i, lag) => {
+                net.liveness.isolate(addr(&nodes[*i], "liveness"));
+                for o in nodes.iter().filter(|o| o.node_id() != nodes[*i].node_id()) {
+                    net.raft
+                        .degrade(&ep(&nodes[*i], "raft"), &ep(o, "raft"), *lag, 0.0);
+                    net.raft
+                        .degrade(&ep(o, "raft"), &ep(&nodes[*i], "raft"), *lag, 0.0);
+                }
+            }
+            Fault::Pause { node, lead_in } => {
+                let target = match node {
+                    Some(i) => Some(nodes[*i].clone()),
+                    None => leader_of(&nodes),
+                };
+                if let Some(n) = target {
+                    if let Some(l) = lead_in {
+                        for o in nodes.iter().filter(|o| o.node_id() != n.node_id()) {
+                            net.raft
+                                .degrade(&ep(o, "raft"), &ep(&n, "raft"), l.lag, 0.0);
+                        }
+                        let rival = &nodes[l.rival];
+                        if rival.node_id() != n.node_id() {
+                            net.raft.cut(&ep(rival, "raft"), &ep(&n, "raft"));
+                        }
+                        tokio::time::sleep(l.spell).await;
+                    }
+                    let until = Instant::now() + hold;
+                    net.raft.pause(&ep(&n, "raft"), until);
+                    net.gossip.pause(addr(&n, "gossip"), until);
+                    net.liveness.pause(addr(&n, "liveness"), until);
+                }
+            }
             Fault::Crash(i) | Fault::Replace(i) => sim.crash(*i).await,
             Fault::RestartAll => {
                 for i in 0..NODES {

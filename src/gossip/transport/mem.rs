@@ -162,6 +162,8 @@ struct NetState {
     /// Every datagram to these addresses is also answered with a forged
     /// "port unreachable" (the datagram is still delivered).
     forged: BTreeSet<SocketAddr>,
+    /// Paused nodes and when they resume ([`MemNetwork::pause`]).
+    paused: BTreeMap<SocketAddr, Instant>,
 }
 
 impl NetState {
@@ -170,7 +172,22 @@ impl NetState {
         if self.isolated.contains(&from) || self.isolated.contains(&to) {
             l.cut = true;
         }
+        if self.paused_until(from).is_some() {
+            l.datagrams_cut = true;
+        }
         l
+    }
+
+    /// When `a` resumes, if it is paused now.
+    fn paused_until(&self, a: SocketAddr) -> Option<Instant> {
+        self.paused.get(&a).copied().filter(|u| *u > Instant::now())
+    }
+
+    /// When something sent now to `to` after `delay` arrives: no earlier
+    /// than `to` resumes.
+    fn arrival(&self, to: SocketAddr, delay: Duration) -> Instant {
+        let at = Instant::now() + delay;
+        self.paused_until(to).map_or(at, |u| u.max(at))
     }
 }
 
@@ -313,11 +330,21 @@ impl MemNetwork {
         }
     }
 
-    /// Restores every link and un-isolates every node.
+    /// Pauses `a` until `until`, as a stopped process (SIGSTOP) is: what
+    /// it is sent arrives no earlier than `until` (read when it resumes),
+    /// and it sends no datagram meanwhile (a stopped process sends nothing;
+    /// what it sends on resuming it decides then). Streams it opens are
+    /// accepted at `until`.
+    pub fn pause(&self, a: SocketAddr, until: Instant) {
+        self.lock().paused.insert(a, until);
+    }
+
+    /// Restores every link, un-isolates and resumes every node.
     pub fn heal(&self) {
         let mut s = self.lock();
         s.links.clear();
         s.isolated.clear();
+        s.paused.clear();
     }
 
     /// Whether a datagram to an address nobody holds is reported back to
@@ -354,7 +381,7 @@ impl MemNetwork {
     }
 
     fn deliver(&self, from: SocketAddr, to: SocketAddr, buf: &[u8]) {
-        let (link, inbox) = {
+        let (link, inbox, at) = {
             let s = self.lock();
             let forged = s.forged.contains(&to);
             let Some(node) = s.nodes.get(&to) else {
@@ -366,7 +393,8 @@ impl MemNetwork {
                 }
                 return;
             };
-            let out = (s.link(from, to), node.datagrams.clone());
+            let link = s.link(from, to);
+            let out = (link, node.datagrams.clone(), s.arrival(to, link.delay));
             drop(s);
             if forged {
                 self.refuse(from, to, buf);
@@ -380,10 +408,7 @@ impl MemNetwork {
             self.count(|c| c.dropped_by_link += 1);
             return;
         }
-        if inbox.push(
-            Instant::now() + link.delay,
-            (Bytes::copy_from_slice(buf), from),
-        ) {
+        if inbox.push(at, (Bytes::copy_from_slice(buf), from)) {
             self.count(|c| c.delivered += 1);
         } else {
             self.count(|c| c.inbox_full += 1);
@@ -391,19 +416,24 @@ impl MemNetwork {
     }
 
     fn open(&self, from: SocketAddr, to: SocketAddr) -> io::Result<(BoxStream, Duration)> {
-        let (link, back_cut, accept) = {
+        let (link, back_cut, accept, at) = {
             let s = self.lock();
             let node = s
                 .nodes
                 .get(&to)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionRefused, "no such node"))?;
-            (s.link(from, to), s.link(to, from).cut, node.streams.clone())
+            let link = s.link(from, to);
+            let at = [from, to]
+                .iter()
+                .filter_map(|a| s.paused_until(*a))
+                .fold(Instant::now() + link.delay, Instant::max);
+            (link, s.link(to, from).cut, node.streams.clone(), at)
         };
         if link.cut || back_cut {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "link cut"));
         }
         let (a, b) = tokio::io::duplex(STREAM_BUFFER);
-        if !accept.push(Instant::now() + link.delay, (Box::new(b), from)) {
+        if !accept.push(at, (Box::new(b), from)) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 "accept queue full",

@@ -7,6 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tonic::codegen::{http, BoxFuture, Service, StdError};
 use tonic::Status;
 
@@ -26,6 +28,10 @@ struct Inner {
     reserved: BTreeSet<SocketAddr>,
     /// The address of each node name ([`Router::addr_for`]).
     by_name: BTreeMap<String, SocketAddr>,
+    /// Paused nodes and when they resume ([`Router::pause`]).
+    paused: BTreeMap<String, Instant>,
+    /// Notified after every request a node's service handled.
+    handled: Arc<Notify>,
 }
 
 /// Routes Raft RPCs between nodes of one process by address.
@@ -136,12 +142,39 @@ impl Router {
             .insert((from.to_string(), to.to_string()), (delay, drop_rate));
     }
 
-    /// Restores every cut link, isolated node and degraded direction.
+    /// Pauses the node at `addr` until `until`, as a stopped process
+    /// (SIGSTOP) is: a request it sends, or is sent, before then reaches the
+    /// other side's service only at `until` (its queued input is read when
+    /// it resumes; the caller's own timeout may give up first). Replies
+    /// already on their way are not held.
+    pub fn pause(&self, addr: &str, until: Instant) {
+        self.lock().paused.insert(addr.to_string(), until);
+    }
+
+    /// Notified (one stored permit) after every request a node's service
+    /// handled, so a test can look at the nodes right after each one.
+    pub fn handled(&self) -> Arc<Notify> {
+        self.lock().handled.clone()
+    }
+
+    /// Restores every cut link, isolated node, degraded direction and
+    /// paused node.
     pub fn heal(&self) {
         let mut inner = self.lock();
         inner.cut.clear();
         inner.isolated.clear();
         inner.conditions.clear();
+        inner.paused.clear();
+    }
+
+    /// The latest instant at which `from` or `to` resumes, if later than now.
+    fn resumes(&self, from: &str, to: &str) -> Option<Instant> {
+        let inner = self.lock();
+        let until = [from, to]
+            .iter()
+            .filter_map(|a| inner.paused.get(*a).copied())
+            .max()?;
+        (until > Instant::now()).then_some(until)
     }
 
     /// The delay of `from` -> `to`, or an error when this message is lost.
@@ -227,11 +260,15 @@ impl LocalChannel {
             if !there.is_zero() {
                 tokio::time::sleep(there).await;
             }
+            if let Some(until) = this.router.resumes(&this.from, &this.to) {
+                tokio::time::sleep_until(until).await;
+            }
             let mut service = this.router.route(&this.from, &this.to)?;
             let resp = match Service::call(&mut service, req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
+            this.router.lock().handled.notify_one();
             let back = this.router.condition(&this.to, &this.from)?;
             if !back.is_zero() {
                 tokio::time::sleep(back).await;
