@@ -351,7 +351,12 @@ async fn handles_fail_after_shutdown() {
 #[tokio::test(start_paused = true)]
 async fn detection_time_is_exact_with_paused_time() {
     let net = MemNetwork::new();
-    let config = LivenessConfig::default();
+    // Rounds every 100 ms (the figures below assume it), three retries.
+    let config = LivenessConfig {
+        interval: Duration::from_millis(100),
+        retries: 3,
+        ..LivenessConfig::default()
+    };
     let responder = Responder::spawn(net.bind()).expect("responder");
     let target = responder.local_addr();
     let start = Instant::now();
