@@ -409,7 +409,7 @@ async fn measure(
 ) -> anyhow::Result<()> {
     let t0 = unix_ms();
     println!("{n} processes: starting");
-    let (all, first) = form_within(lc, n, Duration::from_secs(300)).await?;
+    let (all, first) = super::demo::form_within(lc, n, Duration::from_secs(300)).await?;
     row.form_ms = Some(first.values().map(|c| c.t_ms).max().unwrap_or(t0) - t0);
     println!("{n} processes: formed in {} ms", row.form_ms.unwrap_or(0));
     // Let the formation settle (the last joins, the voter set).
@@ -521,29 +521,6 @@ async fn measure(
         }
     }
     Ok(())
-}
-
-/// As `demo::form` (node1 first, the rest joining it, then a map every
-/// one of them owns part of), with a longer wait for that map: a big
-/// cluster on a busy machine takes longer than the demo's minute.
-async fn form_within(
-    lc: &mut LocalCluster,
-    n: usize,
-    timeout: Duration,
-) -> anyhow::Result<(Vec<String>, BTreeMap<String, clusterfunk::local::Commit>)> {
-    lc.start("node1", None).await?;
-    let seed = lc
-        .endpoint("node1", "gossip")
-        .context("node1 has no gossip address")?;
-    for i in 2..=n {
-        lc.start(&format!("node{i}"), Some(&seed)).await?;
-    }
-    let all = lc.nodes();
-    let first = lc
-        .wait_commit(&all, 0, timeout, |c| owners(c).len() == n)
-        .await
-        .context("a map owned by every agent")?;
-    Ok((all, first))
 }
 
 /// Writes `node`'s weight through `client`, retrying for up to 30 s while

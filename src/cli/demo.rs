@@ -45,6 +45,16 @@ pub(super) async fn form(
     lc: &mut LocalCluster,
     n: usize,
 ) -> anyhow::Result<(Vec<String>, BTreeMap<String, Commit>)> {
+    form_within(lc, n, FORM_TIMEOUT).await
+}
+
+/// As [`form`], waiting up to `timeout` for that map (a big cluster on a
+/// busy machine takes longer than the demo's minute).
+pub(super) async fn form_within(
+    lc: &mut LocalCluster,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<(Vec<String>, BTreeMap<String, Commit>)> {
     lc.start("node1", None).await?;
     let seed = lc
         .endpoint("node1", "gossip")
@@ -54,8 +64,9 @@ pub(super) async fn form(
     }
     let all = lc.nodes();
     let first = lc
-        .wait_commit(&all, 0, FORM_TIMEOUT, |c| owners(c).len() == n)
-        .await?;
+        .wait_commit(&all, 0, timeout, |c| owners(c).len() == n)
+        .await
+        .context("a map owned by every agent")?;
     Ok((all, first))
 }
 
