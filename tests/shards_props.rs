@@ -220,4 +220,43 @@ proptest! {
             prop_assert_eq!(ShardMap::decode(&m.encode()).unwrap(), m);
         }
     }
+
+    #[test]
+    fn a_patch_between_any_two_maps_gives_back_the_second(
+        shards in shard_count(),
+        steps in proptest::collection::vec(live(), 2..5),
+        epoch in 1u64..1_000,
+    ) {
+        let maps = run(shards, &steps);
+        for base in &maps {
+            for next in &maps {
+                let patch = next.encode_patch(base).unwrap();
+                let back = base.apply_patch(epoch, &patch).unwrap();
+                prop_assert_eq!(back.encode(), next.clone().with_epoch(epoch).encode());
+            }
+        }
+    }
+
+    #[test]
+    fn applying_random_or_mutated_patches_never_panics(
+        shards in 1u32..=64,
+        live in live(),
+        other in live(),
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    ) {
+        let base = rebalance(&ShardMap::new(shards).unwrap(), &live).unwrap();
+        let _ = base.apply_patch(1, &bytes);
+        let mut patch = rebalance(&base, &other).unwrap().encode_patch(&base).unwrap();
+        for (at, b) in flips {
+            if !patch.is_empty() {
+                let i = at.index(patch.len());
+                patch[i] ^= b;
+            }
+        }
+        if let Ok(m) = base.apply_patch(1, &patch) {
+            // Whatever applies is a valid map.
+            prop_assert_eq!(ShardMap::decode(&m.encode()).unwrap(), m);
+        }
+    }
 }

@@ -443,6 +443,10 @@ impl Leader {
                 self.tracker.reset();
                 self.retry_later(now);
             }
+            (_, Ok(Response::PatchRefused { .. })) => {
+                self.tracker.reset();
+                self.retry_later(now);
+            }
             (_, Ok(_)) => {}
             (what, Err(e)) => {
                 self.counts.write_failures += 1;

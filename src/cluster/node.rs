@@ -126,6 +126,8 @@ pub(super) struct Node {
     pub(super) stats: NodeStats,
     /// The service's hand-off hooks, when one registered.
     pub(super) handoff: Option<super::handoff::Hooks>,
+    /// The state machine refused the last patch: propose the whole map next.
+    pub(super) whole_map_next: bool,
 }
 
 impl Node {
@@ -226,8 +228,8 @@ impl Node {
                     self.write(Write::ClusterId, Command::SetClusterId { cluster_id })
                 }
                 Action::Propose { epoch, map } => {
-                    let map = map.encode().into();
-                    self.write(Write::Propose(epoch), Command::Propose { epoch, map })
+                    let cmd = self.proposal(epoch, &map);
+                    self.write(Write::Propose(epoch), cmd)
                 }
                 Action::Commit(epoch) => {
                     self.write(Write::Commit(epoch), Command::Commit { epoch })
@@ -510,6 +512,34 @@ impl Node {
         self.spawn(jobs::ack(raft, epoch));
     }
 
+    /// The command that proposes `map`: a patch against the committed map
+    /// when that is smaller than the whole map (the usual case: a failover
+    /// or a weight change moves a small share of the shards), else the
+    /// whole map. The state machine turns a patch back into the whole map.
+    fn proposal(&mut self, epoch: u64, map: &ShardMap) -> Command {
+        let whole = map.encode();
+        let committed = self
+            .cluster_state
+            .as_ref()
+            .and_then(|rx| rx.borrow().committed.clone());
+        if let (false, Some((base_epoch, base))) =
+            (std::mem::take(&mut self.whole_map_next), committed)
+        {
+            let patch = ShardMap::decode(&base).and_then(|base| map.encode_patch(&base));
+            if let Some(patch) = patch.ok().filter(|p| p.len() < whole.len()) {
+                return Command::ProposePatch {
+                    epoch,
+                    base_epoch,
+                    patch: patch.into(),
+                };
+            }
+        }
+        Command::Propose {
+            epoch,
+            map: whole.into(),
+        }
+    }
+
     fn write(&mut self, what: Write, cmd: Command) {
         if let Some(raft) = self.raft.clone() {
             self.spawn(jobs::write(raft, what, cmd));
@@ -550,6 +580,10 @@ impl Node {
                 }
             }
             Done::Write(what, result) => {
+                if let Ok(crate::raft::Response::PatchRefused { epoch, reason }) = &result {
+                    warn!(epoch, %reason, "patch refused; proposing the whole map next");
+                    self.whole_map_next = true;
+                }
                 let actions = self.lead.on_write_done(what, &result, Instant::now());
                 self.execute(actions).await;
             }

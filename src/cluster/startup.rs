@@ -265,6 +265,7 @@ pub(crate) async fn start(
         started: Instant::now(),
         stats: NodeStats::default(),
         handoff: handoff.map(Hooks::new),
+        whole_map_next: false,
         cfg,
     };
     let (cluster_name, shard_count) = (node.cfg.cluster_name.clone(), node.cfg.shard_count);

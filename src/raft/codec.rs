@@ -160,6 +160,15 @@ pub(crate) fn command_to_pb(c: &Command) -> pb::Command {
             epoch: *epoch,
             map: map.to_vec(),
         }),
+        Command::ProposePatch {
+            epoch,
+            base_epoch,
+            patch,
+        } => Kind::ProposePatch(pb::ProposePatch {
+            epoch: *epoch,
+            base_epoch: *base_epoch,
+            patch: patch.to_vec(),
+        }),
         Command::Commit { epoch } => Kind::Commit(pb::Commit { epoch: *epoch }),
         Command::SetMember { name, weight, zone } => Kind::SetMember(pb::SetMember {
             name: name.clone(),
@@ -185,6 +194,11 @@ pub(crate) fn command_from_pb(c: pb::Command) -> DResult<Command> {
         Kind::Propose(p) => Command::Propose {
             epoch: p.epoch,
             map: Bytes::from(p.map),
+        },
+        Kind::ProposePatch(p) => Command::ProposePatch {
+            epoch: p.epoch,
+            base_epoch: p.base_epoch,
+            patch: Bytes::from(p.patch),
         },
         Kind::Commit(c) => Command::Commit { epoch: c.epoch },
         Kind::SetMember(s) => Command::SetMember {
@@ -617,6 +631,11 @@ mod tests {
             Command::Propose {
                 epoch: 7,
                 map: Bytes::from_static(b"\x01\x02map"),
+            },
+            Command::ProposePatch {
+                epoch: 8,
+                base_epoch: 7,
+                patch: Bytes::from_static(b"\x03patch"),
             },
             Command::Commit { epoch: 7 },
             Command::SetMember {

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::app_log::AppLog;
 use super::{LogId, NodeId, StoredMembership};
+use crate::shards::ShardMap;
 
 /// What every Raft member publishes about itself in the membership config.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +58,19 @@ pub enum Command {
         /// The encoded shard map (opaque here).
         #[serde(with = "bytes_serde")]
         map: Bytes,
+    },
+    /// Propose the map that `patch` (see [`ShardMap::encode_patch`]) makes of
+    /// the committed map. Refused unless the committed map's epoch is
+    /// `base_epoch`; otherwise the same as [`Command::Propose`] of the whole
+    /// map, which is what the state keeps.
+    ProposePatch {
+        /// The proposal's epoch.
+        epoch: u64,
+        /// The epoch of the committed map the patch applies to.
+        base_epoch: u64,
+        /// The encoded patch.
+        #[serde(with = "bytes_serde")]
+        patch: Bytes,
     },
     /// Commit the pending proposal of `epoch`; ignored when the pending
     /// proposal has another epoch (or there is none).
@@ -109,6 +123,14 @@ pub enum Response {
         epoch: u64,
         /// The highest epoch proposed so far.
         last_epoch: u64,
+    },
+    /// A [`Command::ProposePatch`] did not apply to the committed map and
+    /// changed nothing; the leader proposes the whole map instead.
+    PatchRefused {
+        /// The refused epoch.
+        epoch: u64,
+        /// Why: another base epoch, or a malformed patch.
+        reason: String,
     },
     /// The pending proposal of `epoch` is now the committed map.
     Committed {
@@ -206,17 +228,15 @@ impl ClusterState {
                     }
                 }
             },
-            Command::Propose { epoch, map } => {
-                if epoch <= self.last_epoch {
-                    return Response::ProposalRejected {
-                        epoch,
-                        last_epoch: self.last_epoch,
-                    };
-                }
-                self.last_epoch = epoch;
-                self.proposed = Some((epoch, map));
-                Response::Proposed { epoch }
-            }
+            Command::Propose { epoch, map } => self.propose(epoch, map),
+            Command::ProposePatch {
+                epoch,
+                base_epoch,
+                patch,
+            } => match self.patched(epoch, base_epoch, &patch) {
+                Ok(map) => self.propose(epoch, map),
+                Err(reason) => Response::PatchRefused { epoch, reason },
+            },
             Command::Commit { epoch } => match self.proposed.take() {
                 Some((pending, map)) if pending == epoch => {
                     self.committed = Some((pending, map));
@@ -240,6 +260,36 @@ impl ClusterState {
                 Err(size) => Response::LogRefused { size },
             },
         }
+    }
+
+    fn propose(&mut self, epoch: u64, map: Bytes) -> Response {
+        if epoch <= self.last_epoch {
+            return Response::ProposalRejected {
+                epoch,
+                last_epoch: self.last_epoch,
+            };
+        }
+        self.last_epoch = epoch;
+        self.proposed = Some((epoch, map));
+        Response::Proposed { epoch }
+    }
+
+    /// The encoded map `patch` makes of the committed map of `base_epoch`.
+    fn patched(&self, epoch: u64, base_epoch: u64, patch: &[u8]) -> Result<Bytes, String> {
+        let base = match &self.committed {
+            Some((e, map)) if *e == base_epoch => map,
+            other => {
+                return Err(format!(
+                    "the patch is against epoch {base_epoch}, the committed map is {:?}",
+                    other.as_ref().map(|(e, _)| *e)
+                ))
+            }
+        };
+        let base = ShardMap::decode(base).map_err(|e| format!("committed map: {e}"))?;
+        let map = base
+            .apply_patch(epoch, patch)
+            .map_err(|e| format!("patch: {e}"))?;
+        Ok(map.encode().into())
     }
 
     /// The committed map's epoch, if any.
@@ -378,6 +428,52 @@ mod tests {
         assert!(matches!(
             s.apply(Command::Commit { epoch: 4 }),
             Response::CommitIgnored { pending: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_patch_proposes_the_map_it_makes_of_the_committed_one() {
+        use crate::shards::rebalance;
+        let first = rebalance(&ShardMap::new(64).unwrap(), &[("a", 1), ("b", 1)])
+            .unwrap()
+            .with_epoch(1);
+        let next = rebalance(&first, &[("a", 1), ("b", 1), ("c", 1)])
+            .unwrap()
+            .with_epoch(2);
+        let patch = |base_epoch| Command::ProposePatch {
+            epoch: 2,
+            base_epoch,
+            patch: next.encode_patch(&first).unwrap().into(),
+        };
+        let mut s = ClusterState::default();
+        // No committed map yet: refused, nothing changes.
+        assert!(matches!(
+            s.apply(patch(1)),
+            Response::PatchRefused { epoch: 2, .. }
+        ));
+        assert_eq!(s.last_epoch, 0);
+        s.apply(Command::Propose {
+            epoch: 1,
+            map: first.encode().into(),
+        });
+        s.apply(Command::Commit { epoch: 1 });
+        // Against another base: refused.
+        assert!(matches!(s.apply(patch(0)), Response::PatchRefused { .. }));
+        assert_eq!(s.proposed, None);
+        // Malformed: refused.
+        let bad = Command::ProposePatch {
+            epoch: 2,
+            base_epoch: 1,
+            patch: Bytes::from_static(b"\xff\xff"),
+        };
+        assert!(matches!(s.apply(bad), Response::PatchRefused { .. }));
+        // The right base: the pending proposal holds the whole new map.
+        assert_eq!(s.apply(patch(1)), Response::Proposed { epoch: 2 });
+        assert_eq!(s.proposed, Some((2, Bytes::from(next.encode()))));
+        // Epochs still only grow.
+        assert!(matches!(
+            s.apply(patch(1)),
+            Response::ProposalRejected { .. }
         ));
     }
 

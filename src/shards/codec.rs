@@ -7,7 +7,7 @@ use super::{NodeInfo, ShardMap, ShardMapError};
 
 /// Generated types; plain `include!` rather than `tonic::include_proto!` so
 /// this module depends on prost only (the file has no services).
-mod pb {
+pub(super) mod pb {
     include!(concat!(env!("OUT_DIR"), "/clusterfunk.v1.shards.rs"));
 }
 
@@ -18,15 +18,7 @@ impl ShardMap {
         pb::ShardMap {
             epoch: self.epoch,
             shard_count: self.shard_count(),
-            nodes: self
-                .nodes
-                .iter()
-                .map(|n| pb::Node {
-                    id: n.id.clone(),
-                    weight: n.weight,
-                    worker_id: n.worker_id,
-                })
-                .collect(),
+            nodes: self.nodes.iter().map(pb::Node::from).collect(),
             owners: self.wire_owners(),
         }
         .encode_to_vec()
@@ -40,16 +32,28 @@ impl ShardMap {
     /// the node list.
     pub fn decode(bytes: &[u8]) -> Result<ShardMap, ShardMapError> {
         let m = pb::ShardMap::decode(bytes)?;
-        let nodes = m
-            .nodes
-            .into_iter()
-            .map(|n| NodeInfo {
-                id: n.id,
-                weight: n.weight,
-                worker_id: n.worker_id,
-            })
-            .collect();
+        let nodes = m.nodes.into_iter().map(NodeInfo::from).collect();
         ShardMap::from_wire(m.epoch, m.shard_count, nodes, &m.owners)
+    }
+}
+
+impl From<&NodeInfo> for pb::Node {
+    fn from(n: &NodeInfo) -> Self {
+        pb::Node {
+            id: n.id.clone(),
+            weight: n.weight,
+            worker_id: n.worker_id,
+        }
+    }
+}
+
+impl From<pb::Node> for NodeInfo {
+    fn from(n: pb::Node) -> Self {
+        NodeInfo {
+            id: n.id,
+            weight: n.weight,
+            worker_id: n.worker_id,
+        }
     }
 }
 

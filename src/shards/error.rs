@@ -55,6 +55,17 @@ pub enum ShardMapError {
     /// Two maps with different shard counts cannot be compared.
     #[error("shard counts differ: {0} vs {1}")]
     ShardCountMismatch(u32, u32),
+    /// A patch lists more or fewer owners than changed shards.
+    #[error("patch lists {shards} changed shards but {owners} owners")]
+    PatchLengths {
+        /// Changed shards listed.
+        shards: usize,
+        /// Owners listed.
+        owners: usize,
+    },
+    /// A patch lists a shard twice or out of order.
+    #[error("patch shards are not ascending after shard {0}")]
+    PatchNotAscending(u32),
     /// The bytes are not a valid protobuf `ShardMap`.
     #[error("malformed shard map encoding: {0}")]
     Decode(#[from] prost::DecodeError),

@@ -220,7 +220,7 @@ pub(crate) fn check_shard_count(shard_count: u64) -> Result<(), ShardMapError> {
 
 /// Checks the node list of a map: bounded length, non-empty ids strictly
 /// ascending, unique worker ids.
-fn check_nodes(nodes: &[NodeInfo]) -> Result<(), ShardMapError> {
+pub(crate) fn check_nodes(nodes: &[NodeInfo]) -> Result<(), ShardMapError> {
     if nodes.len() > MAX_NODES {
         return Err(ShardMapError::TooManyNodes(nodes.len()));
     }

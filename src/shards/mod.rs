@@ -1,6 +1,6 @@
 //! Shard maps: which node owns each of a fixed number of shards, weighted
 //! assignment with the fewest possible moves, key → shard hashing, deltas
-//! between maps and their protobuf encoding (`proto/clusterfunk/v1/shards.proto`).
+//! between maps, patches (a map as its changes from another) and their protobuf encoding (`proto/clusterfunk/v1/shards.proto`).
 //!
 //! Pure code: no async, no I/O, no global state. It may import only std,
 //! prost, serde, thiserror and xxhash-rust (XXH64). Everything here is deterministic (no
@@ -25,6 +25,7 @@ mod delta;
 mod error;
 mod hash;
 mod map;
+mod patch;
 mod placement;
 mod rebalance;
 mod simulate;
