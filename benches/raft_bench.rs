@@ -213,8 +213,9 @@ fn bench_config() -> RaftConfig {
 
 async fn failover(rounds: usize, config: RaftConfig) -> anyhow::Result<()> {
     let label = format!(
-        "heartbeat {} ms, election timeout {}-{} ms",
+        "heartbeat {} ms, vote lease {} ms, election timeout {}-{} ms",
         config.heartbeat_interval.as_millis(),
+        config.vote_lease.as_millis(),
         config.election_timeout_min.as_millis(),
         config.election_timeout_max.as_millis()
     );
@@ -299,13 +300,14 @@ fn main() -> anyhow::Result<()> {
         commit_latency(Kind::Sled, writes).await?;
         commit_latency(Kind::Memory, writes).await?;
         // Defaults, then a tighter LAN setting to show how failover scales
-        // (openraft 0.9 waits election_timeout_max as a leader lease plus
-        // the randomised election timeout after the last heartbeat).
+        // (a quiet follower waits the vote lease plus the random election
+        // timeout after the last heartbeat).
         failover(rounds, bench_config()).await?;
         failover(
             rounds,
             RaftConfig {
                 heartbeat_interval: Duration::from_millis(20),
+                vote_lease: Duration::from_millis(80),
                 election_timeout_min: Duration::from_millis(60),
                 election_timeout_max: Duration::from_millis(120),
                 ..bench_config()

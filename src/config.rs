@@ -102,7 +102,7 @@ pub struct Config {
     /// granted one heartbeat after the round it counts from and must last
     /// until the next grant arrives). A shorter lease moves the shards of a
     /// crashed node sooner (the leader waits out its lease); one no longer
-    /// than `election_timeout_max` adds no wait after a leader change.
+    /// than the Raft `vote_lease` adds no wait after a leader change.
     /// Default 80 ms.
     pub lease: Duration,
     /// Changes are batched for this long before the leader proposes a map.
@@ -287,13 +287,14 @@ impl Config {
     }
 
     /// Across data centres: memberlist's WAN gossip preset, slower Raft
-    /// elections (0.5–1 s, 150 ms heartbeats) and liveness (250 ms, 4
+    /// elections (1 s vote lease, then 0.5–1 s; 150 ms heartbeats) and liveness (250 ms, 4
     /// retries), longer ack timeout (2 s) and lease (1.2 s).
     pub fn wan(node_id: impl Into<String>) -> Config {
         let node_id = node_id.into();
         let raft = RaftConfig {
             heartbeat_interval: Duration::from_millis(150),
             append_timeout: Duration::from_millis(300),
+            vote_lease: Duration::from_millis(1000),
             election_timeout_min: Duration::from_millis(500),
             election_timeout_max: Duration::from_millis(1000),
             ..RaftConfig::default()

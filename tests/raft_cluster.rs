@@ -593,7 +593,7 @@ async fn router_cutting_the_leader_elects_a_new_one() -> anyhow::Result<()> {
 }
 
 /// A leader refuses votes while a quorum accepted one of its rounds within
-/// `election_timeout_max`, even after openraft's own refusal (which runs
+/// `vote_lease`, even after openraft's own refusal (which runs
 /// only from the leader's election) has lapsed; once it lost its quorum
 /// that long it votes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,10 +615,10 @@ async fn a_leader_with_its_quorum_refuses_votes() -> anyhow::Result<()> {
     let refs: Vec<&RaftNode> = nodes.iter().collect();
     let leader = refs[wait_leader(&refs, None).await?];
     write(leader, propose(1)).await?;
-    // openraft's leader refuses votes for election_timeout_max after its
+    // openraft's leader refuses votes for its vote lease after its
     // election and not after: let that pass (a time condition, not an
     // event to wait for).
-    tokio::time::sleep(config.election_timeout_max * 2).await;
+    tokio::time::sleep(config.vote_lease * 2).await;
 
     let candidate = refs.iter().find(|n| n.id() != leader.id()).unwrap().id();
     let mut net = Network::new(router.connector("probe"));
@@ -643,7 +643,7 @@ async fn a_leader_with_its_quorum_refuses_votes() -> anyhow::Result<()> {
     assert_eq!(leader.current_term(), term);
 
     // Cut the followers off: the leader loses its quorum and, after
-    // election_timeout_max, grants the same request.
+    // the vote lease, grants the same request.
     for n in refs.iter().filter(|n| n.id() != leader.id()) {
         router.isolate(&n.info().addr);
     }

@@ -7,8 +7,11 @@
 //! while it still runs and holds its serving lease. First with everything
 //! else working (the follower acknowledges the map that drops it), then
 //! with its Raft links cut as well (it cannot acknowledge; the commit must
-//! wait until its lease has certainly ended). A sampler checks every shard
-//! on every node about every millisecond: never two serving at once.
+//! wait until its lease has certainly ended). Then forged refusals of the
+//! leader's Raft port, which a follower takes as a sign that the leader's
+//! process is gone: the leader must stay and no shard may move. A sampler
+//! checks every shard on every node about every millisecond: never two
+//! serving at once.
 
 mod common;
 
@@ -103,6 +106,47 @@ async fn forged_refusals_never_serve_a_shard_twice() {
         raft.heal();
         wait_until("the follower back in the map", || converged(&nodes)).await;
     }
+
+    // Forged refusals of the leader's Raft port: every follower's calls to
+    // the leader are refused (as a forged TCP reset would make them) while
+    // the leader's own calls get through, a third of them lost, so the
+    // followers go quiet for a few heartbeats now and then and ask whether
+    // the leader is gone. They must not depose it, and no shard moves.
+    let leader = nodes.iter().find_map(|n| n.leader()).expect("a leader");
+    let epoch = nodes[0].shard_map().borrow().as_ref().map(|m| m.epoch());
+    let leader_raft = nodes
+        .iter()
+        .find(|n| n.node_id() == leader)
+        .map(|n| ep(n, "raft").to_string())
+        .expect("leader");
+    let refused = raft.refused();
+    for f in nodes.iter().filter(|n| n.node_id() != leader) {
+        let f = ep(f, "raft").to_string();
+        raft.cut_one_way(&f, &leader_raft);
+        raft.degrade(&leader_raft, &f, Duration::ZERO, 0.2);
+    }
+    let mut leaders = std::collections::BTreeSet::new();
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < end {
+        leaders.extend(nodes.iter().filter_map(|n| n.leader()));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    raft.heal();
+    assert!(
+        raft.refused() > refused + 20,
+        "the forged refusals were delivered ({} calls)",
+        raft.refused() - refused
+    );
+    assert_eq!(
+        leaders.into_iter().collect::<Vec<_>>(),
+        vec![leader.clone()],
+        "forged refusals deposed the leader"
+    );
+    assert_eq!(
+        nodes[0].shard_map().borrow().as_ref().map(|m| m.epoch()),
+        epoch,
+        "a shard moved"
+    );
 
     let samples = watch.finish().await;
     assert!(samples > 100, "the sampler ran ({samples} passes)");

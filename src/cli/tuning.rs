@@ -21,14 +21,17 @@ pub struct RaftTuningArgs {
     /// --election-timeout-min-ms (lan and local 50, wan 300).
     #[arg(long, env = "CLUSTERFUNK_APPEND_TIMEOUT_MS")]
     pub append_timeout_ms: Option<u64>,
-    /// Raft: lower bound of the random election timeout, ms (lan and local
-    /// 60, wan 500).
+    /// Raft: how long voters refuse votes after they last heard the
+    /// leader, ms; a crashed leader is replaced at the earliest this long
+    /// after its last heartbeat (lan and local 110, wan 1000).
+    #[arg(long, env = "CLUSTERFUNK_VOTE_LEASE_MS")]
+    pub vote_lease_ms: Option<u64>,
+    /// Raft: lower bound of the random election timeout a quiet follower
+    /// waits on top of the vote lease, ms (lan and local 130, wan 500).
     #[arg(long, env = "CLUSTERFUNK_ELECTION_TIMEOUT_MIN_MS")]
     pub election_timeout_min_ms: Option<u64>,
-    /// Raft: upper bound of the random election timeout, ms; voters also
-    /// refuse to vote this long after they last heard the leader, so a
-    /// crashed leader is replaced at the earliest this long after its last
-    /// heartbeat (lan and local 120, wan 1000).
+    /// Raft: upper bound of that random election timeout, ms (lan and
+    /// local 210, wan 1000).
     #[arg(long, env = "CLUSTERFUNK_ELECTION_TIMEOUT_MAX_MS")]
     pub election_timeout_max_ms: Option<u64>,
 }
@@ -42,6 +45,7 @@ impl RaftTuningArgs {
         fill!(
             heartbeat_ms,
             append_timeout_ms,
+            vote_lease_ms,
             election_timeout_min_ms,
             election_timeout_max_ms
         );
@@ -56,6 +60,7 @@ impl RaftTuningArgs {
         set_ms!(
             heartbeat_ms => heartbeat_interval,
             append_timeout_ms => append_timeout,
+            vote_lease_ms => vote_lease,
             election_timeout_min_ms => election_timeout_min,
             election_timeout_max_ms => election_timeout_max
         );

@@ -17,21 +17,21 @@ pub enum SnapshotPolicy {
 /// Configuration of a Raft node.
 ///
 /// Defaults (see [`RaftConfig::default`]) target a LAN and fast failover:
-/// a heartbeat every 20 ms (each AppendEntries RPC may take 50 ms) and an
-/// election timeout drawn from 80..160 ms.
+/// a heartbeat every 20 ms (each AppendEntries RPC may take 50 ms), a
+/// 110 ms vote lease and an election timeout drawn from 130..210 ms.
 ///
 /// Failover timing: openraft's own election timer is off; the node's
 /// elector starts a pre-vote once it heard from no leader for
-/// `election_timeout_max` plus a random part of the election timeout
-/// (240-320 ms with the defaults), or, when the leader's process is
-/// certainly gone (its Raft port refuses connections), as soon as the
-/// voters will vote. openraft 0.9 voters refuse votes for
-/// `election_timeout_max` after they last accepted the leader (its
-/// "leader lease", fixed to that value), so no leader of a later term can
-/// be elected sooner than `election_timeout_max` after a quorum last
-/// accepted the old one; the serving lease rule (see `lease`) builds on
-/// exactly this bound, whatever the other values. A serving lease no
-/// longer than `election_timeout_max` costs a new leader no wait.
+/// `vote_lease` plus a random election timeout (240-320 ms with the
+/// defaults), or, when the leader's process is certainly gone (its Raft
+/// port refuses connections), as soon as the voters will vote. Voters
+/// refuse votes for `vote_lease` after they last accepted the leader
+/// (openraft 0.9's "leader lease", which is its `election_timeout_max`; it
+/// is given `vote_lease` as that), so no leader of a later term can be
+/// elected sooner than `vote_lease` after a quorum last accepted the old
+/// one; the serving lease rule (see `lease`) builds on exactly this bound,
+/// whatever the other values. A serving lease no longer than `vote_lease`
+/// costs a new leader no wait.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RaftConfig {
     /// Cluster name, used by openraft for log context. Default `clusterfunk`.
@@ -44,11 +44,17 @@ pub struct RaftConfig {
     /// own heartbeat tick). It must cover a follower's fsync under load and
     /// be below `election_timeout_min`. Default 50 ms.
     pub append_timeout: Duration,
-    /// Lower bound of the randomised election timeout. Default 80 ms.
+    /// How long a voter refuses votes after it last accepted the leader,
+    /// and so the earliest a crashed leader's successor can be elected
+    /// after its last heartbeat. Must exceed `append_timeout`. Default
+    /// 110 ms.
+    pub vote_lease: Duration,
+    /// Lower bound of the random election timeout, which a quiet follower
+    /// waits on top of `vote_lease` (no false elections while the leader
+    /// is only slow). Default 130 ms.
     pub election_timeout_min: Duration,
-    /// Upper bound (exclusive) of the randomised election timeout; also
-    /// how long openraft's voters refuse to vote after they last accepted
-    /// the leader. Default 160 ms.
+    /// Upper bound (exclusive) of the random election timeout. Default
+    /// 210 ms.
     pub election_timeout_max: Duration,
     /// Timeout of one InstallSnapshot chunk RPC. Default 1 s.
     pub install_snapshot_timeout: Duration,
@@ -66,7 +72,10 @@ pub struct RaftConfig {
     /// Snapshot chunk size. Default 1 MiB (well below `max_message_size`).
     pub snapshot_max_chunk_size: u64,
     /// Pause before retrying a peer that was unreachable (connection
-    /// refused, node stopped). Default 200 ms.
+    /// refused or reset, node stopped). Default 40 ms: two heartbeats, well
+    /// under the election timeout, so that one refused or reset call (a
+    /// forged reset, too) does not leave a follower quiet long enough to
+    /// start an election.
     pub unreachable_backoff: Duration,
     /// TCP connect timeout of a peer channel. Default 500 ms.
     pub connect_timeout: Duration,
@@ -95,15 +104,16 @@ impl Default for RaftConfig {
             cluster_name: "clusterfunk".to_string(),
             heartbeat_interval: Duration::from_millis(20),
             append_timeout: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(80),
-            election_timeout_max: Duration::from_millis(160),
+            vote_lease: Duration::from_millis(110),
+            election_timeout_min: Duration::from_millis(130),
+            election_timeout_max: Duration::from_millis(210),
             install_snapshot_timeout: Duration::from_millis(1000),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
             max_in_snapshot_log_to_keep: 1000,
             max_payload_entries: 300,
             replication_lag_threshold: 5000,
             snapshot_max_chunk_size: 1024 * 1024,
-            unreachable_backoff: Duration::from_millis(200),
+            unreachable_backoff: Duration::from_millis(40),
             connect_timeout: Duration::from_millis(500),
             max_message_size: 64 * 1024 * 1024,
             sled_cache_capacity: 8 * 1024 * 1024,
@@ -120,7 +130,7 @@ const MESSAGE_OVERHEAD: u64 = 64 * 1024;
 impl RaftConfig {
     /// How long one registry write (weight, removal, ...) may wait for its
     /// commit before it fails with a timeout: ten election timeouts
-    /// (1.6 s with the defaults), time for a new leader to take over.
+    /// (2.1 s with the defaults), time for a new leader to take over.
     pub fn write_timeout(&self) -> Duration {
         self.election_timeout_max * 10
     }
@@ -132,6 +142,7 @@ impl RaftConfig {
             ("heartbeat_interval", self.heartbeat_interval),
             ("append_timeout", self.append_timeout),
             ("election_timeout_min", self.election_timeout_min),
+            ("vote_lease", self.vote_lease),
             ("install_snapshot_timeout", self.install_snapshot_timeout),
             ("connect_timeout", self.connect_timeout),
         ] {
@@ -172,6 +183,15 @@ impl RaftConfig {
                 election_timeout_min: self.election_timeout_min,
             });
         }
+        // openraft is given `vote_lease - 1 ms .. vote_lease` as its
+        // election timeout, which must exceed its heartbeat (our
+        // `append_timeout`).
+        if ms(self.vote_lease) <= ms(self.append_timeout) + 1 {
+            return Err(ConfigError::VoteLeaseTooShort {
+                vote_lease: self.vote_lease,
+                append_timeout: self.append_timeout,
+            });
+        }
         if self.snapshot_max_chunk_size + MESSAGE_OVERHEAD > self.max_message_size as u64 {
             return Err(ConfigError::ChunkTooLarge {
                 chunk: self.snapshot_max_chunk_size,
@@ -188,8 +208,11 @@ impl RaftConfig {
         let config = openraft::Config {
             cluster_name: self.cluster_name.clone(),
             heartbeat_interval: millis(self.append_timeout),
-            election_timeout_min: millis(self.election_timeout_min),
-            election_timeout_max: millis(self.election_timeout_max),
+            // openraft's election timer is off; its election_timeout_max is
+            // the leader lease its voters keep, and its minimum times out
+            // a vote RPC.
+            election_timeout_min: millis(self.vote_lease) - 1,
+            election_timeout_max: millis(self.vote_lease),
             install_snapshot_timeout: millis(self.install_snapshot_timeout),
             snapshot_policy: match self.snapshot_policy {
                 SnapshotPolicy::LogsSinceLast(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
@@ -220,8 +243,7 @@ mod tests {
         let o = c.to_openraft().unwrap();
         let ms = |d: Duration| d.as_millis() as u64;
         assert_eq!(o.heartbeat_interval, ms(c.append_timeout));
-        assert_eq!(o.election_timeout_min, ms(c.election_timeout_min));
-        assert_eq!(o.election_timeout_max, ms(c.election_timeout_max));
+        assert_eq!(o.election_timeout_max, ms(c.vote_lease));
         // An election can't come before a follower's lease ran out.
         assert!(c.heartbeat_interval * 2 <= c.election_timeout_min);
         assert_eq!(
@@ -242,6 +264,14 @@ mod tests {
             Err(ConfigError::ElectionTimeoutRange { .. })
         ));
         let bad = RaftConfig {
+            vote_lease: Duration::from_millis(50),
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::VoteLeaseTooShort { .. })
+        ));
+        let bad = RaftConfig {
             heartbeat_interval: Duration::from_millis(150),
             ..Default::default()
         };
@@ -250,7 +280,7 @@ mod tests {
             Err(ConfigError::HeartbeatTooSlow { .. })
         ));
         let bad = RaftConfig {
-            append_timeout: Duration::from_millis(80),
+            append_timeout: Duration::from_millis(140),
             ..Default::default()
         };
         assert!(matches!(

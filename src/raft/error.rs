@@ -9,6 +9,16 @@ use super::{NodeId, RaftNodeInfo};
 /// An invalid [`RaftConfig`](super::RaftConfig).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// `vote_lease` is not above `append_timeout` (by more than 1 ms).
+    #[error(
+        "vote lease {vote_lease:?} must exceed append timeout {append_timeout:?} by more than 1 ms"
+    )]
+    VoteLeaseTooShort {
+        /// The vote lease.
+        vote_lease: Duration,
+        /// The append timeout.
+        append_timeout: Duration,
+    },
     /// A value that must be positive is zero (durations count in whole ms).
     #[error("{field} must be greater than zero")]
     Zero {

@@ -21,13 +21,13 @@
 //!   applied a proposal that takes shards away cannot serve under a lease
 //!   granted after that proposal was appended.
 //! * Why no one else can serve meanwhile: openraft's voters refuse to vote
-//!   for `election_timeout_max` after they last accepted the leader, and a
+//!   for `vote_lease` after they last accepted the leader, and a
 //!   candidate waits at least that long on its own timer, so no leader of a
-//!   later term exists before `t0 + election_timeout_max`. A leader that
+//!   later term exists before `t0 + vote_lease`. A leader that
 //!   loses its quorum stops advancing `t0` and so stops granting; leases end
 //!   at most `lease` after its last quorum round. The next leader treats
 //!   every lease of an earlier term as running until `term start + lease -
-//!   election_timeout_max` ([`Granter::bound`]); its own grants it bounds by
+//!   vote_lease` ([`Granter::bound`]); its own grants it bounds by
 //!   `echo received + remaining`. The coordinator commits a map that moves
 //!   a shard only when the losing owner acknowledged or its bound passed.
 //!
@@ -271,14 +271,9 @@ impl Granter {
     /// The instant after which `target` certainly serves under no lease
     /// that this leader or an earlier one granted; `None` when this node
     /// has not led yet.
-    pub fn bound(
-        &self,
-        target: NodeId,
-        lease: Duration,
-        election_timeout_max: Duration,
-    ) -> Option<Instant> {
+    pub fn bound(&self, target: NodeId, lease: Duration, vote_lease: Duration) -> Option<Instant> {
         let start = self.term_start?;
-        let earlier_terms = start + lease.saturating_sub(election_timeout_max);
+        let earlier_terms = start + lease.saturating_sub(vote_lease);
         let mine = self.peers.get(&target).and_then(|p| p.bound);
         Some(mine.map_or(earlier_terms, |m| m.max(earlier_terms)) + margin(lease))
     }
@@ -289,18 +284,18 @@ impl Granter {
 pub(crate) struct LeaseState {
     me: NodeId,
     lease: Duration,
-    election_timeout_max: Duration,
+    vote_lease: Duration,
     metrics: OnceLock<watch::Receiver<RaftMetrics>>,
     inner: Mutex<(Holder, Granter)>,
 }
 
 impl LeaseState {
-    pub fn new(me: NodeId, lease: Duration, election_timeout_max: Duration) -> Self {
+    pub fn new(me: NodeId, lease: Duration, vote_lease: Duration) -> Self {
         let incarnation = crate::rng::random::<u64>();
         Self {
             me,
             lease,
-            election_timeout_max,
+            vote_lease,
             metrics: OnceLock::new(),
             inner: Mutex::new((Holder::new(incarnation, Instant::now()), Granter::default())),
         }
@@ -399,15 +394,15 @@ impl LeaseState {
     }
 
     /// Leader: whether to refuse a vote to another candidate. openraft's
-    /// followers refuse votes for `election_timeout_max` after they last
+    /// followers refuse votes for `vote_lease` after they last
     /// accepted the leader, but a leader's own refusal runs only from its
     /// election, and [`Granter::quorum_at`] counts the leader itself as
     /// "now": without this, a candidate could win with the leader's vote
     /// and voters that never accepted the leader's last rounds, before
-    /// those rounds are `election_timeout_max` old, and the leases they
+    /// those rounds are `vote_lease` old, and the leases they
     /// confirmed would outlive the new leader's bound on them. So a leader
     /// refuses while a quorum accepted a round it sent within
-    /// `election_timeout_max`; one that lost its quorum that long, or that
+    /// `vote_lease`; one that lost its quorum that long, or that
     /// stopped its heartbeats to hand over, votes again.
     pub fn refuses_votes(&self) -> bool {
         let Some((term, configs, _)) = self.leading() else {
@@ -416,7 +411,7 @@ impl LeaseState {
         let now = Instant::now();
         let mut g = self.lock();
         g.1.enter(term, now);
-        g.1.confirmed_within(term, self.me, &configs, now, self.election_timeout_max)
+        g.1.confirmed_within(term, self.me, &configs, now, self.vote_lease)
     }
 
     /// Leader: whether `target` accepted a request of this leader's term
@@ -435,7 +430,7 @@ impl LeaseState {
         let (term, _, _) = self.leading()?;
         let mut g = self.lock();
         g.1.enter(term, Instant::now());
-        g.1.bound(target, self.lease, self.election_timeout_max)
+        g.1.bound(target, self.lease, self.vote_lease)
     }
 }
 
@@ -573,7 +568,7 @@ mod tests {
         l.enter(5, t);
         let b = l.bound(9, LEASE, ETMAX).expect("leading");
         assert_eq!(b, t + (LEASE - ETMAX) + margin(LEASE));
-        // A lease of at most election_timeout_max needs no wait.
+        // A lease of at most vote_lease needs no wait.
         assert_eq!(l.bound(9, ETMAX, ETMAX), Some(t + margin(ETMAX)));
         // A new term forgets the old term's peers.
         l.on_response(5, 2, t, true, None, t);

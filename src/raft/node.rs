@@ -91,11 +91,7 @@ impl RaftNode {
         acks: Option<mpsc::Sender<Ack>>,
     ) -> Result<RaftNode, RaftNodeError> {
         let raft_config = Arc::new(config.to_openraft()?);
-        let lease = Arc::new(LeaseState::new(
-            id,
-            config.serving_lease,
-            config.election_timeout_max,
-        ));
+        let lease = Arc::new(LeaseState::new(id, config.serving_lease, config.vote_lease));
         network.configure(id, &config, Some(lease.clone()));
         match storage {
             Storage::Memory | Storage::Kept(_) => {
@@ -164,7 +160,7 @@ impl RaftNode {
             acks,
             acks_dropped: acks_dropped.clone(),
             lease: lease.clone(),
-            election_timeout_max: config.election_timeout_max,
+            vote_lease: config.vote_lease,
             handed_over: handed_over.clone(),
             state: state.clone(),
             name: info.name.clone(),
@@ -400,7 +396,7 @@ impl RaftNode {
     }
 
     /// On the leader: hands leadership to the most up-to-date other voter
-    /// and waits until it moved (about `election_timeout_max`). Returns the
+    /// and waits until it moved (about `vote_lease`). Returns the
     /// chosen voter's id.
     pub async fn hand_over(&self) -> Result<NodeId, RaftApiError> {
         let m = self.raft.metrics().borrow().clone();
@@ -420,14 +416,14 @@ impl RaftNode {
             return Err(RaftApiError::Forward("voter without an address".into()));
         };
         // openraft 0.9 voters refuse to vote while they hold a leader lease,
-        // which every heartbeat renews for `election_timeout_max`: stop the
+        // which every heartbeat renews for `vote_lease`: stop the
         // heartbeats, let the lease run out, then ask the successor to run
         // before the other voters' own election timers fire.
         // (An AppendEntries already sent may still arrive up to its timeout
         // later.)
         self.raft.runtime_config().heartbeat(false);
         self.beating.store(false, Ordering::Relaxed);
-        tokio::time::sleep(self.config.election_timeout_max + self.config.append_timeout).await;
+        tokio::time::sleep(self.config.vote_lease + self.config.append_timeout).await;
         let asked = self
             .network
             .elect(&info.addr, self.config.election_timeout_max)
@@ -608,20 +604,20 @@ impl Drop for RaftNode {
 }
 
 /// The elector (openraft's own election timer is off, see the module doc):
-/// a voter that heard from no leader for `election_timeout_max` plus a
-/// random part of the election timeout asks the other voters whether they
+/// a voter that heard from no leader for `vote_lease` plus a random
+/// election timeout asks the other voters whether they
 /// would vote (pre-vote) and starts an election only with a quorum of yeses
 /// in every voter configuration. On the leader it sends the heartbeats.
 ///
 /// A leader whose process is gone (its Raft port refuses a call, see
 /// [`Network::gone`]) is replaced sooner: once quiet for two heartbeats a
 /// follower asks it something, and if it is gone the follower runs as soon
-/// as openraft's voters grant votes again, `election_timeout_max` after they
-/// last accepted the leader, instead of after the random part too. The
+/// as the voters grant votes again, `vote_lease` after they last accepted
+/// the leader, instead of after the random election timeout too. The
 /// voters are staggered by their rank (one heartbeat each) so they do not
 /// split the vote. This never elects sooner than the normal rule allows:
-/// every voter, the candidate included, still waits `election_timeout_max`
-/// after it last heard from the leader, which the serving lease relies on
+/// every voter, the candidate included, still waits `vote_lease` after it
+/// last heard from the leader, which the serving lease relies on
 /// (see `lease`); a forged refusal costs at most an early pre-vote.
 async fn elect_when_quiet(
     raft: Raft,
@@ -641,7 +637,7 @@ async fn elect_when_quiet(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_beat = Instant::now();
     let mut since = Instant::now();
-    let mut wait = config.election_timeout_max + jitter();
+    let mut wait = config.vote_lease + jitter();
     // The `since` for which the leader was asked whether it runs.
     let mut asked: Option<Instant> = None;
     loop {
@@ -674,7 +670,7 @@ async fn elect_when_quiet(
         if let Some(c) = *contact.borrow() {
             if c.at > since {
                 since = c.at;
-                wait = config.election_timeout_max + jitter();
+                wait = config.vote_lease + jitter();
             }
         }
         let leader = leader
@@ -689,8 +685,7 @@ async fn elect_when_quiet(
                         .voter_ids()
                         .filter(|id| *id != leader && *id < me)
                         .count() as u32;
-                    let fast =
-                        config.election_timeout_max + tick + config.heartbeat_interval * rank;
+                    let fast = config.vote_lease + tick + config.heartbeat_interval * rank;
                     tracing::debug!(node = me, leader, rank, "leader gone; electing sooner");
                     wait = wait.min(fast);
                 }
@@ -712,7 +707,7 @@ async fn elect_when_quiet(
                 let network = network.clone();
                 async move {
                     let yes = network
-                        .pre_vote(&addr, me, last, config.election_timeout_min)
+                        .pre_vote(&addr, me, last, config.append_timeout)
                         .await;
                     (id, yes)
                 }
@@ -742,6 +737,6 @@ async fn elect_when_quiet(
         }
         since = Instant::now();
         asked = Some(since);
-        wait = config.election_timeout_max + jitter();
+        wait = config.vote_lease + jitter();
     }
 }

@@ -30,7 +30,7 @@ pub(crate) struct Handler {
     pub(crate) acks: Option<mpsc::Sender<Ack>>,
     pub(crate) acks_dropped: Arc<AtomicU64>,
     pub(crate) lease: Arc<LeaseState>,
-    pub(crate) election_timeout_max: std::time::Duration,
+    pub(crate) vote_lease: std::time::Duration,
     /// The replicated state (to refuse acknowledgements of unknown epochs).
     pub(crate) state: watch::Receiver<Arc<super::ClusterState>>,
     /// Set when this node was asked to take over (leader hand-over).
@@ -180,7 +180,7 @@ impl pb::raft_server::Raft for Handler {
         let quiet = self
             .contact
             .borrow()
-            .is_none_or(|c| c.at.elapsed() > self.election_timeout_max);
+            .is_none_or(|c| c.at.elapsed() > self.vote_lease);
         let leading = self.raft.metrics().borrow().state == openraft::ServerState::Leader;
         let granted = quiet && !leading && theirs.0 >= mine.0 && theirs.1 >= mine.1;
         tracing::debug!(
