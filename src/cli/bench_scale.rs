@@ -81,7 +81,7 @@ pub(super) struct Row {
     pub rss_kib: Vec<u64>,
     pub leader_cpu: Option<f64>,
     pub leader_rss_kib: Option<u64>,
-    pub map_bytes: usize,
+    pub proposal_bytes: usize,
     pub note: String,
 }
 
@@ -170,10 +170,24 @@ fn mean_max_mib(v: &[u64]) -> String {
     format!("{mean:.1}/{max:.1}")
 }
 
-/// The encoded map of `nodes` equal owners of `shards` shards (as the
-/// leader proposes it), in bytes.
-pub(super) fn map_bytes(nodes: usize, shards: u32) -> anyhow::Result<usize> {
-    Ok(sample_map(nodes, shards)?.encode().len())
+/// What the leader proposes when one of `nodes` equal owners of `shards`
+/// shards goes from weight 1 to 2 (the bench's weight changes): the patch
+/// against the committed map, or the whole map where that is smaller, in
+/// bytes.
+pub(super) fn proposal_bytes(nodes: usize, shards: u32) -> anyhow::Result<usize> {
+    let (before, after) = weight_change(nodes, shards)?;
+    Ok(after.encode_patch(&before)?.len().min(after.encode().len()))
+}
+
+/// A sample map and the one a weight change of its first node (1 -> 2)
+/// makes of it.
+fn weight_change(nodes: usize, shards: u32) -> anyhow::Result<(ShardMap, ShardMap)> {
+    let before = sample_map(nodes, shards)?;
+    let live: Vec<(String, u32)> = (0..nodes)
+        .map(|i| (format!("node{i}"), if i == 0 { 2 } else { 1 }))
+        .collect();
+    let after = rebalance(&before, &live)?;
+    Ok((before, after))
 }
 
 fn sample_map(nodes: usize, shards: u32) -> anyhow::Result<ShardMap> {
@@ -182,7 +196,7 @@ fn sample_map(nodes: usize, shards: u32) -> anyhow::Result<ShardMap> {
 }
 
 /// Bytes the leader sends for one weight-change epoch: three log entries
-/// (the registry write, the proposal with the full map, the commit) to
+/// (the registry write, the proposal of `map` bytes, the commit) to
 /// each of the `nodes - 1` other members. Per-entry framing (log id,
 /// protobuf tags) is counted as 32 bytes, the registry write as 64.
 pub(super) fn epoch_bytes(nodes: usize, map: usize) -> u64 {
@@ -213,7 +227,7 @@ pub(super) fn print_table(rows: &[Row]) {
         "RSS MiB",
         "ldr CPU%",
         "ldr MiB",
-        "map",
+        "proposal",
         "sent/epoch"
     );
     println!(
@@ -248,9 +262,9 @@ pub(super) fn print_table(rows: &[Row]) {
             r.leader_cpu.map_or("-".into(), |c| format!("{c:.1}")),
             r.leader_rss_kib
                 .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
-            human(r.map_bytes as u64),
+            human(r.proposal_bytes as u64),
             if n > 0 {
-                human(epoch_bytes(n, r.map_bytes))
+                human(epoch_bytes(n, r.proposal_bytes))
             } else {
                 "-".into()
             },
@@ -280,14 +294,9 @@ fn print_cost() -> anyhow::Result<()> {
     );
     for shards in [10_000u32, 100_000] {
         for nodes in [5usize, 100] {
-            let before = sample_map(nodes, shards)?;
+            let (before, after) = weight_change(nodes, shards)?;
             let map = before.encode();
             let lz4 = lz4_flex::compress_prepend_size(&map).len();
-            // A weight change of one node (1 -> 2): the shards it gains.
-            let live: Vec<(String, u32)> = (0..nodes)
-                .map(|i| (format!("node{i}"), if i == 0 { 2 } else { 1 }))
-                .collect();
-            let after = rebalance(&before, &live)?;
             let moved = clusterfunk::shards::delta(&before, &after)?.moved;
             let delta = after.encode_patch(&before)?.len();
             println!(
@@ -337,7 +346,7 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
             Ok(r) => r,
             Err(e) => Row {
                 what: format!("{n} processes"),
-                map_bytes: map_bytes(n, args.shards)?,
+                proposal_bytes: proposal_bytes(n, args.shards)?,
                 note: format!(
                     "failed after {} s: {e:#}",
                     unix_ms().saturating_sub(started) / 1000
@@ -360,7 +369,7 @@ pub fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         "  commit: weight change written -> committed on the leader; commit all: -> on every node;\n  \
          fail: kill (crash) -> map without it committed on every survivor; p99 of few samples is the max;\n  \
          CPU/RSS: agent processes from /proc; simulated rows: the whole process divided by the nodes;\n  \
-         sent/epoch: registry write + proposal (full map) + commit, to every other member"
+         proposal: patch of a one-node weight change; sent/epoch: registry write + proposal + commit, to every other member"
     );
     print_cost()?;
     Ok(())
@@ -382,7 +391,7 @@ impl ScaleArgs {
 async fn processes(args: &ScaleArgs, n: usize) -> anyhow::Result<Row> {
     let mut row = Row {
         what: format!("{n} processes"),
-        map_bytes: map_bytes(n, args.shards)?,
+        proposal_bytes: proposal_bytes(n, args.shards)?,
         ..Row::default()
     };
     let dir = scratch_dir(&format!("scale{n}"))?;
@@ -570,8 +579,11 @@ mod tests {
 
     #[test]
     fn a_map_costs_a_byte_per_shard_below_128_nodes() {
-        let b = map_bytes(100, 100_000).unwrap();
+        let b = sample_map(100, 100_000).unwrap().encode().len();
         assert!((100_000..103_000).contains(&b), "{b}");
         assert_eq!(epoch_bytes(1, b), 0);
+        // A weight change moves about 1% of the shards: the patch is small.
+        let p = proposal_bytes(100, 100_000).unwrap();
+        assert!(p * 10 < b, "patch {p} bytes, map {b}");
     }
 }

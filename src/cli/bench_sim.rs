@@ -1,8 +1,13 @@
 //! The simulated rows of `clusterfunk bench scale`: whole nodes in this one
 //! process, gossip and liveness on in-memory networks, Raft through the
 //! in-process router (every RPC still goes through the gRPC codec), logs on
-//! simulated disks, on the real clock of a 2-thread runtime. Timings are
-//! therefore real time on this machine, with every node sharing its cores.
+//! simulated disks, on a paused tokio clock: time advances only when every
+//! node waits, so a hundred nodes sharing two cores do not miss each
+//! other's heartbeats and depose their leaders the way they did on the real
+//! clock (leadership kept moving at 100 nodes). Timings are therefore
+//! simulated time with instant links and free CPU: what the protocol
+//! costs, not what this machine adds; CPU is CPU seconds per simulated
+//! second.
 //!
 //! Besides the row (form, voters, commit, failover, CPU and memory per
 //! node), it prints how a proposal behaves when one owner among many is
@@ -12,7 +17,9 @@
 //! acknowledgement did not come within `ack_timeout`, 500 ms).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context;
 use clusterfunk::cluster::{MemDisks, Seams};
@@ -20,8 +27,7 @@ use clusterfunk::gossip::MemNetwork;
 use clusterfunk::raft::Router;
 use clusterfunk::{Cluster, Config, Role};
 
-use super::bench_scale::{cpu_secs, map_bytes, rss_kib, Row};
-use super::demo::runtime;
+use super::bench_scale::{cpu_secs, proposal_bytes, rss_kib, Row};
 
 /// What the simulated rows measure (from `bench scale`'s flags).
 pub(super) struct SimArgs {
@@ -130,10 +136,14 @@ fn ms(d: Duration) -> u64 {
 }
 
 pub(super) fn run(n: usize, a: &SimArgs) -> anyhow::Result<Row> {
-    runtime()?.block_on(async {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()?;
+    runtime.block_on(async {
         let mut row = Row {
             what: format!("{n} simulated"),
-            map_bytes: map_bytes(n, a.shards)?,
+            proposal_bytes: proposal_bytes(n, a.shards)?,
             ..Row::default()
         };
         let gossip = MemNetwork::new();
@@ -209,12 +219,13 @@ async fn measure(sim: &mut Sim, n: usize, a: &SimArgs, row: &mut Row) -> anyhow:
     let cpu0 = cpu_secs(me).context("/proc/self/stat")?;
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(a.idle_secs)).await;
+    // CPU seconds per simulated second.
     let cpu = (cpu_secs(me).unwrap_or(cpu0) - cpu0) / t.elapsed().as_secs_f64() * 100.0;
     let rss = rss_kib(me).unwrap_or(0).saturating_sub(rss_before);
     row.cpu = vec![cpu / n as f64];
     row.rss_kib = vec![rss / n as u64];
     row.note = format!(
-        "CPU/RSS per node = whole process / {n} ({cpu:.0}% of one core, {} MiB above the start)",
+        "simulated time; CPU/RSS per node = whole process / {n} ({cpu:.0}% of one core per simulated second, {} MiB above the start)",
         rss / 1024
     );
     println!("{n} simulated: idle {}", row.note);
