@@ -226,8 +226,9 @@ const LOOPBACK_ANY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST)
 
 impl Config {
     /// LAN defaults: gossip uses memberlist's LAN preset; Raft and liveness
-    /// use their defaults (20 ms heartbeat, 80–160 ms elections, 50 ms
-    /// liveness probes with 5 retries), and an 80 ms serving lease.
+    /// use their defaults (20 ms heartbeat, 110 ms vote lease, 130–210 ms
+    /// random election timeout, 50 ms liveness probes with 5 retries), and
+    /// an 80 ms serving lease.
     pub fn lan(node_id: impl Into<String>) -> Config {
         let node_id = node_id.into();
         Config {
@@ -287,8 +288,9 @@ impl Config {
     }
 
     /// Across data centres: memberlist's WAN gossip preset, slower Raft
-    /// elections (1 s vote lease, then 0.5–1 s; 150 ms heartbeats) and liveness (250 ms, 4
-    /// retries), longer ack timeout (2 s) and lease (1.2 s).
+    /// elections (1 s vote lease, then 0.5–1 s; 150 ms heartbeats) and
+    /// liveness (250 ms, 4 retries), longer ack timeout (2 s) and lease
+    /// (1.2 s).
     pub fn wan(node_id: impl Into<String>) -> Config {
         let node_id = node_id.into();
         let raft = RaftConfig {
