@@ -32,6 +32,25 @@ fn ep(c: &Cluster, name: &str) -> SocketAddr {
     c.local_endpoints()[name]
 }
 
+/// `n` nodes named `prefix0`.. on `seams`, each joining the first.
+async fn start(n: usize, prefix: &str, seams: &Seams) -> Vec<Cluster> {
+    let mut nodes: Vec<Cluster> = Vec::new();
+    for i in 0..n {
+        let mut c = Config::local(format!("{prefix}{i}"));
+        c.cluster_name = format!("{prefix}-cluster");
+        c.shard_count = SHARDS;
+        c.management_addr = None;
+        c.bootstrap_expect = 3;
+        c.join = nodes
+            .first()
+            .map(|n| ep(n, "gossip").to_string())
+            .into_iter()
+            .collect();
+        nodes.push(Cluster::start_with(c, seams.clone()).await.expect("start"));
+    }
+    nodes
+}
+
 fn owns(c: &Cluster, node: &str) -> Option<bool> {
     let map = c.shard_map().borrow().clone()?;
     Some((0..map.shard_count()).any(|s| map.owner_of(s) == Some(node)))
@@ -61,20 +80,7 @@ async fn forged_refusals_never_serve_a_shard_twice() {
         liveness: Some(liveness.clone()),
         ..Seams::default()
     };
-    let mut nodes: Vec<Cluster> = Vec::new();
-    for i in 0..NODES {
-        let mut c = Config::local(format!("n{i}"));
-        c.cluster_name = "forged".into();
-        c.shard_count = SHARDS;
-        c.management_addr = None;
-        c.bootstrap_expect = 3;
-        c.join = nodes
-            .first()
-            .map(|n| ep(n, "gossip").to_string())
-            .into_iter()
-            .collect();
-        nodes.push(Cluster::start_with(c, seams.clone()).await.expect("start"));
-    }
+    let nodes = start(NODES, "n", &seams).await;
     wait_until("first map on every node", || converged(&nodes)).await;
     let watch = OverlapWatch::start(nodes.clone());
 
@@ -172,20 +178,7 @@ async fn reports_of_a_closed_port_find_a_crash_within_one_interval() {
         liveness: Some(liveness),
         ..Seams::default()
     };
-    let mut nodes: Vec<Cluster> = Vec::new();
-    for i in 0..3 {
-        let mut c = Config::local(format!("c{i}"));
-        c.cluster_name = "closed".into();
-        c.shard_count = SHARDS;
-        c.management_addr = None;
-        c.bootstrap_expect = 3;
-        c.join = nodes
-            .first()
-            .map(|n| ep(n, "gossip").to_string())
-            .into_iter()
-            .collect();
-        nodes.push(Cluster::start_with(c, seams.clone()).await.expect("start"));
-    }
+    let mut nodes = start(3, "c", &seams).await;
     wait_until("first map", || converged(&nodes)).await;
     let leader_id = nodes.iter().find_map(|n| n.leader()).expect("a leader");
     let leader = nodes
