@@ -393,9 +393,11 @@ impl Leader {
         debug!(from = node, epoch, "ack");
         if self.tracker.is_excluded(node, now) {
             // It reaches the leader again (see `Follower::ready_ack`): no
-            // need to wait out the rest of its back-off.
+            // need to wait out the rest of its back-off, nor for a probe
+            // answer.
             info!(node, "an excluded node acknowledges again; readmitting it");
             self.tracker.readmit(node);
+            self.heard.insert(node.to_string());
             self.mark_dirty(now);
         }
         match self.tracker.on_ack(node, epoch, now) {
@@ -511,10 +513,15 @@ impl Leader {
         if !self.active {
             return out;
         }
+        let mut newly_heard = false;
         for n in self.targets.keys() {
             if answering(n) {
-                self.heard.insert(n.clone());
+                newly_heard |= self.heard.insert(n.clone());
             }
+        }
+        if newly_heard {
+            // A member left out until heard from may join the map now.
+            self.mark_dirty(now);
         }
         self.unheard.retain(|n, _| !self.heard.contains(n));
         let due: Vec<String> = self

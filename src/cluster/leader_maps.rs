@@ -39,6 +39,24 @@ impl Leader {
                     if !t.member || t.cluster != self.cfg.cluster_name || !alive {
                         continue;
                     }
+                    // Right after a take-over, a member the newest map
+                    // leaves out joins it only once this leader's checker
+                    // heard from it: the new leader knows nothing yet of a
+                    // member its predecessor found dead, and would hand it
+                    // shards and then wait out the ack timeout for it.
+                    let newest = ins.pending.or(ins.committed);
+                    let left_out = newest.is_some_and(|m| m.node(name).is_none());
+                    let fresh = self
+                        .led_since
+                        .is_some_and(|t| now < t + self.cfg.voter_grace);
+                    if name != &self.me
+                        && left_out
+                        && fresh
+                        && self.targets.contains_key(name)
+                        && !self.heard.contains(name)
+                    {
+                        continue;
+                    }
                     st.members.get(name).map(|r| r.weight).unwrap_or(t.weight)
                 }
                 // Not in gossip (yet): keep it as the newest map has it, so
