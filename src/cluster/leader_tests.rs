@@ -656,6 +656,26 @@ fn a_member_not_heard_since_the_take_over_keeps_its_shards_for_a_grace() {
     assert!(map.node("b").is_none());
 }
 
+#[test]
+fn a_new_leader_adds_a_member_its_predecessor_left_out_only_once_it_hears_from_it() {
+    // The previous leader found c dead and committed a map without it;
+    // gossip still calls c alive.
+    let t0 = Instant::now();
+    let w = World::new(&["a", "b", "c"]).with_committed(&[("a", 1), ("b", 1)]);
+    let mut l = elected(&w, t0);
+    tick(&mut l, &w, t0);
+    assert!(
+        proposal(&tick(&mut l, &w, t0 + ms(10))).is_none(),
+        "a new leader handed shards to a member it has not heard from"
+    );
+    // c answers a probe: it joins the next map.
+    let out = w.run(|ins| l.tick(ins, t0 + ms(20), &|n| n == "c"));
+    let (_, map) = proposal(&out)
+        .or_else(|| proposal(&tick(&mut l, &w, t0 + ms(30))))
+        .expect("a map with c");
+    assert!(map.node("c").is_some());
+}
+
 /// Shard 0 on "c"; the zone each candidate reports goes into `seen`.
 #[derive(Debug, Default)]
 struct PinToC {
