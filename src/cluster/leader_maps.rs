@@ -39,13 +39,12 @@ impl Leader {
                     if !t.member || t.cluster != self.cfg.cluster_name || !alive {
                         continue;
                     }
-                    // Right after a take-over, a member the newest map
+                    // Right after a take-over, a member the committed map
                     // leaves out joins it only once this leader's checker
                     // heard from it: the new leader knows nothing yet of a
                     // member its predecessor found dead, and would hand it
                     // shards and then wait out the ack timeout for it.
-                    let newest = ins.pending.or(ins.committed);
-                    let left_out = newest.is_some_and(|m| m.node(name).is_none());
+                    let left_out = ins.committed.is_some_and(|m| m.node(name).is_none());
                     let fresh = self
                         .led_since
                         .is_some_and(|t| now < t + self.cfg.voter_grace);
