@@ -37,19 +37,7 @@ pub fn delta(old: &ShardMap, new: &ShardMap) -> Result<ShardDelta, ShardMapError
     }
     // Old index -> new index of the same id (NO_OWNER if absent), so that
     // "same owner" is one integer comparison per shard.
-    let mut remap = vec![NO_OWNER; old.nodes.len()];
-    let (mut i, mut j) = (0, 0);
-    while i < old.nodes.len() && j < new.nodes.len() {
-        match old.nodes[i].id.cmp(&new.nodes[j].id) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                remap[i] = j as u16;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
+    let remap = old.remap_to(&new.nodes);
     let mut lost: Vec<Vec<u32>> = vec![Vec::new(); old.nodes.len()];
     let mut gained: Vec<Vec<u32>> = vec![Vec::new(); new.nodes.len()];
     let mut moved = 0;

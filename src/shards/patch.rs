@@ -110,7 +110,7 @@ impl ShardMap {
 
     /// For each of this map's node indexes, the index of the same id in
     /// `nodes` (sorted by id), or `NO_OWNER` where it is absent.
-    fn remap_to(&self, nodes: &[NodeInfo]) -> Vec<u16> {
+    pub(super) fn remap_to(&self, nodes: &[NodeInfo]) -> Vec<u16> {
         self.nodes
             .iter()
             .map(|n| {
